@@ -1,0 +1,47 @@
+"""m3engine: BGE-M3 (dense, sparse, ColBERT) and cross-encoder reranking, exactly as the reference computes them."""
+
+from m3engine.engine import Engine
+from m3engine.errors import (
+    BackendError,
+    EmptyInputError,
+    InputError,
+    InputTooLongError,
+    InvalidInputTypeError,
+    M3EngineError,
+    MissingHeadFileError,
+    ModelError,
+    ModelNotFoundError,
+    UnknownModelKindError,
+    UnsupportedTaskError,
+)
+from m3engine.models.kinds import ModelKind
+from m3engine.models.scores import colbert_score, lexical_matching_score
+from m3engine.results import Classification, Embedding, HybridScore, RerankResult
+from m3engine.settings import EngineSettings
+from m3engine.types import SparseVector
+
+__all__ = [
+    "BackendError",
+    "Classification",
+    "EmptyInputError",
+    "Embedding",
+    "Engine",
+    "EngineSettings",
+    "HybridScore",
+    "InputError",
+    "InputTooLongError",
+    "InvalidInputTypeError",
+    "M3EngineError",
+    "MissingHeadFileError",
+    "ModelError",
+    "ModelKind",
+    "ModelNotFoundError",
+    "RerankResult",
+    "SparseVector",
+    "UnknownModelKindError",
+    "UnsupportedTaskError",
+    "colbert_score",
+    "lexical_matching_score",
+]
+
+__version__ = "0.1.0"

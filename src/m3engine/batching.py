@@ -1,0 +1,29 @@
+"""Batch forming under a token budget: sorted by length so no batch pads a short text to a long one."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int, padded: bool) -> list[list[int]]:
+    """Group input indices into batches, longest first, each within `max_tokens` and `max_size`.
+
+    A batch costs max_len * n tokens when the backend pads and sum(len) when it does not. A single
+    input longer than `max_tokens` still forms a batch of its own: the budget bounds how many inputs
+    share a pass, never whether an input may run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    total = 0  # sum of lengths in `current`; its first item is its longest
+    for i in order:
+        n = len(current) + 1
+        cost = lengths[current[0]] * n if padded and current else total + lengths[i]
+        if current and (n > max_size or cost > max_tokens):
+            batches.append(current)
+            current, total = [], 0
+        current.append(i)
+        total += lengths[i]
+    if current:
+        batches.append(current)
+    return batches

@@ -1,0 +1,1 @@
+"""Checkpoint discovery, model kinds and the exact semantics of each head."""

@@ -1,0 +1,133 @@
+"""BGE-M3's and sentence embedders' heads, over packed hidden states.
+
+Every function takes the states of a whole batch as one (T, H) tensor with `cu_seqlens` (N + 1,),
+so the same code serves padded backends (after unpadding) and packed ones. The semantics are
+FlagEmbedding's (see ../shared/reference/semantics.md):
+
+- dense: the CLS state (or the mean over each text's tokens), normalised later by the engine;
+- sparse: relu(sparse_linear(h)) per token; max per token id within a text; special ids and
+  weights <= 0 dropped;
+- ColBERT: colbert_linear(h) for every token but the first (CLS), EOS kept, L2-normalised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from m3engine.errors import UnsupportedTaskError
+from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
+from m3engine.types import BatchOutputs, HeadRequest, SparseVector
+
+
+def sequence_index(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(T,) the index of the sequence each token belongs to."""
+    lengths = cu_seqlens[1:] - cu_seqlens[:-1]
+    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+
+
+def cls_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    return hidden[cu_seqlens[:-1]]  # (N, H)
+
+
+def mean_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+    lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(hidden.dtype)  # (N,)
+    sums = torch.zeros(len(lengths), hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
+    sums.index_add_(0, sequence_index(cu_seqlens), hidden)  # (N, H)
+    return sums / lengths.clamp(min=1e-9)[:, None]
+
+
+POOLERS = {"cls": cls_pool, "mean": mean_pool}
+
+
+def sparse_weights(
+    token_weights: torch.Tensor,  # (T,) relu(sparse_linear(h))
+    input_ids: torch.Tensor,  # (T,)
+    cu_seqlens: torch.Tensor,  # (N + 1,)
+    special_ids: torch.Tensor,  # (S,) ids never reported
+    vocab_size: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Max weight per (text, token id), dropping special ids and weights <= 0.
+
+    Returns (seq, token_id, weight), each (K,), sorted by text then token id.
+    """
+    keep = (token_weights > 0) & ~torch.isin(input_ids, special_ids)
+    key = sequence_index(cu_seqlens)[keep] * vocab_size + input_ids[keep]  # (K0,) unique per (text, id)
+    unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    weights = torch.zeros(len(unique), dtype=token_weights.dtype, device=token_weights.device)
+    weights.scatter_reduce_(0, inverse, token_weights[keep], reduce="amax", include_self=False)
+    return unique // vocab_size, unique % vocab_size, weights
+
+
+def colbert_rows(cu_seqlens: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """(T,) bool: every token but the first (CLS) of each text."""
+    rows = torch.ones(num_tokens, dtype=torch.bool, device=cu_seqlens.device)
+    rows[cu_seqlens[:-1]] = False
+    return rows
+
+
+class M3Heads(nn.Module):
+    """The sparse and ColBERT linear layers of a BGE-M3 checkpoint."""
+
+    def __init__(self, hidden_size: int, colbert_dim: int) -> None:
+        super().__init__()
+        self.colbert_linear = nn.Linear(hidden_size, colbert_dim)
+        self.sparse_linear = nn.Linear(hidden_size, 1)
+
+    @classmethod
+    def load(cls, path: Path, hidden_size: int) -> M3Heads:
+        colbert = torch.load(path / COLBERT_FILE, map_location="cpu", weights_only=True)
+        sparse = torch.load(path / SPARSE_FILE, map_location="cpu", weights_only=True)
+        heads = cls(hidden_size, int(colbert["weight"].shape[0]))
+        heads.colbert_linear.load_state_dict(colbert)
+        heads.sparse_linear.load_state_dict(sparse)
+        return heads
+
+    @property
+    def colbert_dim(self) -> int:
+        return int(self.colbert_linear.out_features)
+
+    def token_weights(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.sparse_linear(hidden)).squeeze(-1)  # (T,)
+
+    def colbert(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
+        rows = colbert_rows(cu_seqlens, hidden.shape[0])
+        return F.normalize(self.colbert_linear(hidden[rows]), dim=-1)  # (T - N, D_colbert)
+
+
+def compute_outputs(
+    hidden: torch.Tensor,  # (T, H) packed final states, any float dtype
+    input_ids: torch.Tensor,  # (T,)
+    cu_seqlens: torch.Tensor,  # (N + 1,)
+    request: HeadRequest,
+    pooling: str,
+    m3_heads: M3Heads | None,
+    special_ids: torch.Tensor,  # (S,)
+    vocab_size: int,
+) -> BatchOutputs:
+    """Run the requested heads on the device and copy only their results to the host, once."""
+    hidden = hidden.float()  # heads in fp32 whatever the encoder ran in
+    out = BatchOutputs()
+    if request.dense:
+        out.dense = POOLERS[pooling](hidden, cu_seqlens).cpu().numpy()
+    if (request.sparse or request.colbert) and m3_heads is None:
+        raise UnsupportedTaskError("sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)")
+    num_seqs = len(cu_seqlens) - 1
+    if request.sparse and m3_heads is not None:
+        seq, tok, weight = sparse_weights(
+            m3_heads.token_weights(hidden), input_ids, cu_seqlens, special_ids, vocab_size
+        )
+        seq_np, tok_np, w_np = seq.cpu().numpy(), tok.cpu().numpy(), weight.cpu().numpy()
+        bounds = np.searchsorted(seq_np, np.arange(num_seqs + 1))
+        out.sparse = [
+            SparseVector(tok_np[a:b], w_np[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+    if request.colbert and m3_heads is not None:
+        vectors = m3_heads.colbert(hidden, cu_seqlens).cpu().numpy()  # (T - N, D)
+        ends = np.cumsum((cu_seqlens[1:] - cu_seqlens[:-1]).cpu().numpy() - 1)
+        out.colbert = np.split(vectors, ends[:-1])
+    return out

@@ -1,0 +1,116 @@
+"""ModelSpec: everything the engine needs to know about a checkpoint, read once from its files."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from m3engine.errors import UnknownModelKindError
+from m3engine.models.kinds import ModelKind, detect_kind, read_json, read_json_list, require_head_files
+
+# RoBERTa-style models number positions from padding_idx + 1, so two positions are never usable.
+_OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
+_SUPPORTED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert"}
+_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str  # as the user gave it (hub id or path)
+    path: Path
+    kind: ModelKind
+    model_type: str  # config.json's model_type: xlm-roberta, bert, ...
+    hidden_size: int
+    vocab_size: int
+    max_length: int  # the hard limit of the position table, special tokens included
+    default_max_length: int  # the checkpoint's own truncation length (<= max_length)
+    pooling: str = "cls"  # cls or mean; how the dense vector is formed
+    normalize: bool = True  # whether the dense vector is L2-normalised by default
+    labels: tuple[str, ...] = ()  # classifier / reranker label names, by logit index
+    multi_label: bool = False  # sigmoid per label instead of softmax across labels
+
+    @property
+    def is_cross_encoder(self) -> bool:
+        return self.kind in (ModelKind.RERANKER, ModelKind.CLASSIFIER)
+
+
+def _position_limit(config: dict[str, object], model_type: str) -> int:
+    positions = int(config.get("max_position_embeddings", 512))  # type: ignore[call-overload]
+    if model_type in _OFFSET_POSITIONS:
+        positions -= int(config.get("pad_token_id", 1)) + 1  # type: ignore[call-overload]
+    return positions
+
+
+def _checkpoint_max_length(path: Path, limit: int) -> int:
+    st_config = path / "sentence_bert_config.json"
+    if st_config.is_file():
+        value = read_json(st_config).get("max_seq_length")
+        if isinstance(value, int) and value > 0:
+            return min(value, limit)
+    tok_config = path / "tokenizer_config.json"
+    if tok_config.is_file():
+        value = read_json(tok_config).get("model_max_length")
+        if isinstance(value, int | float) and 0 < value < 1e9:
+            return min(int(value), limit)
+    return limit
+
+
+def _sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
+    """(pooling, normalize) from modules.json and 1_Pooling/config.json; CLS and no norm otherwise."""
+    pooling, normalize = "cls", False
+    modules = path / "modules.json"
+    pooling_dir = path / "1_Pooling"
+    if modules.is_file():
+        entries = read_json_list(modules)
+        normalize = any(str(m.get("type", "")).endswith("Normalize") for m in entries)
+        for m in entries:
+            if str(m.get("type", "")).endswith("Pooling"):
+                pooling_dir = path / str(m.get("path", "1_Pooling"))
+    if (pooling_dir / "config.json").is_file():
+        config = read_json(pooling_dir / "config.json")
+        modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
+        others = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS]
+        if others or len(modes) != 1:
+            raise UnknownModelKindError(
+                f"{pooling_dir / 'config.json'} asks for pooling {sorted(others) or modes}; "
+                "m3engine supports exactly one of CLS or mean pooling"
+            )
+        pooling = modes[0]
+    return pooling, normalize
+
+
+def inspect_model(path: Path, name: str | None = None, kind: ModelKind | None = None) -> ModelSpec:
+    """Read a checkpoint directory into a ModelSpec; `kind` overrides detection."""
+    kind = kind or detect_kind(path)
+    config = read_json(path / "config.json")
+    model_type = str(config.get("model_type", ""))
+    if model_type not in _SUPPORTED_TYPES:
+        raise UnknownModelKindError(
+            f"{path}: model_type {model_type!r} is not supported; m3engine serves the BERT and XLM-R "
+            f"families ({', '.join(sorted(_SUPPORTED_TYPES))})"
+        )
+    limit = _position_limit(config, model_type)
+    pooling, normalize = "cls", True
+    labels: tuple[str, ...] = ()
+    if kind is ModelKind.BGE_M3:
+        require_head_files(path)
+    elif kind is ModelKind.EMBEDDING:
+        pooling, normalize = _sentence_transformers_pooling(path)
+    else:
+        id2label = config.get("id2label") or {}
+        count = int(config.get("num_labels", len(id2label) or 1))
+        labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count))
+    return ModelSpec(
+        name=name or str(path),
+        path=path,
+        kind=kind,
+        model_type=model_type,
+        hidden_size=int(config["hidden_size"]),
+        vocab_size=int(config["vocab_size"]),
+        max_length=limit,
+        default_max_length=_checkpoint_max_length(path, limit),
+        pooling=pooling,
+        normalize=normalize,
+        labels=labels,
+        multi_label=config.get("problem_type") == "multi_label_classification",
+    )

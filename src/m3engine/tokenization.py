@@ -1,0 +1,130 @@
+"""Validation, tokenization and the truncation policies of the reference.
+
+Texts are encoded by the Rust `tokenizers` library in one `encode_batch` call (parallel, GIL
+released). Truncation is applied to the content ids and the special tokens are added afterwards by
+the tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
+by its own template.
+
+Policies:
+- single text: content cut to `max_length - specials` (what `tokenizer(text, truncation=True,
+  max_length=L)` does);
+- pair (reranker): FlagReranker's rule: the query alone is capped at `query_max_length` (3/4 of the
+  budget by default), then only the passage is cut so that the pair fits `max_length`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import tokenizers
+
+from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
+from m3engine.types import Encoded
+
+
+def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
+    """A list of non-empty strings, or an error that names the first bad item by its index."""
+    if isinstance(texts, str):
+        texts = [texts]
+    if not isinstance(texts, Sequence):
+        raise InvalidInputTypeError(f"expected a string or a list of strings, got {type(texts).__name__}")
+    if len(texts) == 0:
+        raise EmptyInputError(f"the {what} list is empty; pass at least one text")
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputTypeError(
+                f"{what} {i} is a {type(text).__name__}, not a string; convert it to text first"
+            )
+        if not text.strip():
+            raise EmptyInputError(f"{what} {i} is empty or only whitespace; remove it or give it some text")
+    return list(texts)
+
+
+class TextTokenizer:
+    """A model's tokenizer with the truncation policies above."""
+
+    def __init__(self, hf_tokenizer: Any) -> None:
+        # An independent copy with no truncation or padding configured: we cut ids ourselves.
+        self._tok = tokenizers.Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self._post = self._tok.post_processor
+        self.pad_id: int = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
+        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.sep_token_id)
+        # The ids the sparse head drops (FlagEmbedding's unused_tokens: cls, eos, pad, unk).
+        self.special_ids: frozenset[int] = frozenset(
+            int(i) for i in (*ids, hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id) if i is not None
+        )
+        self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
+        self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
+        self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
+
+    @classmethod
+    def load(cls, path: Path) -> TextTokenizer:
+        from transformers import AutoTokenizer
+
+        return cls(AutoTokenizer.from_pretrained(str(path), use_fast=True))
+
+    def _content(self, texts: list[str]) -> list[tokenizers.Encoding]:
+        return self._tok.encode_batch(texts, add_special_tokens=False)
+
+    def _finish(self, first: tokenizers.Encoding, second: tokenizers.Encoding | None) -> Encoded:
+        if self._post is None:
+            ids = list(first.ids) + (list(second.ids) if second else [])
+            return Encoded(ids=ids)
+        done = self._post.process(first, second, add_special_tokens=True)
+        return Encoded(ids=list(done.ids), type_ids=list(done.type_ids))
+
+    def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
+        """Encode single texts, each to at most `max_length` ids, special tokens included."""
+        budget = max_length - self.single_specials
+        out = []
+        for i, enc in enumerate(self._content(texts)):
+            cut = len(enc.ids) > budget
+            if cut and not truncate:
+                raise InputTooLongError(
+                    f"input {i} has {len(enc.ids) + self.single_specials} tokens, over the limit of "
+                    f"{max_length}; enable truncation (truncate=True, --truncate) or split the text"
+                )
+            if cut:
+                enc.truncate(budget)
+            item = self._finish(enc, None)
+            out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
+        return out
+
+    def encode_pairs(
+        self, queries: list[str], passages: list[str], max_length: int, query_max_length: int, truncate: bool = True
+    ) -> list[Encoded]:
+        """Encode (query, passage) pairs with FlagReranker's truncation (see the module docstring)."""
+        if query_max_length + self.pair_specials >= max_length:
+            raise InputError(
+                f"query_max_length {query_max_length} leaves no room for a passage within max_length "
+                f"{max_length}; lower query_max_length or raise max_length"
+            )
+        q_encs = self._content(queries)
+        p_encs = self._content(passages)
+        out = []
+        for i, (q, p) in enumerate(zip(q_encs, p_encs, strict=True)):
+            total = len(q.ids) + len(p.ids) + self.pair_specials
+            cut = total > max_length or len(q.ids) > query_max_length
+            if cut and not truncate:
+                raise InputTooLongError(
+                    f"pair {i} has {total} tokens (query {len(q.ids)}), over the limit of {max_length} "
+                    f"(query at most {query_max_length}); enable truncation or shorten the texts"
+                )
+            if len(q.ids) > query_max_length:
+                q.truncate(query_max_length)
+            room = max_length - len(q.ids) - self.pair_specials
+            if len(p.ids) > room:
+                p.truncate(room)
+            item = self._finish(q, p)
+            out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
+        return out
+
+    def id_to_token(self, token_id: int) -> str:
+        return self._tok.id_to_token(token_id) or ""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        return self._tok.decode(ids, skip_special_tokens=skip_special_tokens)

