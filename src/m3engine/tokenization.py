@@ -123,6 +123,10 @@ class TextTokenizer:
             out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
         return out
 
+    def encoding(self, text: str, add_special_tokens: bool = True) -> tokenizers.Encoding:
+        """The full encoding of one text (ids, token strings, offsets, special mask), for /tokenize."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens)
+
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(token_id) or ""
 
