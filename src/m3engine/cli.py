@@ -1,4 +1,4 @@
-"""The `m3engine` command: embed, rerank, info. Engine flags come from EngineSettings (also env vars)."""
+"""The `m3engine` command: embed, rerank, info, serve. Engine flags come from EngineSettings (also env vars)."""
 
 from __future__ import annotations
 
@@ -148,6 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="What the model is: kind, dims, max length, device, dtype, backend.")
     add_arguments(info)
     info.set_defaults(func=cmd_info)
+
+    from m3engine.server.cli import add_serve_parser
+
+    add_serve_parser(sub)
     return parser
 
 

@@ -130,8 +130,7 @@ class Scheduler:
         except TimeoutError:
             if job.started:  # already on the device: it finishes soon, and dropping it would waste it
                 return await job.future
-            if not job.future.done():
-                job.future.set_exception(DeadlineExceededError(_deadline_message()))
+            job.future.cancel()  # marks it done: the former drops its items
             raise DeadlineExceededError(_deadline_message()) from None
 
     def _observe_throughput(self, tokens: int, seconds: float) -> None:

@@ -57,6 +57,7 @@ class Worker:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alive = False
+        self._running: list[Item] = []
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
 
     def start(self) -> None:
@@ -84,6 +85,9 @@ class Worker:
             self._fail_all(NotReadyError(f"the worker of model {self.name} stopped; the server is not ready"))
 
     def _fail_all(self, error: M3EngineError) -> None:
+        for item in self._running:  # the batch that was on the backend when the loop died
+            if not item.job.done:
+                item.job.future.set_exception(error)
         for lane in (self.former.short, self.former.long):
             for item in lane:
                 if not item.job.done:
@@ -100,7 +104,9 @@ class Worker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            self._running = batch
             await self._run(batch, may_split=True)
+            self._running = []
 
     async def _run(self, batch: list[Item], may_split: bool) -> None:
         now = time.monotonic()

@@ -28,6 +28,7 @@ from m3engine.settings import ServerSettings
 
 log = logging.getLogger("m3engine.server")
 PUBLIC_ROUTES = ("/live", "/ready")
+ROUTERS = (health, openai, tei, rerank, m3)
 
 
 def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
@@ -56,7 +57,7 @@ def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.server = state
-    for module in (health, openai, tei, rerank, m3):
+    for module in ROUTERS:
         app.include_router(module.router)
     errors.install(app)
 
@@ -75,7 +76,7 @@ def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Request-Timeout"],
             allow_credentials=False,
         )
-    routes = [r.path for r in app.routes if isinstance(r, APIRoute)]
+    routes = [r.path for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
     app.add_middleware(RequestContext, metrics=state.metrics, routes=routes)
     return app
 
