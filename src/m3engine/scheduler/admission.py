@@ -3,8 +3,9 @@
 Every queued or running request holds a `Permit`, so the queue behind admission is bounded by
 construction: nothing downstream can overflow, and no bounded channel can fail a put (the class of
 crash TEI hit in #470/#811). A request is refused (429) when either budget is full; its reservation
-is an upper bound on its tokens (characters + specials, capped), shrunk to the real count once
-tokenized, and returned on completion, error or cancellation.
+(characters + specials per input, capped at the model's limit) bounds the tokens of nearly any text
+(NFKC expands a few ligatures past it), is shrunk to the real count once tokenized, and is returned on
+completion, error or cancellation.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> 
 
 
 def estimate_tokens(char_counts: Iterable[int], cap: int) -> int:
-    """An upper bound on tokens before tokenizing: a tokenizer emits at most about one token per character."""
+    """Tokens before tokenizing: about one token per character at most (XLM-R, WordPiece), capped."""
     return sum(min(cap, chars + SPECIALS_ALLOWANCE) for chars in char_counts)
 
 
