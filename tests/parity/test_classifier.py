@@ -23,6 +23,8 @@ def test_classifier_matches_transformers(classifier_dir: Path) -> None:
         batch = tok(texts, padding=True, truncation=True, max_length=engine.max_length, return_tensors="pt")
         ref = torch.softmax(model(**batch).logits, dim=-1).numpy()
     mine = engine.classify(texts)
-    np.testing.assert_allclose(np.array([[r.scores[k] for k in engine.spec.labels] for r in mine]), ref, atol=1e-5)
+    np.testing.assert_allclose(
+        np.array([[r.scores[k] for k in engine.spec.labels] for r in mine]), ref, atol=1e-5
+    )
     assert [r.label for r in mine] == [engine.spec.labels[i] for i in ref.argmax(1)]
     assert engine.spec.labels == ("negative", "neutral", "positive")

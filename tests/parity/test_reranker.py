@@ -55,8 +55,8 @@ def test_pair_scores_match(reranker: Engine, flag_reranker: Any, normalize: bool
 
 def test_query_cap_and_passage_truncation(reranker: Engine) -> None:
     tok = reranker.tokenizer
-    long_query, = tok.encode_pairs([LONG], ["short passage"], MAX_LEN, MAX_LEN * 3 // 4)
-    mid_query, = tok.encode_pairs([LONG[:150]], [LONG], MAX_LEN, MAX_LEN * 3 // 4)
+    (long_query,) = tok.encode_pairs([LONG], ["short passage"], MAX_LEN, MAX_LEN * 3 // 4)
+    (mid_query,) = tok.encode_pairs([LONG[:150]], [LONG], MAX_LEN, MAX_LEN * 3 // 4)
     assert len(long_query) <= MAX_LEN and long_query.truncated
     assert len(mid_query) == MAX_LEN and mid_query.truncated
     # the query part (between <s> and the first </s>) keeps at most 3/4 of the budget

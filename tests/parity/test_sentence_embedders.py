@@ -34,7 +34,11 @@ def test_minilm_is_read_as_a_mean_pooled_normalised_embedder(minilm: Engine) -> 
 
 def test_trained_weights_rank_by_meaning(minilm: Engine) -> None:
     query, close, far = minilm.embed(
-        ["How many people live in Tokyo?", "Tokyo has a population of about 37 million.", "Bamboo is eaten by pandas."]
+        [
+            "How many people live in Tokyo?",
+            "Tokyo has a population of about 37 million.",
+            "Bamboo is eaten by pandas.",
+        ]
     )
     assert query.dense is not None and close.dense is not None and far.dense is not None
     assert float(query.dense @ close.dense) > float(query.dense @ far.dense) + 0.2

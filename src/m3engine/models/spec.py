@@ -69,7 +69,9 @@ def _sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
     if (pooling_dir / "config.json").is_file():
         config = read_json(pooling_dir / "config.json")
         modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
-        others = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS]
+        others = [
+            k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS
+        ]
         if others or len(modes) != 1:
             raise UnknownModelKindError(
                 f"{pooling_dir / 'config.json'} asks for pooling {sorted(others) or modes}; "
