@@ -120,3 +120,10 @@ def build_bert_classifier(directory: Path, tokenizer_source: Path, seed: int = 2
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+if __name__ == "__main__":  # python -m tests.checkpoints DIR: build the tiny models for demos
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
+    print(build_bge_m3(out / "bge-m3"), build_reranker(out / "bge-reranker-v2-m3"), sep="\n")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from m3engine.errors import UnknownModelKindError
 from m3engine.models.kinds import ModelKind, detect_kind, read_json, read_json_list, require_head_files
@@ -34,10 +35,10 @@ class ModelSpec:
         return self.kind in (ModelKind.RERANKER, ModelKind.CLASSIFIER)
 
 
-def _position_limit(config: dict[str, object], model_type: str) -> int:
-    positions = int(config.get("max_position_embeddings", 512))  # type: ignore[call-overload]
+def _position_limit(config: dict[str, Any], model_type: str) -> int:
+    positions = int(config.get("max_position_embeddings", 512))
     if model_type in _OFFSET_POSITIONS:
-        positions -= int(config.get("pad_token_id", 1)) + 1  # type: ignore[call-overload]
+        positions -= int(config.get("pad_token_id", 1)) + 1
     return positions
 
 
