@@ -1,4 +1,4 @@
-"""The `m3engine` command: embed, rerank, info, serve. Engine flags come from EngineSettings (also env vars)."""
+"""The `m3engine` command: embed, rerank, info, serve. Flags come from the settings (also env vars)."""
 
 from __future__ import annotations
 
@@ -113,8 +113,12 @@ def _input_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text", action="append", help="A text to process (repeatable).")
     p.add_argument("--input", help="A file of texts: .txt (a line each), .jsonl or .parquet.")
     p.add_argument("--field", default="text", help="Field / column holding the text in .jsonl and .parquet.")
-    p.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=True,
-                   help="Cut texts over the limit (default) or fail on them (--no-truncate).")
+    p.add_argument(
+        "--truncate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Cut texts over the limit (default) or fail on them (--no-truncate).",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -123,11 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     embed = sub.add_parser("embed", help="Embed texts: dense, sparse and ColBERT outputs.")
     _input_flags(embed)
-    embed.add_argument("--output", help="Write to .jsonl, .parquet or .npy (dense only); default JSONL on stdout.")
+    embed.add_argument(
+        "--output", help="Write to .jsonl, .parquet or .npy (dense only); default JSONL on stdout."
+    )
     embed.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="Dense vectors.")
     embed.add_argument("--sparse", action="store_true", help="Sparse lexical weights (BGE-M3).")
     embed.add_argument("--colbert", action="store_true", help="ColBERT multi-vectors (BGE-M3).")
-    embed.add_argument("--query", action="store_true", help="Texts are queries: instruction and query length.")
+    embed.add_argument(
+        "--query", action="store_true", help="Texts are queries: instruction and query length."
+    )
     embed.add_argument("--dimensions", type=int, help="Keep the first D dense values (then re-normalise).")
     embed.add_argument("--chunk-size", type=int, default=4096, help="Texts read and written per step.")
     add_arguments(embed)
@@ -159,8 +167,8 @@ def _quiet_transformers() -> None:
     """transformers' per-load progress bars and notices would drown the command's own output."""
     from transformers.utils import logging
 
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

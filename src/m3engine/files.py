@@ -54,7 +54,9 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
             elif isinstance(item, dict) and isinstance(item.get(field), str):
                 yield item[field]
             else:
-                raise InputError(f"{path}:{number} is neither a JSON string nor an object with a {field!r} string")
+                raise InputError(
+                    f"{path}:{number} is neither a JSON string nor an object with a {field!r} string"
+                )
 
 
 class EmbeddingWriter:
@@ -74,7 +76,9 @@ class EmbeddingWriter:
 
     def check_outputs(self, sparse: bool, colbert: bool) -> None:
         if self.suffix == ".npy" and (sparse or colbert):
-            raise InputError(".npy holds the dense matrix only; write sparse or ColBERT outputs to .jsonl or .parquet")
+            raise InputError(
+                ".npy holds the dense matrix only; write sparse or ColBERT outputs to .jsonl or .parquet"
+            )
 
     def write(self, records: Sequence[Embedding], offset: int = 0) -> None:
         if self.suffix == ".npy":
@@ -112,8 +116,12 @@ def _to_table(records: Sequence[Embedding], offset: int) -> pa.Table:
     if first.dense is not None:
         columns["dense"] = pa.array([r.dense for r in records], pa.list_(pa.float32()))
     if first.sparse is not None:
-        columns["sparse_indices"] = pa.array([r.sparse.indices for r in records if r.sparse], pa.list_(pa.int64()))
-        columns["sparse_values"] = pa.array([r.sparse.values for r in records if r.sparse], pa.list_(pa.float32()))
+        columns["sparse_indices"] = pa.array(
+            [r.sparse.indices for r in records if r.sparse], pa.list_(pa.int64())
+        )
+        columns["sparse_values"] = pa.array(
+            [r.sparse.values for r in records if r.sparse], pa.list_(pa.float32())
+        )
     if first.colbert is not None:
         columns["colbert"] = pa.array(
             [list(r.colbert) for r in records if r.colbert is not None], pa.list_(pa.list_(pa.float32()))

@@ -88,7 +88,8 @@ class FakeBackend:
     def colbert_of(self, ids: list[int]) -> FloatArray:
         rng = np.random.default_rng(_seed(ids) + 1)
         vectors = rng.standard_normal((len(ids) - 1, self.dim)).astype(np.float32)  # (len - 1, D)
-        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        normalized: FloatArray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return normalized
 
     def logits_of(self, ids: list[int], count: int) -> FloatArray:
         rng = np.random.default_rng(_seed(ids) + 2)

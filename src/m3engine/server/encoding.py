@@ -39,3 +39,9 @@ def sparse(
     if tokens is not None:
         out["tokens"] = tokens
     return out
+
+
+def label_scores(scores: dict[str, float]) -> list[dict[str, object]]:
+    """[{score, label}] best first (TEI's /predict and Infinity's /classify)."""
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
+    return [{"score": score, "label": label} for label, score in ranked]

@@ -121,10 +121,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict[str, object]
     tokens = sum(r.num_tokens for r in records)
     return {
         "object": "classify",
-        "data": [
-            sorted(({"score": s, "label": k} for k, s in r.scores.items()), key=lambda d: -float(d["score"]))
-            for r in records
-        ],
+        "data": [encoding.label_scores(r.scores) for r in records],
         "model": served.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

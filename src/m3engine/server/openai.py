@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal
+from typing import Literal, cast
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
@@ -52,7 +52,8 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, obj
             [len(s) for s in ids],
         )
     else:
-        texts = [body.input] if isinstance(body.input, str) else list(body.input)  # type: ignore[arg-type]
+        # Not token ids, so a text or a list of texts (pydantic rejects mixed lists).
+        texts = [body.input] if isinstance(body.input, str) else cast(list[str], list(body.input))
         records, served = await submit(
             request,
             body.model,
@@ -60,7 +61,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, obj
             lambda t: t.embed(
                 texts, input_type=body.input_type, truncate=body.truncate, dimensions=body.dimensions
             ),
-            [len(x) if isinstance(x, str) else 1 for x in texts],
+            [len(x) for x in texts],
         )
     tokens = sum(r.num_tokens for r in records)
     return {

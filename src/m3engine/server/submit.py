@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from fastapi import Request
 from starlette.types import Receive
@@ -84,7 +84,7 @@ async def submit(
             await watcher
 
 
-async def _cancel_on_disconnect(receive: Receive, work: asyncio.Future[object]) -> None:
+async def _cancel_on_disconnect(receive: Receive, work: asyncio.Future[Any]) -> None:
     """Waits for http.disconnect (the body has been read already) and cancels the work."""
     while not work.done():
         message = await receive()

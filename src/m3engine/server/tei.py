@@ -13,9 +13,11 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 
 from m3engine.errors import InputError
+from m3engine.results import Classification
 from m3engine.server import encoding
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.server.tokens import decode_ids, tokenize_detail
+from m3engine.tasks import Prepared, TaskBuilder
 
 router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
@@ -113,24 +115,27 @@ class PredictRequest(BaseModel):
     model: str | None = None
 
 
+def _predict_items(inputs: str | list[str] | list[list[str]]) -> tuple[list[list[str]], bool]:
+    """TEI's forms: "text" | ["text_a", "text_b"] (one pair) | [["a"], ["q", "doc"], ...] (a batch)."""
+    if isinstance(inputs, str):
+        return [[inputs]], True
+    if len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+        return [[str(x) for x in inputs]], True
+    return [[x] if isinstance(x, str) else list(x) for x in inputs], False
+
+
 @router.post("/predict", summary="Classify texts or text pairs (TEI)")
 async def predict(
     body: PredictRequest, request: Request
 ) -> list[dict[str, object]] | list[list[dict[str, object]]]:
-    # TEI's forms: "text" | ["text_a", "text_b"] (one pair) | [["a"], ["q", "doc"], ...] (a batch)
-    single = isinstance(body.inputs, str) or (
-        len(body.inputs) == 2 and all(isinstance(x, str) for x in body.inputs)
-    )
-    items: list[list[str]] = [[body.inputs] if isinstance(body.inputs, str) else list(body.inputs)]  # type: ignore[list-item]
-    if not single:
-        items = [[x] if isinstance(x, str) else list(x) for x in body.inputs]
+    items, single = _predict_items(body.inputs)
     if any(len(x) not in (1, 2) for x in items):
         raise InputError("each /predict input is one text or a [text_a, text_b] pair")
     pairs = all(len(x) == 2 for x in items)
     if not pairs and any(len(x) == 2 for x in items):
         raise InputError("a /predict batch must be all single texts or all pairs")
 
-    def prepare(t):  # type: ignore[no-untyped-def]
+    def prepare(t: TaskBuilder) -> Prepared[list[Classification]]:
         if pairs:
             return t.classify_pairs(items, truncate=body.truncate, raw_scores=body.raw_scores)
         return t.classify([x[0] for x in items], truncate=body.truncate, raw_scores=body.raw_scores)
@@ -138,12 +143,7 @@ async def predict(
     records, _ = await submit(
         request, body.model, "classify", prepare, [sum(len(s) for s in x) for x in items]
     )
-    shaped = [
-        sorted(
-            ({"score": s, "label": label} for label, s in r.scores.items()), key=lambda d: -float(d["score"])
-        )
-        for r in records
-    ]
+    shaped = [encoding.label_scores(r.scores) for r in records]
     return shaped[0] if single else shaped
 
 
