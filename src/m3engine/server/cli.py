@@ -65,7 +65,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=server_settings.port,
         log_config=None,  # logs.configure set JSON handlers already
         timeout_graceful_shutdown=max(1, round(server_settings.shutdown_timeout)),
-        limit_concurrency=server_settings.max_concurrent_requests * 2,  # a connection cap above admission
+        # No limit_concurrency: uvicorn would answer its own bare 503s before admission could give
+        # a 429 with Retry-After; admission bounds the work, the body limit bounds each request.
     )
     DrainingServer(config, app.state.server).run()
     return 0

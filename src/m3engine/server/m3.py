@@ -5,10 +5,11 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.server import encoding
+from m3engine.server.respond import respond
 from m3engine.server.submit import submit
 
 router = APIRouter(tags=["m3engine"])
@@ -33,7 +34,7 @@ class EmbedM3Request(BaseModel):
 
 
 @router.post("/v1/embed_m3", summary="BGE-M3 dense, sparse and ColBERT outputs from one forward pass")
-async def embed_m3(body: EmbedM3Request, request: Request) -> dict[str, object]:
+async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
     records, served = await submit(
         request,
@@ -52,26 +53,32 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> dict[str, object]:
         [len(x) for x in texts],
     )
     tokenizer = served.engine.tokenizer
-    data = []
-    for r in records:
-        item: dict[str, object] = {"index": r.index, "num_tokens": r.num_tokens, "truncated": r.truncated}
-        if r.dense is not None:
-            item["dense"] = encoding.vector(r.dense, body.encoding_format)
-        if r.sparse is not None:
-            weights = r.sparse.top_k(body.sparse_top_k) if body.sparse_top_k else r.sparse
-            tokens = [tokenizer.id_to_token(int(i)) for i in weights.indices] if body.return_tokens else None
-            item["sparse"] = encoding.sparse(weights, body.sparse_format, tokens=tokens)
-        if r.colbert is not None:
-            item["colbert"] = encoding.multi_vector(r.colbert, body.encoding_format)
-        data.append(item)
-    tokens_used = sum(r.num_tokens for r in records)
-    return {
-        "object": "list",
-        "data": data,
-        "model": served.name,
-        "usage": {"prompt_tokens": tokens_used, "total_tokens": tokens_used},
-        "created": int(time.time()),
-    }
+
+    def build() -> dict[str, object]:
+        data = []
+        for r in records:
+            item: dict[str, object] = {"index": r.index, "num_tokens": r.num_tokens, "truncated": r.truncated}
+            if r.dense is not None:
+                item["dense"] = encoding.vector(r.dense, body.encoding_format)
+            if r.sparse is not None:
+                weights = r.sparse.top_k(body.sparse_top_k) if body.sparse_top_k else r.sparse
+                tokens = (
+                    [tokenizer.id_to_token(int(i)) for i in weights.indices] if body.return_tokens else None
+                )
+                item["sparse"] = encoding.sparse(weights, body.sparse_format, tokens=tokens)
+            if r.colbert is not None:
+                item["colbert"] = encoding.multi_vector(r.colbert, body.encoding_format)
+            data.append(item)
+        used = sum(r.num_tokens for r in records)
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.name,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+            "created": int(time.time()),
+        }
+
+    return await respond(build)
 
 
 class ScoreRequest(BaseModel):

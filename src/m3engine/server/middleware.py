@@ -80,7 +80,7 @@ class RequestContext:
             route = path if path in self.routes else "other"
             outcome = state.get("outcome") or ("ok" if status < 400 else "internal")
             self.metrics.count(route, outcome)
-            if "timings" in state:
+            if "timings" in state and outcome == "ok":  # refused requests would skew the stage times
                 timings = state["timings"]
                 for stage, value in (("tokenize", timings.tokenize), ("queue", timings.queue)):
                     self.metrics.observe_stage(stage, value)

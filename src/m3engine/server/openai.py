@@ -6,10 +6,11 @@ import time
 import uuid
 from typing import Literal, cast
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.server import encoding
+from m3engine.server.respond import respond
 from m3engine.server.submit import server_state, submit
 
 router = APIRouter(tags=["OpenAI"])
@@ -41,7 +42,7 @@ def _as_ids(value: object) -> list[list[int]] | None:
 
 
 @router.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
-async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, object]:
+async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     ids = _as_ids(body.input)
     if ids is not None:
         records, served = await submit(
@@ -64,9 +65,9 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, obj
             [len(x) for x in texts],
         )
     tokens = sum(r.num_tokens for r in records)
-    return {
-        "object": "list",
-        "data": [
+
+    def build() -> dict[str, object]:
+        data = [
             {
                 "object": "embedding",
                 "index": r.index,
@@ -74,12 +75,17 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> dict[str, obj
             }
             for r in records
             if r.dense is not None
-        ],
-        "model": served.name,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        "id": f"embd-{uuid.uuid4().hex}",
-        "created": int(time.time()),
-    }
+        ]
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            "id": f"embd-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+        }
+
+    return await respond(build)
 
 
 @router.get("/v1/models", summary="List served models (OpenAI-compatible)")

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.errors import InputError
 from m3engine.results import Classification
 from m3engine.server import encoding
+from m3engine.server.respond import respond
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.server.tokens import decode_ids, tokenize_detail
 from m3engine.tasks import Prepared, TaskBuilder
@@ -40,7 +41,7 @@ def _texts(inputs: Inputs) -> list[str]:
 
 
 @router.post("/embed", summary="Dense embeddings (TEI)")
-async def embed(body: EmbedRequest, request: Request) -> list[list[float]]:
+async def embed(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
     records, _ = await submit(
         request,
@@ -51,11 +52,11 @@ async def embed(body: EmbedRequest, request: Request) -> list[list[float]]:
         ),
         [len(x) for x in texts],
     )
-    return [r.dense.tolist() for r in records if r.dense is not None]
+    return await respond(lambda: [r.dense.tolist() for r in records if r.dense is not None])
 
 
 @router.post("/embed_sparse", summary="BGE-M3 sparse weights as [{index, value}] (TEI)")
-async def embed_sparse(body: EmbedRequest, request: Request) -> list[list[dict[str, float]]]:
+async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
     records, _ = await submit(
         request,
@@ -64,11 +65,11 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> list[list[dict[s
         lambda t: t.embed(texts, dense=False, sparse=True, truncate=body.truncate),
         [len(x) for x in texts],
     )
-    return [encoding.sparse(r.sparse, "tei") for r in records if r.sparse is not None]
+    return await respond(lambda: [encoding.sparse(r.sparse, "tei") for r in records if r.sparse is not None])
 
 
 @router.post("/embed_all", summary="BGE-M3 ColBERT vectors per token (TEI's embed_all shape)")
-async def embed_all(body: EmbedRequest, request: Request) -> list[list[list[float]]]:
+async def embed_all(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
     records, _ = await submit(
         request,
@@ -77,7 +78,7 @@ async def embed_all(body: EmbedRequest, request: Request) -> list[list[list[floa
         lambda t: t.embed(texts, dense=False, colbert=True, truncate=body.truncate),
         [len(x) for x in texts],
     )
-    return [r.colbert.tolist() for r in records if r.colbert is not None]
+    return await respond(lambda: [r.colbert.tolist() for r in records if r.colbert is not None])
 
 
 class RerankRequest(BaseModel):

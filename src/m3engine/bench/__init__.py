@@ -1,0 +1,1 @@
+"""Benchmarks: `m3engine bench serve` drives a running server over HTTP."""
