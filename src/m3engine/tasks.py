@@ -11,6 +11,7 @@ calls `finish` when every sequence of a task has come back.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -137,7 +138,9 @@ class TaskBuilder:
         max_length: int | None = None,
         query_max_length: int | None = None,
         return_documents: bool = False,
+        max_chunks_per_doc: int | None = None,
     ) -> Prepared[list[RerankResult]]:
+        """`max_chunks_per_doc`: score long documents as windows and keep each one's best (Cohere v1)."""
         self.require("rerank", ModelKind.RERANKER)
         if not isinstance(query, str):
             raise InvalidInputTypeError(f"the query is a {type(query).__name__}, not a string")
@@ -145,6 +148,17 @@ class TaskBuilder:
         docs = check_texts(documents, "document")
         if top_n is not None and top_n < 1:
             raise InputError(f"top_n must be >= 1, got {top_n}")
+        if max_chunks_per_doc is not None and max_chunks_per_doc > 1:
+            return self._rerank_chunks(
+                query,
+                docs,
+                max_chunks_per_doc,
+                top_n,
+                normalize,
+                max_length,
+                query_max_length,
+                return_documents,
+            )
         encoded = self._encode_pairs([query] * len(docs), docs, truncate, max_length, query_max_length)
 
         def finish(out: BatchOutputs) -> list[RerankResult]:
@@ -159,6 +173,44 @@ class TaskBuilder:
                     logit=float(logits[i]),
                     num_tokens=len(encoded[i]),
                     truncated=encoded[i].truncated,
+                    document=docs[i] if return_documents else None,
+                )
+                for i in order
+            ]
+
+        return Prepared(encoded, HeadRequest(logits=True), finish)
+
+    def _rerank_chunks(
+        self,
+        query: str,
+        docs: list[str],
+        max_chunks: int,
+        top_n: int | None,
+        normalize: bool,
+        max_length: int | None,
+        query_max_length: int | None,
+        return_documents: bool,
+    ) -> Prepared[list[RerankResult]]:
+        limit = self.limit(max_length, self.max_length, "max_length")
+        q_default = limit * 3 // 4 if max_length else self.query_max_length
+        q_limit = self.limit(query_max_length, q_default, "query_max_length")
+        windows = self.tokenizer.encode_pair_chunks(query, docs, limit, q_limit, max_chunks)
+        bounds = np.cumsum([0] + [len(w) for w in windows])  # doc i owns rows bounds[i]:bounds[i+1]
+        encoded = [e for w in windows for e in w]
+
+        def finish(out: BatchOutputs) -> list[RerankResult]:
+            assert out.logits is not None
+            # Sigmoid is monotonic, so the best window by logit is the best by score.
+            logits = np.array([out.logits[a:b, 0].max() for a, b in itertools.pairwise(bounds)])
+            scores = postprocess.sigmoid(logits) if normalize else logits
+            order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+            return [
+                RerankResult(
+                    index=int(i),
+                    score=float(scores[i]),
+                    logit=float(logits[i]),
+                    num_tokens=sum(len(e) for e in windows[i]),
+                    truncated=windows[i][0].truncated,
                     document=docs[i] if return_documents else None,
                 )
                 for i in order

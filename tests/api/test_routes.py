@@ -149,3 +149,25 @@ async def test_info_lists_settings_and_timing_headers(client: httpx.AsyncClient)
     r = await client.post("/embed", json={"inputs": "hello"}, headers={"X-Request-Id": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert float(r.headers["x-inference-time"]) >= 0 and "x-queue-time" in r.headers
+
+
+async def test_rerank_chunks_long_documents_and_keeps_best_window(
+    client: httpx.AsyncClient, reranker_fake: Engine
+) -> None:
+    long_doc = " ".join(f"word{i % 50} text" for i in range(300))  # far over the 128-token limit
+    docs = [long_doc, "a short document"]
+    body = {"query": "which window", "documents": docs, "max_chunks_per_doc": 4, "raw_scores": True}
+    r = await client.post("/v1/rerank", json=body)
+    assert r.status_code == 200, r.text
+    got = {x["index"]: x["relevance_score"] for x in r.json()["results"]}
+    windows = reranker_fake.tokenizer.encode_pair_chunks(
+        "which window", docs, reranker_fake.max_length, reranker_fake.query_max_length, 4
+    )
+    assert len(windows[0]) == 4 and len(windows[1]) == 1
+    assert all(len(w) <= reranker_fake.max_length for w in windows[0])
+    fake = backend_of(reranker_fake)
+    best = max(float(fake.logits_of(w.ids, 1)[0]) for w in windows[0])
+    assert got[0] == pytest.approx(best, rel=1e-6)
+    plain = await client.post("/v1/rerank", json={**body, "max_chunks_per_doc": None})
+    unchunked = {x["index"]: x["relevance_score"] for x in plain.json()["results"]}
+    assert got[1] == pytest.approx(unchunked[1], rel=1e-6)  # a short document is one window either way

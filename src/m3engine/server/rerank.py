@@ -10,10 +10,13 @@ from __future__ import annotations
 import uuid
 from typing import Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from m3engine.results import RerankResult
+from m3engine.server.respond import respond
 from m3engine.server.submit import submit
+from m3engine.tasks import Prepared, TaskBuilder
 
 router = APIRouter(tags=["Cohere / Jina"])
 
@@ -38,19 +41,28 @@ class RerankRequest(BaseModel):
     raw_scores: bool = False
 
 
-async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "2"]) -> dict[str, object]:
+async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "2"]) -> Response:
     docs = [d if isinstance(d, str) else d.text for d in body.documents]
 
-    def prepare(t):  # type: ignore[no-untyped-def]
+    def prepare(t: TaskBuilder) -> Prepared[list[RerankResult]]:
         # Cohere's max_tokens_per_doc bounds the pair; FlagReranker's policy keeps the query's share.
         limit = (
             None if body.max_tokens_per_doc is None else max(4, min(t.max_length, body.max_tokens_per_doc))
         )
-        return t.rerank(body.query, docs, top_n=body.top_n, normalize=not body.raw_scores, max_length=limit)
+        return t.rerank(
+            body.query,
+            docs,
+            top_n=body.top_n,
+            normalize=not body.raw_scores,
+            max_length=limit,
+            max_chunks_per_doc=body.max_chunks_per_doc,
+        )
 
-    results, served = await submit(
-        request, body.model, "rerank", prepare, [len(body.query) + len(d) for d in docs]
-    )
+    chunks = body.max_chunks_per_doc or 1
+    sizes = [len(body.query) + len(d) for d in docs]
+    # Admission: a chunked document may run as up to `chunks` sequences (the estimate caps each).
+    char_counts = [c // chunks + 1 for c in sizes for _ in range(chunks)] if chunks > 1 else sizes
+    results, served = await submit(request, body.model, "rerank", prepare, char_counts, inputs=len(docs))
     tokens = sum(r.num_tokens for r in results)
     shaped = []
     for r in results:
@@ -61,20 +73,21 @@ async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "
     api_version: dict[str, object] = {"version": version}
     if version == "2":
         api_version["is_experimental"] = False
-    return {
+    payload = {
         "id": str(uuid.uuid4()),
         "results": shaped,
         "meta": {"api_version": api_version, "billed_units": {"search_units": 1}},
         "model": served.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+    return await respond(lambda: payload)
 
 
 @router.post("/v1/rerank", summary="Rerank documents (Cohere v1, Jina)")
-async def rerank_v1(body: RerankRequest, request: Request) -> dict[str, object]:
+async def rerank_v1(body: RerankRequest, request: Request) -> Response:
     return await _rerank(body, request, "1")
 
 
 @router.post("/v2/rerank", summary="Rerank documents (Cohere v2)")
-async def rerank_v2(body: RerankRequest, request: Request) -> dict[str, object]:
+async def rerank_v2(body: RerankRequest, request: Request) -> Response:
     return await _rerank(body, request, "2")

@@ -58,10 +58,15 @@ async def submit(
     task: str,
     prepare: Callable[[TaskBuilder], Prepared[R]],
     char_counts: Sequence[int],
+    inputs: int | None = None,
 ) -> tuple[R, ServedModel]:
+    """`char_counts`: characters per sequence the task will run (for admission); `inputs`: the
+    number of inputs the request holds, for the per-request limit (default: one per sequence)."""
     state = server_state(request)
     served = state.resolve(model, task)
-    check_count(state, len(char_counts), "documents" if task == "rerank" else "inputs")
+    check_count(
+        state, len(char_counts) if inputs is None else inputs, "documents" if task == "rerank" else "inputs"
+    )
     timings = Timings()
     request.state.timings = timings
     work = asyncio.ensure_future(
