@@ -7,9 +7,10 @@ import torch
 from m3engine.backends.base import BackendInfo
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, to_device, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
+from m3engine.backends.fast.outputs import head_outputs
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
-from m3engine.models.heads import M3Heads, compute_outputs
+from m3engine.models.heads import M3Heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -70,10 +71,11 @@ class FastBackend:
         cu = inputs.cu_seqlens.long()  # (N + 1,)
         if self.spec.is_cross_encoder:
             return BatchOutputs(logits=classify(self.weights, hidden, cu[:-1]).cpu().numpy())
-        return compute_outputs(
+        return head_outputs(
             hidden,
             inputs.input_ids,
             cu,
+            inputs.lengths,
             heads,
             self.spec.pooling,
             self._m3,
