@@ -1,0 +1,1 @@
+"""`m3engine bench`: workloads, the transformers baseline, accuracy checks, reports and plots."""
