@@ -71,8 +71,14 @@ def markdown(report: dict[str, Any]) -> str:
             "",
         ]
     if "accuracy" in report:
-        lines += ["| accuracy against fp32 (transformers) | value |", "|---|---|"]
-        lines += [f"| {k} | {v:.6f} |" for k, v in report["accuracy"].items()]
+        base = report.get("baseline_accuracy", {})
+        lines += [
+            "| accuracy against fp32 (transformers) | m3engine | HF fp16, same inputs |",
+            "|---|---|---|",
+        ]
+        for k, v in report["accuracy"].items():
+            other = f"{base[k]:.6f}" if k in base else "-"
+            lines.append(f"| {k} | {v:.6f} | {other} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -115,6 +115,11 @@ def _embed_workloads(
         subset, sparse=ref.spec.kind.value == "bge-m3", colbert=ref.spec.kind.value == "bge-m3"
     )
     out["accuracy"] = embedding_accuracy(ours, theirs)
+    # the baseline's own half-precision error, for scale: what any fp16 run of this model gives
+    base = hf.embed(subset, min(2048, limit))
+    truth = np.stack([t.dense for t in theirs])  # type: ignore[misc]
+    cos = (base * truth).sum(-1) / np.linalg.norm(truth, axis=-1)
+    out["baseline_accuracy"] = {"dense_cos_mean": float(cos.mean()), "dense_cos_min": float(cos.min())}
     del ref
     return out
 
@@ -135,6 +140,7 @@ def _rerank_workloads(
     for r in ref.rerank(query, passages, max_length=512):
         theirs[r.index] = r.logit
     out["accuracy"] = score_accuracy(ours, theirs)
+    out["baseline_accuracy"] = score_accuracy(hf.score(query, passages, 512), theirs)
     return out
 
 

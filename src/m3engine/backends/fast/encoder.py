@@ -59,6 +59,24 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
 
 
+# From this length up, a batch of only long sequences runs one SDPA call per sequence: on Hopper
+# SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured: bench long docs).
+LONG_SEQUENCE = 2048
+
+
+def _per_sequence(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: tuple[int, ...]
+) -> torch.Tensor:
+    out = torch.empty_like(q)
+    start = 0
+    for n in lengths:
+        end = start + n
+        qs, ks, vs = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, nh, n, hd)
+        out[start:end] = F.scaled_dot_product_attention(qs, ks, vs)[0].transpose(0, 1)
+        start = end
+    return out
+
+
 def attention(
     q: torch.Tensor,  # (T, nh, hd)
     k: torch.Tensor,
@@ -67,19 +85,13 @@ def attention(
     varlen: bool,
 ) -> torch.Tensor:
     """Bidirectional attention within each sequence; (T, nh, hd)."""
-    if varlen:
+    long_only = bool(inputs.lengths) and min(inputs.lengths) >= LONG_SEQUENCE
+    if varlen and not long_only:
         from torch.nn.attention.varlen import varlen_attn
 
         cu = inputs.cu_seqlens
         return varlen_attn(q, k, v, cu, cu, inputs.max_len, inputs.max_len)
-    out = torch.empty_like(q)
-    start = 0
-    for n in inputs.lengths:
-        end = start + n
-        qs, ks, vs = (x[start:end].transpose(0, 1) for x in (q, k, v))  # (nh, n, hd)
-        out[start:end] = F.scaled_dot_product_attention(qs, ks, vs).transpose(0, 1)
-        start = end
-    return out
+    return _per_sequence(q, k, v, inputs.lengths)
 
 
 def activate(x: torch.Tensor, name: str) -> torch.Tensor:
