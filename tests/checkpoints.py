@@ -76,7 +76,7 @@ def build_bge_m3(directory: Path, seed: int = 0, colbert_dim: int = HIDDEN) -> P
     model.save_pretrained(str(directory), safe_serialization=True)
     torch.save(torch.nn.Linear(HIDDEN, colbert_dim).state_dict(), directory / "colbert_linear.pt")
     sparse = torch.nn.Linear(HIDDEN, 1)
-    torch.nn.init.normal_(sparse.weight, std=0.5)  # so that many token weights are > 0
+    torch.nn.init.normal_(sparse.weight, std=0.05)  # weights of ~0.3, BGE-M3's own scale
     torch.save(sparse.state_dict(), directory / "sparse_linear.pt")
     (directory / "1_Pooling").mkdir(exist_ok=True)  # bge-m3 ships the sentence-transformers files too
     (directory / "1_Pooling" / "config.json").write_text(
@@ -92,8 +92,8 @@ def build_reranker(directory: Path, seed: int = 1) -> Path:
     vocab = build_xlmr_tokenizer(directory)
     torch.manual_seed(seed)
     model = XLMRobertaForSequenceClassification(_xlmr_config(vocab, num_labels=1))
-    for p in model.classifier.parameters():  # spread the logits so that rankings are not ties
-        torch.nn.init.normal_(p, std=1.0)
+    torch.nn.init.normal_(model.classifier.out_proj.weight, std=0.3)  # logits of about +-1: no ties
+    torch.nn.init.zeros_(model.classifier.out_proj.bias)
     model.save_pretrained(str(directory), safe_serialization=True)
     return directory
 
@@ -120,3 +120,10 @@ def build_bert_classifier(directory: Path, tokenizer_source: Path, seed: int = 2
     torch.manual_seed(seed)
     BertForSequenceClassification(config).save_pretrained(str(directory), safe_serialization=True)
     return directory
+
+
+if __name__ == "__main__":  # python -m tests.checkpoints DIR: build the tiny models for demos
+    import sys
+
+    out = Path(sys.argv[1] if len(sys.argv) > 1 else "tiny-models")
+    print(build_bge_m3(out / "bge-m3"), build_reranker(out / "bge-reranker-v2-m3"), sep="\n")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 MULTILINGUAL = [
     "What is BGE-M3?",
-    "BGE-M3 is an embedding model that supports dense retrieval, lexical matching and multi-vector interaction.",
+    "BGE-M3 is an embedding model that supports dense retrieval, lexical matching and "
+    "multi-vector interaction.",
     "Der schnelle braune Fuchs springt über den faulen Hund.",
     "Le modèle produit des vecteurs denses, des poids lexicaux et des vecteurs ColBERT.",
     "El modelo admite más de cien idiomas y entradas de hasta ocho mil tokens.",
@@ -17,7 +18,8 @@ MULTILINGUAL = [
     "인공지능은 컴퓨터 과학의 한 분야이다.",
     "hello hello hello world world hello",  # the same token several times in one text
     "a",
-    "Retrieval-augmented generation (RAG) combines a retriever with a generator; the retriever finds passages.",
+    "Retrieval-augmented generation (RAG) combines a retriever with a generator; "
+    "the retriever finds passages.",
 ]
 
 LONG = " ".join(
@@ -25,10 +27,14 @@ LONG = " ".join(
     for _ in range(40)
 )
 
-CORPUS = MULTILINGUAL + [LONG] + [
-    "Paris is the capital of France. Berlin is the capital of Germany. Madrid is the capital of Spain.",
-    "Deep learning uses neural networks with many layers to learn representations of data.",
-    "Panda bears eat bamboo. The giant panda lives in the mountains of central China.",
-    "query: how many people live in Tokyo? passage: the Tokyo metropolitan area has 37 million people.",
-    "0123456789 !?.,;:()[]{}<>-_=+*/\\'\"@#$%^&|~` 😀 🚀",
+CORPUS = [
+    *MULTILINGUAL,
+    LONG,
+    *[
+        "Paris is the capital of France. Berlin is the capital of Germany. Madrid is the capital of Spain.",
+        "Deep learning uses neural networks with many layers to learn representations of data.",
+        "Panda bears eat bamboo. The giant panda lives in the mountains of central China.",
+        "query: how many people live in Tokyo? passage: the Tokyo metropolitan area has 37 million people.",
+        "0123456789 !?.,;:()[]{}<>-_=+*/\\'\"@#$%^&|~` 😀 🚀",
+    ],
 ]

@@ -1,4 +1,4 @@
-"""m3engine: BGE-M3 (dense, sparse, ColBERT) and cross-encoder reranking, exactly as the reference computes them."""
+"""m3engine: BGE-M3 (dense, sparse, ColBERT) and cross-encoder reranking, as the reference computes them."""
 
 from m3engine.engine import Engine
 from m3engine.errors import (
@@ -23,8 +23,8 @@ from m3engine.types import SparseVector
 __all__ = [
     "BackendError",
     "Classification",
-    "EmptyInputError",
     "Embedding",
+    "EmptyInputError",
     "Engine",
     "EngineSettings",
     "HybridScore",

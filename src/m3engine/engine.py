@@ -106,7 +106,9 @@ class Engine:
         """
         self._require("embed", ModelKind.BGE_M3, ModelKind.EMBEDDING)
         if (sparse or colbert) and self.spec.kind is not ModelKind.BGE_M3:
-            raise UnsupportedTaskError(f"{self.spec.name} is a {self.spec.kind.value} model: only dense output")
+            raise UnsupportedTaskError(
+                f"{self.spec.name} is a {self.spec.kind.value} model: only dense output"
+            )
         if not (dense or sparse or colbert):
             raise InputError("ask for at least one output: dense, sparse or colbert")
         items = check_texts(texts)
@@ -141,11 +143,17 @@ class Engine:
         queries, passages = _split_pairs(pairs)
         q_out = self._embed_unique(queries, "query", query_max_length)
         p_out = self._embed_unique(passages, "passage", max_length)
-        return [postprocess.hybrid(q_out[q], p_out[p], weights) for q, p in zip(queries, passages, strict=True)]
+        return [
+            postprocess.hybrid(q_out[q], p_out[p], weights) for q, p in zip(queries, passages, strict=True)
+        ]
 
-    def _embed_unique(self, texts: list[str], input_type: str, max_length: int | None) -> dict[str, Embedding]:
+    def _embed_unique(
+        self, texts: list[str], input_type: str, max_length: int | None
+    ) -> dict[str, Embedding]:
         unique = list(dict.fromkeys(texts))  # one pass per distinct text: one query, many passages
-        records = self.embed(unique, dense=True, sparse=True, colbert=True, input_type=input_type, max_length=max_length)
+        records = self.embed(
+            unique, dense=True, sparse=True, colbert=True, input_type=input_type, max_length=max_length
+        )
         return dict(zip(unique, records, strict=True))
 
     # ---- cross-encoders ---------------------------------------------------------------------
@@ -192,10 +200,17 @@ class Engine:
         return (postprocess.sigmoid(logits) if normalize else logits).tolist()  # type: ignore[no-any-return]
 
     def _pair_logits(
-        self, queries: list[str], passages: list[str], truncate: bool, max_length: int | None, query_max: int | None
+        self,
+        queries: list[str],
+        passages: list[str],
+        truncate: bool,
+        max_length: int | None,
+        query_max: int | None,
     ) -> tuple[np.ndarray, list[Encoded]]:
         limit = self._limit(max_length, self.max_length, "max_length")
-        q_limit = self._limit(query_max, limit * 3 // 4 if max_length else self.query_max_length, "query_max_length")
+        q_limit = self._limit(
+            query_max, limit * 3 // 4 if max_length else self.query_max_length, "query_max_length"
+        )
         encoded = self.tokenizer.encode_pairs(queries, passages, limit, q_limit, truncate)
         logits = self._run(encoded, HeadRequest(logits=True), None).logits
         assert logits is not None
@@ -249,7 +264,9 @@ class Engine:
         if value is None:
             return default
         if not 2 < value <= self.spec.max_length:
-            raise InputError(f"{name} must be between 3 and the model's limit {self.spec.max_length}; got {value}")
+            raise InputError(
+                f"{name} must be between 3 and the model's limit {self.spec.max_length}; got {value}"
+            )
         return value
 
     def _encode_texts(
@@ -258,7 +275,9 @@ class Engine:
         if input_type == "query":
             prefix = self.settings.query_instruction
             return self.tokenizer.encode(
-                [prefix + t for t in texts], self._limit(max_length, self.query_max_length, "max_length"), truncate
+                [prefix + t for t in texts],
+                self._limit(max_length, self.query_max_length, "max_length"),
+                truncate,
             )
         if input_type != "passage":
             raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")

@@ -58,7 +58,8 @@ def label_probabilities(logits: FloatArray, multi_label: bool) -> FloatArray:
         return sigmoid(logits)
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    probs: FloatArray = (exp / exp.sum(axis=1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 def hybrid(query: Embedding, passage: Embedding, weights: Sequence[float]) -> HybridScore:

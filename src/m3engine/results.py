@@ -20,7 +20,11 @@ class Embedding:
     colbert: FloatArray | None = None  # (num_tokens - 1, D_colbert)
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "num_tokens": self.num_tokens, "truncated": self.truncated}
+        out: dict[str, Any] = {
+            "index": self.index,
+            "num_tokens": self.num_tokens,
+            "truncated": self.truncated,
+        }
         if self.dense is not None:
             out["dense"] = self.dense.tolist()
         if self.sparse is not None:

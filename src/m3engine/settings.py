@@ -23,17 +23,24 @@ def _opt(default: Any, help: str, secret: bool = False) -> Any:
 @dataclass(frozen=True)
 class EngineSettings:
     model: str = _opt("BAAI/bge-m3", "Hub id or local directory of the model.")
-    kind: str | None = _opt(None, "Model kind (bge-m3, embedding, reranker, classifier); detected from files.")
+    kind: str | None = _opt(
+        None, "Model kind (bge-m3, embedding, reranker, classifier); detected from files."
+    )
     revision: str | None = _opt(None, "Hub revision (branch, tag or commit) for a hub id.")
     backend: str = _opt("reference", "Backend that runs the model: reference (transformers).")
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
     dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU, fp16 on CUDA).")
-    max_length: int | None = _opt(None, "Token limit for passages and (query, passage) pairs; default: the model's.")
+    max_length: int | None = _opt(
+        None, "Token limit for passages and (query, passage) pairs; default: the model's."
+    )
     query_max_length: int | None = _opt(
-        None, "Token limit for queries; default: max_length (embedders) or 3/4 of it (rerankers, FlagReranker)."
+        None,
+        "Token limit for queries; default: max_length (embedders) or 3/4 of it (rerankers, FlagReranker).",
     )
     query_instruction: str = _opt("", "Prefix added to every query before embedding (e.g. 'query: ').")
-    max_batch_tokens: int = _opt(16384, "Token budget of one forward pass (padded tokens for padded backends).")
+    max_batch_tokens: int = _opt(
+        16384, "Token budget of one forward pass (padded tokens for padded backends)."
+    )
     max_batch_size: int = _opt(256, "Most texts in one forward pass.")
 
     def public(self) -> dict[str, Any]:
@@ -63,7 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any] = EngineSettin
         env = ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
         if str(f.type) == "bool":
-            parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text)
+            parser.add_argument(
+                flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
+            )
         else:
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper(), help=help_text)
 

@@ -95,7 +95,12 @@ class TextTokenizer:
         return out
 
     def encode_pairs(
-        self, queries: list[str], passages: list[str], max_length: int, query_max_length: int, truncate: bool = True
+        self,
+        queries: list[str],
+        passages: list[str],
+        max_length: int,
+        query_max_length: int,
+        truncate: bool = True,
     ) -> list[Encoded]:
         """Encode (query, passage) pairs with FlagReranker's truncation (see the module docstring)."""
         if query_max_length + self.pair_specials >= max_length:

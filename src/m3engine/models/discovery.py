@@ -22,7 +22,9 @@ def resolve_model_path(name_or_path: str, revision: str | None = None, cache_dir
     if local.is_dir():
         return local.resolve()
     if local.exists():
-        raise ModelNotFoundError(f"model path {str(local)!r} is a file; pass the directory that holds config.json")
+        raise ModelNotFoundError(
+            f"model path {str(local)!r} is a file; pass the directory that holds config.json"
+        )
 
     from huggingface_hub import snapshot_download
     from huggingface_hub.constants import HF_HUB_CACHE
@@ -30,7 +32,9 @@ def resolve_model_path(name_or_path: str, revision: str | None = None, cache_dir
     cache = cache_dir or os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE
     looked = f"no local directory {str(local)!r}; hub id {name_or_path!r} not in the cache at {cache}"
     try:
-        return Path(snapshot_download(name_or_path, revision=revision, cache_dir=cache, local_files_only=True))
+        return Path(
+            snapshot_download(name_or_path, revision=revision, cache_dir=cache, local_files_only=True)
+        )
     except Exception as cached_error:
         if _offline():
             raise ModelNotFoundError(

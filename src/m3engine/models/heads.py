@@ -12,6 +12,7 @@ FlagEmbedding's (see ../shared/reference/semantics.md):
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -115,7 +116,9 @@ def compute_outputs(
     if request.dense:
         out.dense = POOLERS[pooling](hidden, cu_seqlens).cpu().numpy()
     if (request.sparse or request.colbert) and m3_heads is None:
-        raise UnsupportedTaskError("sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)")
+        raise UnsupportedTaskError(
+            "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
+        )
     num_seqs = len(cu_seqlens) - 1
     if request.sparse and m3_heads is not None:
         seq, tok, weight = sparse_weights(
@@ -123,9 +126,7 @@ def compute_outputs(
         )
         seq_np, tok_np, w_np = seq.cpu().numpy(), tok.cpu().numpy(), weight.cpu().numpy()
         bounds = np.searchsorted(seq_np, np.arange(num_seqs + 1))
-        out.sparse = [
-            SparseVector(tok_np[a:b], w_np[a:b]) for a, b in zip(bounds[:-1], bounds[1:], strict=True)
-        ]
+        out.sparse = [SparseVector(tok_np[a:b], w_np[a:b]) for a, b in itertools.pairwise(bounds)]
     if request.colbert and m3_heads is not None:
         vectors = m3_heads.colbert(hidden, cu_seqlens).cpu().numpy()  # (T - N, D)
         ends = np.cumsum((cu_seqlens[1:] - cu_seqlens[:-1]).cpu().numpy() - 1)

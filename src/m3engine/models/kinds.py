@@ -43,7 +43,9 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
 def detect_kind(path: Path) -> ModelKind:
     """The kind of model in `path`, from which files it has and what config.json says."""
     if not (path / "config.json").is_file():
-        raise UnknownModelKindError(f"{path} has no config.json; is this a transformers checkpoint directory?")
+        raise UnknownModelKindError(
+            f"{path} has no config.json; is this a transformers checkpoint directory?"
+        )
     has_colbert, has_sparse = (path / COLBERT_FILE).is_file(), (path / SPARSE_FILE).is_file()
     if has_colbert and has_sparse:
         return ModelKind.BGE_M3

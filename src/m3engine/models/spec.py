@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from m3engine.errors import UnknownModelKindError
 from m3engine.models.kinds import ModelKind, detect_kind, read_json, read_json_list, require_head_files
@@ -34,10 +35,10 @@ class ModelSpec:
         return self.kind in (ModelKind.RERANKER, ModelKind.CLASSIFIER)
 
 
-def _position_limit(config: dict[str, object], model_type: str) -> int:
-    positions = int(config.get("max_position_embeddings", 512))  # type: ignore[call-overload]
+def _position_limit(config: dict[str, Any], model_type: str) -> int:
+    positions = int(config.get("max_position_embeddings", 512))
     if model_type in _OFFSET_POSITIONS:
-        positions -= int(config.get("pad_token_id", 1)) + 1  # type: ignore[call-overload]
+        positions -= int(config.get("pad_token_id", 1)) + 1
     return positions
 
 
@@ -69,7 +70,9 @@ def _sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
     if (pooling_dir / "config.json").is_file():
         config = read_json(pooling_dir / "config.json")
         modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
-        others = [k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS]
+        others = [
+            k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS
+        ]
         if others or len(modes) != 1:
             raise UnknownModelKindError(
                 f"{pooling_dir / 'config.json'} asks for pooling {sorted(others) or modes}; "

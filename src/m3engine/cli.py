@@ -1,0 +1,182 @@
+"""The `m3engine` command: embed, rerank, info. Engine flags come from EngineSettings (also env vars)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from m3engine.errors import InputError, M3EngineError
+from m3engine.settings import EngineSettings, add_arguments, from_sources
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from m3engine.engine import Engine
+
+    settings: EngineSettings = from_sources(EngineSettings, vars(args))
+    return Engine.from_settings(settings)
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    from m3engine.files import read_texts
+
+    if args.text and args.input:
+        raise InputError("give texts with --text or a file with --input, not both")
+    if args.input:
+        return read_texts(Path(args.input), args.field)
+    if args.text:
+        return list(args.text)
+    raise InputError("nothing to do: pass --text TEXT (repeatable) or --input FILE (.txt, .jsonl, .parquet)")
+
+
+class _Progress:
+    """A tqdm bar with texts/s and tokens/s, fed by the engine after each forward pass."""
+
+    def __init__(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit="text", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+        self.tokens = 0
+        self.start = time.perf_counter()
+
+    def __call__(self, texts: int, tokens: int) -> None:
+        self.tokens += tokens
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.tokens / elapsed:,.0f} tok/s", refresh=False)
+        self.bar.update(texts)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from m3engine.files import EmbeddingWriter
+
+    writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
+    writer.check_outputs(args.sparse, args.colbert)
+    texts = _texts(args)
+    engine = _engine(args)
+    progress = _Progress(len(texts)) if args.output else None
+    try:
+        for start in range(0, len(texts), args.chunk_size):
+            records = engine.embed(
+                texts[start : start + args.chunk_size],
+                dense=args.dense,
+                sparse=args.sparse,
+                colbert=args.colbert,
+                input_type="query" if args.query else "passage",
+                truncate=args.truncate,
+                dimensions=args.dimensions,
+                progress=progress,
+            )
+            writer.write(records, offset=start)
+    finally:
+        writer.close()
+        if progress is not None:
+            progress.close()
+    return 0
+
+
+def cmd_rerank(args: argparse.Namespace) -> int:
+    from m3engine.files import read_texts
+
+    documents = list(args.document or [])
+    if args.documents:
+        documents += read_texts(Path(args.documents), args.field)
+    engine = _engine(args)
+    results = engine.rerank(
+        args.query_text, documents, top_n=args.top_n, normalize=not args.raw, truncate=args.truncate
+    )
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        for rank, r in enumerate(results, start=1):
+            item = {"rank": rank, **r.to_json(), "document": documents[r.index]}
+            out.write(json.dumps(item, ensure_ascii=False) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    engine = _engine(args)
+    print(json.dumps({**engine.info(), "settings": engine.settings.public()}, indent=2))
+    return 0
+
+
+def _input_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--text", action="append", help="A text to process (repeatable).")
+    p.add_argument("--input", help="A file of texts: .txt (a line each), .jsonl or .parquet.")
+    p.add_argument("--field", default="text", help="Field / column holding the text in .jsonl and .parquet.")
+    p.add_argument(
+        "--truncate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="Cut texts over the limit (default) or fail on them (--no-truncate).",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="m3engine", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    embed = sub.add_parser("embed", help="Embed texts: dense, sparse and ColBERT outputs.")
+    _input_flags(embed)
+    embed.add_argument(
+        "--output", help="Write to .jsonl, .parquet or .npy (dense only); default JSONL on stdout."
+    )
+    embed.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="Dense vectors.")
+    embed.add_argument("--sparse", action="store_true", help="Sparse lexical weights (BGE-M3).")
+    embed.add_argument("--colbert", action="store_true", help="ColBERT multi-vectors (BGE-M3).")
+    embed.add_argument(
+        "--query", action="store_true", help="Texts are queries: instruction and query length."
+    )
+    embed.add_argument("--dimensions", type=int, help="Keep the first D dense values (then re-normalise).")
+    embed.add_argument("--chunk-size", type=int, default=4096, help="Texts read and written per step.")
+    add_arguments(embed)
+    embed.set_defaults(func=cmd_embed)
+
+    rerank = sub.add_parser("rerank", help="Rank documents by relevance to a query (cross-encoder).")
+    rerank.add_argument("--query-text", required=True, help="The query.")
+    rerank.add_argument("--document", action="append", help="A document (repeatable).")
+    rerank.add_argument("--documents", help="A file of documents: .txt, .jsonl or .parquet.")
+    rerank.add_argument("--field", default="text", help="Field / column holding the text.")
+    rerank.add_argument("--top-n", type=int, help="Return only the N best documents.")
+    rerank.add_argument("--raw", action="store_true", help="Raw logits instead of sigmoid scores.")
+    rerank.add_argument("--truncate", action=argparse.BooleanOptionalAction, default=True)
+    rerank.add_argument("--output", help="Write the ranking as JSONL here instead of stdout.")
+    add_arguments(rerank)
+    rerank.set_defaults(func=cmd_rerank)
+
+    info = sub.add_parser("info", help="What the model is: kind, dims, max length, device, dtype, backend.")
+    add_arguments(info)
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def _quiet_transformers() -> None:
+    """transformers' per-load progress bars and notices would drown the command's own output."""
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_transformers()
+    try:
+        code: int = args.func(args)
+        return code
+    except M3EngineError as error:
+        print(f"m3engine: error ({error.label}): {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

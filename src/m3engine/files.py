@@ -1,0 +1,129 @@
+"""Reading texts from files and writing embeddings to files, for the CLI.
+
+In: .txt (one text per line), .jsonl (a string or an object per line), .parquet (a string column).
+Out: .jsonl (one record per text), .parquet (one row per text), .npy (the dense matrix only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from m3engine.errors import InputError
+from m3engine.results import Embedding
+
+READ_SUFFIXES = (".txt", ".jsonl", ".parquet")
+WRITE_SUFFIXES = (".jsonl", ".parquet", ".npy")
+
+
+def read_texts(path: Path, field: str = "text") -> list[str]:
+    """All texts of a file, in order; a line or row that is not text is an error naming its place."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise InputError(f"input file {str(path)!r} does not exist")
+    if suffix == ".txt":
+        with path.open(encoding="utf-8") as f:
+            return [line.rstrip("\n").rstrip("\r") for line in f]
+    if suffix == ".jsonl":
+        return list(_read_jsonl(path, field))
+    if suffix == ".parquet":
+        table = pq.read_table(path)
+        if field not in table.column_names:
+            raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
+        return [str(v) if v is not None else "" for v in table.column(field).to_pylist()]
+    raise InputError(f"cannot read {path.name}: use one of {', '.join(READ_SUFFIXES)}")
+
+
+def _read_jsonl(path: Path, field: str) -> Iterator[str]:
+    with path.open(encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise InputError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+            if isinstance(item, str):
+                yield item
+            elif isinstance(item, dict) and isinstance(item.get(field), str):
+                yield item[field]
+            else:
+                raise InputError(
+                    f"{path}:{number} is neither a JSON string nor an object with a {field!r} string"
+                )
+
+
+class EmbeddingWriter:
+    """Writes Embedding records chunk by chunk to .jsonl, .parquet or .npy (or JSONL to a stream)."""
+
+    def __init__(self, path: Path | None, stream: IO[str] | None = None) -> None:
+        self.path = path
+        self.suffix = path.suffix.lower() if path else ".jsonl"
+        if self.suffix not in WRITE_SUFFIXES:
+            raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+        self._stream = stream
+        self._file: IO[str] | None = None
+        self._parquet: pq.ParquetWriter | None = None
+        self._dense: list[np.ndarray] = []
+        if path is not None and self.suffix == ".jsonl":
+            self._file = path.open("w", encoding="utf-8")
+
+    def check_outputs(self, sparse: bool, colbert: bool) -> None:
+        if self.suffix == ".npy" and (sparse or colbert):
+            raise InputError(
+                ".npy holds the dense matrix only; write sparse or ColBERT outputs to .jsonl or .parquet"
+            )
+
+    def write(self, records: Sequence[Embedding], offset: int = 0) -> None:
+        if self.suffix == ".npy":
+            self._dense.extend(r.dense for r in records if r.dense is not None)
+        elif self.suffix == ".parquet":
+            table = _to_table(records, offset)
+            if self._parquet is None:
+                assert self.path is not None
+                self._parquet = pq.ParquetWriter(self.path, table.schema)
+            self._parquet.write_table(table)
+        else:
+            out = self._file or self._stream
+            assert out is not None
+            for r in records:
+                item = r.to_json()
+                item["index"] = r.index + offset
+                out.write(json.dumps(item, ensure_ascii=False) + "\n")
+
+    def close(self) -> None:
+        if self.suffix == ".npy" and self.path is not None:
+            np.save(self.path, np.stack(self._dense).astype(np.float32) if self._dense else np.zeros((0, 0)))
+        if self._parquet is not None:
+            self._parquet.close()
+        if self._file is not None:
+            self._file.close()
+
+
+def _to_table(records: Sequence[Embedding], offset: int) -> pa.Table:
+    columns: dict[str, Any] = {
+        "index": pa.array([r.index + offset for r in records], pa.int64()),
+        "num_tokens": pa.array([r.num_tokens for r in records], pa.int32()),
+        "truncated": pa.array([r.truncated for r in records], pa.bool_()),
+    }
+    first = records[0]
+    if first.dense is not None:
+        columns["dense"] = pa.array([r.dense for r in records], pa.list_(pa.float32()))
+    if first.sparse is not None:
+        columns["sparse_indices"] = pa.array(
+            [r.sparse.indices for r in records if r.sparse], pa.list_(pa.int64())
+        )
+        columns["sparse_values"] = pa.array(
+            [r.sparse.values for r in records if r.sparse], pa.list_(pa.float32())
+        )
+    if first.colbert is not None:
+        columns["colbert"] = pa.array(
+            [list(r.colbert) for r in records if r.colbert is not None], pa.list_(pa.list_(pa.float32()))
+        )
+    return pa.table(columns)

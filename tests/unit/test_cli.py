@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from m3engine import Engine
+from m3engine.cli import main
+from tests.texts import MULTILINGUAL
+
+TEXTS = MULTILINGUAL[:6]
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    txt = tmp_path / "in.txt"
+    txt.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
+    jsonl = tmp_path / "in.jsonl"
+    jsonl.write_text(
+        "".join(json.dumps({"text": t, "id": i}) + "\n" for i, t in enumerate(TEXTS)), encoding="utf-8"
+    )
+    parquet = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"body": TEXTS}), parquet)
+    return {"txt": txt, "jsonl": jsonl, "parquet": parquet}
+
+
+def test_embed_to_each_format_matches_the_engine(
+    bge_m3: Engine, bge_m3_dir: Path, inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    expected = bge_m3.embed(TEXTS, sparse=True, colbert=True)
+    model = ["--model", str(bge_m3_dir), "--device", "cpu"]
+
+    out_jsonl = tmp_path / "out.jsonl"
+    assert (
+        main(
+            [
+                "embed",
+                "--input",
+                str(inputs["txt"]),
+                "--sparse",
+                "--colbert",
+                "--output",
+                str(out_jsonl),
+                "--chunk-size",
+                "4",
+                *model,
+            ]
+        )
+        == 0
+    )
+    rows = [json.loads(line) for line in out_jsonl.read_text().splitlines()]
+    assert [r["index"] for r in rows] == list(range(len(TEXTS)))
+    np.testing.assert_allclose(rows[3]["dense"], expected[3].dense, atol=1e-6)
+    assert rows[3]["sparse"]["indices"] == expected[3].sparse.indices.tolist()
+    assert np.asarray(rows[3]["colbert"]).shape == expected[3].colbert.shape
+
+    out_parquet = tmp_path / "out.parquet"
+    assert (
+        main(
+            [
+                "embed",
+                "--input",
+                str(inputs["parquet"]),
+                "--field",
+                "body",
+                "--sparse",
+                "--colbert",
+                "--output",
+                str(out_parquet),
+                "--chunk-size",
+                "4",
+                *model,
+            ]
+        )
+        == 0
+    )
+    table = pq.read_table(out_parquet).to_pylist()
+    assert len(table) == len(TEXTS) and [r["index"] for r in table] == list(range(len(TEXTS)))
+    np.testing.assert_allclose(table[5]["dense"], expected[5].dense, atol=1e-6)
+    assert table[5]["sparse_indices"] == expected[5].sparse.indices.tolist()
+    assert np.asarray(table[5]["colbert"]).shape == expected[5].colbert.shape
+
+    out_npy = tmp_path / "out.npy"
+    assert main(["embed", "--input", str(inputs["jsonl"]), "--output", str(out_npy), *model]) == 0
+    np.testing.assert_allclose(np.load(out_npy), np.stack([e.dense for e in expected]), atol=1e-6)
+
+
+def test_bad_input_exits_2_with_a_message(
+    bge_m3_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blank = tmp_path / "blank.txt"
+    blank.write_text("one\n\nthree\n", encoding="utf-8")
+    assert main(["embed", "--input", str(blank), "--model", str(bge_m3_dir)]) == 2
+    assert "input 1 is empty" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "embed",
+                "--text",
+                "x",
+                "--sparse",
+                "--output",
+                str(tmp_path / "o.npy"),
+                "--model",
+                str(bge_m3_dir),
+            ]
+        )
+        == 2
+    )
+    assert ".npy holds the dense matrix only" in capsys.readouterr().err
+
+
+def test_rerank_prints_a_ranking(
+    reranker: Engine, reranker_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    docs = MULTILINGUAL[:5]
+    args = ["rerank", "--model", str(reranker_dir), "--query-text", "What is BGE-M3?", "--top-n", "3"]
+    assert main([*args, *(x for d in docs for x in ("--document", d))]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    expected = reranker.rerank("What is BGE-M3?", docs, top_n=3)
+    assert [r["index"] for r in rows] == [e.index for e in expected]
+    assert [r["rank"] for r in rows] == [1, 2, 3] and rows[0]["document"] == docs[expected[0].index]
+
+
+def test_console_script_info(bge_m3_dir: Path) -> None:
+    script = Path(sys.executable).parent / "m3engine"
+    done = subprocess.run(
+        [str(script), "info", "--model", str(bge_m3_dir), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    info = json.loads(done.stdout)
+    assert info["kind"] == "bge-m3" and info["colbert_dim"] == 32 and info["max_length"] == 128
+    assert info["backend"] == "reference" and info["dtype"] == "fp32"

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from m3engine.models.heads import colbert_rows, mean_pool, sparse_weights
+from m3engine.types import Encoded, PackedBatch, SparseVector
+
+
+def test_pack_pad_round_trip() -> None:
+    items = [
+        Encoded([0, 5, 6, 2]),
+        Encoded([0, 2]),
+        Encoded([0, 7, 8, 9, 10, 2], type_ids=[0, 0, 0, 1, 1, 1]),
+    ]
+    batch = PackedBatch.from_encoded(items)
+    assert batch.cu_seqlens.tolist() == [0, 4, 6, 12]
+    assert (batch.num_seqs, batch.num_tokens, batch.max_len) == (3, 12, 6)
+    ids, mask, types = batch.padded(pad_id=1)
+    assert ids.tolist()[1] == [0, 2, 1, 1, 1, 1]
+    assert mask.sum(1).tolist() == [4, 2, 6]
+    assert ids[mask.astype(bool)].tolist() == batch.input_ids.tolist()  # unpad(pad(x)) == x
+    assert types is not None and types[2].tolist() == [0, 0, 0, 1, 1, 1] and types[0].tolist() == [0] * 6
+
+
+def test_sparse_keeps_the_max_per_id_and_drops_specials_and_non_positive() -> None:
+    # text 0: <s> 7 9 7 </s> ; text 1: <s> 7 3(unk) 8 </s>
+    ids = torch.tensor([0, 7, 9, 7, 2, 0, 7, 3, 8, 2])
+    weights = torch.tensor([5.0, 0.2, 0.0, 0.6, 4.0, 5.0, 0.1, 9.0, 0.3, 4.0])
+    cu = torch.tensor([0, 5, 10])
+    seq, tok, w = sparse_weights(weights, ids, cu, torch.tensor([0, 1, 2, 3]), vocab_size=16)
+    assert seq.tolist() == [0, 1, 1] and tok.tolist() == [7, 7, 8]
+    assert torch.allclose(w, torch.tensor([0.6, 0.1, 0.3]))
+
+
+def test_colbert_rows_skip_each_cls_and_keep_eos() -> None:
+    assert colbert_rows(torch.tensor([0, 3, 5]), 5).tolist() == [False, True, True, False, True]
+
+
+def test_mean_pool_per_sequence() -> None:
+    hidden = torch.arange(10, dtype=torch.float32).reshape(5, 2)
+    pooled = mean_pool(hidden, torch.tensor([0, 2, 5]))
+    assert pooled.tolist() == [[1.0, 2.0], [6.0, 7.0]]
+
+
+def test_sparse_vector_forms() -> None:
+    vec = SparseVector(np.array([3, 10, 42]), np.array([0.5, 0.25, 0.75], dtype=np.float32))
+    assert vec.to_dict() == {"3": 0.5, "10": 0.25, "42": 0.75}
+    top = vec.top_k(2)
+    assert top.indices.tolist() == [3, 42] and top.values.tolist() == [0.5, 0.75]

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import pytest
+
+from m3engine import Engine, InputTooLongError
+from m3engine.tokenization import check_texts
+from tests.texts import LONG
+
+
+def test_truncation_cuts_content_and_keeps_special_tokens(bge_m3: Engine) -> None:
+    full = bge_m3.tokenizer.encode([LONG], 10_000)[0]
+    cut = bge_m3.tokenizer.encode([LONG], 64)[0]
+    assert len(full) > 64 and not full.truncated
+    assert len(cut) == 64 and cut.truncated
+    assert cut.ids[0] == 0 and cut.ids[-1] == 2  # <s> ... </s>
+    assert cut.ids[:-1] == full.ids[:63]
+
+
+def test_truncation_off_refuses_without_echoing_the_text(bge_m3: Engine) -> None:
+    with pytest.raises(InputTooLongError) as info:
+        bge_m3.tokenizer.encode(["short", LONG], 64, truncate=False)
+    message = str(info.value)
+    assert "input 1" in message and "64" in message and "truncat" in message
+    assert LONG[:30] not in message
+
+
+def test_pair_layout_is_the_tokenizers_own(reranker: Engine) -> None:
+    (pair,) = reranker.tokenizer.encode_pairs(["what"], ["that"], 128, 96)
+    q = reranker.tokenizer.encode(["what"], 128)[0].ids[1:-1]
+    p = reranker.tokenizer.encode(["that"], 128)[0].ids[1:-1]
+    assert pair.ids == [0, *q, 2, 2, *p, 2]  # XLM-R: <s> q </s></s> p </s>
+
+
+def test_check_texts_accepts_one_string_as_one_input() -> None:
+    assert check_texts("hello") == ["hello"]
+    assert check_texts(("a", "b")) == ["a", "b"]
