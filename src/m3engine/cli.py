@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="What the model is: kind, dims, max length, device, dtype, backend.")
     add_arguments(info)
     info.set_defaults(func=cmd_info)
+
+    from m3engine.bench.cli import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -32,6 +33,7 @@ from m3engine.tokenization import TextTokenizer, check_texts
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 Progress = Callable[[int, int], None]  # called after each forward pass with (texts, tokens) done in it
+PIPELINE_CHUNK = 1024  # texts tokenized per step while the previous step runs (unpadded backends)
 
 
 class Engine:
@@ -112,8 +114,8 @@ class Engine:
         if not (dense or sparse or colbert):
             raise InputError("ask for at least one output: dense, sparse or colbert")
         items = check_texts(texts)
-        encoded = self._encode_texts(items, input_type, max_length, truncate)
-        out = self._run(encoded, HeadRequest(dense=dense, sparse=sparse, colbert=colbert), progress)
+        heads = HeadRequest(dense=dense, sparse=sparse, colbert=colbert)
+        encoded, out = self._encode_and_run(items, input_type, max_length, truncate, heads, progress)
         vectors = None
         if out.dense is not None:
             keep_norm = self.spec.normalize if normalize is None else normalize
@@ -282,6 +284,39 @@ class Engine:
         if input_type != "passage":
             raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
         return self.tokenizer.encode(texts, self._limit(max_length, self.max_length, "max_length"), truncate)
+
+    def _encode_and_run(
+        self,
+        items: list[str],
+        input_type: str,
+        max_length: int | None,
+        truncate: bool,
+        heads: HeadRequest,
+        progress: Progress | None,
+    ) -> tuple[list[Encoded], BatchOutputs]:
+        """Tokenize chunk i + 1 on a worker thread while chunk i runs on the device.
+
+        The Rust tokenizers and the device waits both release the GIL, so the two overlap. Only for
+        unpadded backends: chunking sorts by length within a chunk, which would cost a padded
+        backend more padding, and costs a packed one nothing.
+        """
+        chunk = PIPELINE_CHUNK
+        if self.backend.info.padded or len(items) <= chunk:
+            encoded = self._encode_texts(items, input_type, max_length, truncate)
+            return encoded, self._run(encoded, heads, progress)
+        starts = range(0, len(items), chunk)
+        encoded_all: list[Encoded] = []
+        parts: list[tuple[list[int], BatchOutputs]] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3engine-tokenize") as pool:
+            future = pool.submit(self._encode_texts, items[:chunk], input_type, max_length, truncate)
+            for start in starts:
+                encoded = future.result()
+                if start + chunk < len(items):
+                    following = items[start + chunk : start + 2 * chunk]
+                    future = pool.submit(self._encode_texts, following, input_type, max_length, truncate)
+                parts.append((list(range(start, start + len(encoded))), self._run(encoded, heads, progress)))
+                encoded_all += encoded
+        return encoded_all, postprocess.gather(parts, len(items))
 
     def _run(self, encoded: list[Encoded], heads: HeadRequest, progress: Progress | None) -> BatchOutputs:
         """Forward every input under the token budget; outputs come back in input order."""

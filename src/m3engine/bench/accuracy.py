@@ -10,7 +10,8 @@ from m3engine.results import Embedding
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
+    out: np.ndarray = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
+    return out
 
 
 def embedding_accuracy(ours: list[Embedding], ref: list[Embedding], k: int = 10) -> dict[str, Any]:

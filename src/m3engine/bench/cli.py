@@ -42,7 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register `bench` on an argparse subparsers object; the handler is in `func`."""
-    parser = subparsers.add_parser("bench", help="benchmark the engine against plain transformers")
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "bench", help="benchmark the engine against plain transformers"
+    )
     add_arguments(parser)
     parser.set_defaults(func=run_command)
     return parser

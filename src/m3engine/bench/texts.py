@@ -28,10 +28,10 @@ class TextMaker:
 
     def lognormal_lengths(self, count: int, median: float, sigma: float, low: int, high: int) -> list[int]:
         raw = self._rng.lognormal(np.log(median), sigma, size=count)
-        return np.clip(raw, low, high).astype(int).tolist()
+        return [int(x) for x in np.clip(raw, low, high)]
 
     def uniform_lengths(self, count: int, low: int, high: int) -> list[int]:
-        return self._rng.integers(low, high + 1, size=count).tolist()
+        return [int(x) for x in self._rng.integers(low, high + 1, size=count)]
 
 
 def count_tokens(tokenizer: Tokenizer, texts: list[str], max_length: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -59,8 +60,8 @@ def latency_ladder(
         text = maker.text(int(n * 1.5) + 16)  # longer than n: truncation makes it exactly n tokens
         got = engine.embed([text], max_length=n)[0].num_tokens
         reps = repeats if n <= 1024 else max(1, repeats // 3)
-        fast = timed(lambda text=text, n=n: engine.embed([text], max_length=n), reps, warmup=3)
-        base = timed(lambda text=text, n=n: hf.embed([text], n), reps, warmup=3)
+        fast = timed(partial(engine.embed, [text], max_length=n), reps, warmup=3)
+        base = timed(partial(hf.embed, [text], n), reps, warmup=3)
         rows.append(
             {
                 "tokens": got,
@@ -89,8 +90,8 @@ def batch_sweep(
         packed = PackedBatch(input_ids=ids.reshape(-1), cu_seqlens=cu)
         on_device = torch.from_numpy(ids).to(hf.device)
         reps = repeats if size <= 32 else max(1, repeats // 4)
-        fast = timed(lambda p=packed: engine.backend.forward(p, HeadRequest(dense=True)), reps, 2)
-        base = timed(lambda d=on_device: hf.forward_ids(d), reps, 2)
+        fast = timed(partial(engine.backend.forward, packed, HeadRequest(dense=True)), reps, 2)
+        base = timed(partial(hf.forward_ids, on_device), reps, 2)
         tokens = size * length
         rows.append(
             {

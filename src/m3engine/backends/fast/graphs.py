@@ -100,7 +100,7 @@ class GraphRunner:
 
     def _capture(self, key: BucketKey) -> _Captured:
         rows, cu, inputs = self._static_inputs(key)
-        stream = torch.cuda.Stream(self._device)
+        stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(stream):  # warm-up off the capture: cuBLAS handles, autotuning
             for _ in range(2):
