@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(info)
     info.set_defaults(func=cmd_info)
 
-    from m3engine.bench.serve import add_bench_parser
+    from m3engine.bench.cli import add_bench_parser
     from m3engine.server.cli import add_serve_parser
 
     add_serve_parser(sub)

@@ -13,24 +13,26 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from m3engine import postprocess
 from m3engine.backends.base import Backend
 from m3engine.backends.registry import create_backend
 from m3engine.batching import plan_batches
-from m3engine.device import resolve_device, resolve_dtype
+from m3engine.device import resolve_backend, resolve_device, resolve_dtype
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
 from m3engine.tasks import Prepared, TaskBuilder
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization import TextTokenizer, check_texts
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 R = TypeVar("R")
 Progress = Callable[[int, int], None]  # called after each forward pass with (texts, tokens) done in it
+PIPELINE_CHUNK = 1024  # texts tokenized per step while the previous step runs (unpadded backends)
 
 
 class Engine:
@@ -53,12 +55,13 @@ class Engine:
         spec = inspect_model(path, name=settings.model, kind=kind)
         tokenizer = TextTokenizer.load(path)
         device = resolve_device(settings.device)
+        name = resolve_backend(settings.backend, device)
         backend = create_backend(
-            settings.backend,
+            name,
             spec=spec,
             tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
             device=device,
-            dtype=resolve_dtype(settings.dtype, device),
+            dtype=resolve_dtype(settings.dtype, device, name),
         )
         return cls(spec, tokenizer, backend, settings)
 
@@ -103,18 +106,44 @@ class Engine:
         max_length. `dimensions` keeps the first D dense values (then re-normalises);
         `normalize=None` follows the model (BGE-M3: normalised).
         """
-        task = self.tasks.embed(
-            texts,
-            dense=dense,
-            sparse=sparse,
-            colbert=colbert,
-            input_type=input_type,
-            max_length=max_length,
-            truncate=truncate,
-            dimensions=dimensions,
-            normalize=normalize,
-        )
-        return self.execute(task, progress)
+        options: dict[str, Any] = {
+            "dense": dense,
+            "sparse": sparse,
+            "colbert": colbert,
+            "input_type": input_type,
+            "max_length": max_length,
+            "truncate": truncate,
+            "dimensions": dimensions,
+            "normalize": normalize,
+        }
+        if self.backend.info.padded or isinstance(texts, str) or len(texts) <= PIPELINE_CHUNK:
+            return self.execute(self.tasks.embed(texts, **options), progress)
+        return self._embed_pipelined(check_texts(texts), options, progress)
+
+    def _embed_pipelined(
+        self, items: list[str], options: dict[str, Any], progress: Progress | None
+    ) -> list[Embedding]:
+        """Tokenize chunk i + 1 on a worker thread while chunk i runs on the device.
+
+        The Rust tokenizers and the device waits both release the GIL, so the two overlap. Only for
+        unpadded backends: chunking sorts by length within a chunk, which would cost a padded
+        backend more padding, and costs a packed one nothing. Each record depends on its own text
+        only, so finishing chunk by chunk gives the same records as one pass.
+        """
+        chunk = PIPELINE_CHUNK
+        records: list[Embedding] = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3engine-tokenize") as pool:
+            future = pool.submit(self.tasks.embed, items[:chunk], **options)
+            for start in range(0, len(items), chunk):
+                task = future.result()
+                if start + chunk < len(items):
+                    future = pool.submit(
+                        self.tasks.embed, items[start + chunk : start + 2 * chunk], **options
+                    )
+                for record in self.execute(task, progress):
+                    record.index += start
+                    records.append(record)
+        return records
 
     def score(
         self,

@@ -28,9 +28,12 @@ class EngineSettings:
         None, "Model kind (bge-m3, embedding, reranker, classifier); detected from files."
     )
     revision: str | None = _opt(None, "Hub revision (branch, tag or commit) for a hub id.")
-    backend: str = _opt("reference", "Backend that runs the model: reference (transformers).")
+    backend: str = _opt(
+        "auto",
+        "fast (packed, CUDA graphs), reference (transformers) or auto (fast on CUDA, reference on CPU).",
+    )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
-    dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU, fp16 on CUDA).")
+    dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU; bf16 fast / fp16 reference on CUDA).")
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
     )

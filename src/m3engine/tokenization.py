@@ -1,9 +1,9 @@
 """Validation, tokenization and the truncation policies of the reference.
 
 Texts are encoded by the Rust `tokenizers` library in one `encode_batch` call (parallel, GIL
-released). Truncation is applied to the content ids and the special tokens are added afterwards by
-the tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
-by its own template.
+released). Single texts are truncated in Rust as well (one tokenizer copy per length limit); pairs
+are cut per pair and given their special tokens by the tokenizer's own post-processor, so every
+family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled by its own template.
 
 Policies:
 - single text: content cut to `max_length - specials` (what `tokenizer(text, truncation=True,
@@ -14,6 +14,7 @@ Policies:
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,9 @@ class TextTokenizer:
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
+        self._json = self._tok.to_str()
+        self._truncating: dict[int, tokenizers.Tokenizer] = {}  # max_length -> copy, never changed after
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -77,22 +81,32 @@ class TextTokenizer:
         done = self._post.process(first, second, add_special_tokens=True)
         return Encoded(ids=list(done.ids), type_ids=list(done.type_ids))
 
+    def _truncating_at(self, max_length: int) -> tokenizers.Tokenizer:
+        """A copy that truncates single texts to `max_length` ids, special tokens included."""
+        tok = self._truncating.get(max_length)
+        if tok is None:
+            with self._lock:
+                tok = self._truncating.get(max_length)
+                if tok is None:
+                    tok = tokenizers.Tokenizer.from_str(self._json)
+                    tok.enable_truncation(max_length)
+                    self._truncating[max_length] = tok
+        return tok
+
     def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
         """Encode single texts, each to at most `max_length` ids, special tokens included."""
-        budget = max_length - self.single_specials
-        out = []
-        for i, enc in enumerate(self._content(texts)):
-            cut = len(enc.ids) > budget
-            if cut and not truncate:
+        if truncate:
+            encodings = self._truncating_at(max_length).encode_batch(texts, add_special_tokens=True)
+            # a truncated encoding keeps what was cut in `overflowing`
+            return [Encoded(ids=e.ids, truncated=bool(e.overflowing)) for e in encodings]
+        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+        for i, e in enumerate(encodings):
+            if len(e.ids) > max_length:
                 raise InputTooLongError(
-                    f"input {i} has {len(enc.ids) + self.single_specials} tokens, over the limit of "
-                    f"{max_length}; enable truncation (truncate=True, --truncate) or split the text"
+                    f"input {i} has {len(e.ids)} tokens, over the limit of {max_length}; "
+                    "enable truncation (truncate=True, --truncate) or split the text"
                 )
-            if cut:
-                enc.truncate(budget)
-            item = self._finish(enc, None)
-            out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
-        return out
+        return [Encoded(ids=e.ids) for e in encodings]
 
     def encode_pairs(
         self,

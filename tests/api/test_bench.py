@@ -7,7 +7,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from m3engine.bench.report import plot, summarize
+from m3engine.bench.http_report import plot, summarize
 from m3engine.bench.serve import run
 from m3engine.engine import Engine
 from m3engine.settings import ServerSettings

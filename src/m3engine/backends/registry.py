@@ -11,6 +11,7 @@ from m3engine.errors import BackendUnavailableError, InputError
 # name -> "module:factory"; add a backend by adding a line.
 BACKENDS: dict[str, str] = {
     "reference": "m3engine.backends.reference:ReferenceBackend",
+    "fast": "m3engine.backends.fast:FastBackend",
     "fake": "m3engine.backends.fake:FakeBackend",
 }
 

@@ -1,1 +1,1 @@
-"""Benchmarks: `m3engine bench serve` drives a running server over HTTP."""
+"""`m3engine bench`: workloads, the transformers baseline, accuracy checks, reports and plots."""

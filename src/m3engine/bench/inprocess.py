@@ -1,8 +1,8 @@
-"""`m3engine bench engine`: the same workloads through the in-process Engine, the baseline for HTTP.
+"""`m3engine bench inprocess`: the same workloads through the in-process Engine, the baseline for HTTP.
 
 The requests of `duration` seconds' worth are generated as `bench serve` would send them; their texts
 go through one `Engine.embed` / `rerank` call each, back to back, so the engine batches within each
-call only. The ratio `bench serve` / `bench engine` in inputs/s is the server's overhead (or gain,
+call only. The ratio `bench serve` / `bench inprocess` in inputs/s is the server's overhead (or gain,
 when cross-request batching beats per-call batches).
 """
 
@@ -14,11 +14,11 @@ import random
 import time
 from typing import Any
 
-from m3engine.bench.workloads import WORKLOADS
+from m3engine.bench.http_workloads import WORKLOADS
 from m3engine.settings import EngineSettings, add_arguments, from_sources
 
 
-def cmd_bench_engine(args: argparse.Namespace) -> int:
+def cmd_bench_inprocess(args: argparse.Namespace) -> int:
     from m3engine.engine import Engine
 
     engine = Engine.from_settings(from_sources(EngineSettings, vars(args)))
@@ -47,11 +47,11 @@ def cmd_bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_engine_parser(kinds: Any) -> None:
+def add_inprocess_parser(kinds: Any) -> None:
     engine = kinds.add_parser(
-        "engine", help="The same workloads in-process (the baseline).", description=__doc__
+        "inprocess", help="bench serve's workloads in-process (its baseline).", description=__doc__
     )
     engine.add_argument("--workload", choices=sorted(WORKLOADS), default="passages")
     engine.add_argument("--duration", type=float, default=30.0, help="Seconds to run.")
     add_arguments(engine)
-    engine.set_defaults(func=cmd_bench_engine)
+    engine.set_defaults(func=cmd_bench_inprocess)

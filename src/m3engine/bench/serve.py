@@ -20,9 +20,9 @@ from typing import Any
 
 import httpx
 
-from m3engine.bench.inprocess import add_engine_parser
-from m3engine.bench.report import Sample, plot, summarize
-from m3engine.bench.workloads import WORKLOADS
+from m3engine.bench.http_report import Sample, plot, summarize
+from m3engine.bench.http_workloads import WORKLOADS
+from m3engine.bench.inprocess import add_inprocess_parser
 
 
 async def run(
@@ -77,10 +77,8 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_parser(sub: Any) -> None:
-    """Add `bench serve` to the CLI's subparsers."""
-    bench = sub.add_parser("bench", help="Benchmarks.")
-    kinds = bench.add_subparsers(dest="bench_command", required=True)
+def add_http_parsers(kinds: Any) -> None:
+    """Add `serve` and `inprocess` under `m3engine bench` (its subparsers object)."""
     serve = kinds.add_parser("serve", help="Load a running server over HTTP.", description=__doc__)
     serve.add_argument("--url", default="http://127.0.0.1:8080", help="The server's base URL.")
     serve.add_argument("--workload", choices=sorted(WORKLOADS), default="queries")
@@ -92,4 +90,4 @@ def add_bench_parser(sub: Any) -> None:
     serve.add_argument("--output", help="Also write the JSON report here.")
     serve.add_argument("--plot", help="Write a PNG plot of throughput and latency over time here.")
     serve.set_defaults(func=cmd_bench_serve)
-    add_engine_parser(kinds)
+    add_inprocess_parser(kinds)

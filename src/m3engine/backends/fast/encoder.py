@@ -1,0 +1,144 @@
+"""The packed encoder forward: one (T, H) tensor for the whole batch, no padding anywhere.
+
+Row-wise work (embeddings, LayerNorm, the matrix products) never mixes tokens, so only attention
+needs to know where each sequence starts: it gets `cu_seqlens`. On CUDA in fp16/bf16 that is
+`torch.nn.attention.varlen.varlen_attn` (flash attention over ragged sequences); elsewhere (CPU,
+fp32) a plain SDPA call per sequence, so CI tests the same packing and numerics.
+
+Rows past `cu_seqlens[-1]` (the padding of a CUDA-graph bucket) belong to no sequence: attention
+never reads them and every other step is row-wise, so whatever they hold never reaches a real row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
+from m3engine.types import PackedBatch
+
+
+@dataclass
+class PackedInputs:
+    """The device tensors of one packed batch."""
+
+    input_ids: torch.Tensor  # (T,) int64
+    positions: torch.Tensor  # (T,) int64, index into the position table
+    token_types: torch.Tensor  # (T,) int64
+    cu_seqlens: torch.Tensor  # (N + 1,) int32, as flash attention wants it
+    max_len: int  # longest sequence (a host int: no device sync to read it)
+    lengths: tuple[int, ...]  # per-sequence lengths on the host, for the CPU attention loop
+
+
+def host_arrays(batch: PackedBatch, position_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ids, positions, token_types) as int64 host arrays, each (T,)."""
+    lengths = batch.lengths
+    starts = np.repeat(batch.cu_seqlens[:-1], lengths)  # (T,) start of each token's sequence
+    positions = np.arange(batch.num_tokens, dtype=np.int64) - starts + position_offset
+    types = batch.token_type_ids if batch.token_type_ids is not None else np.zeros_like(batch.input_ids)
+    return batch.input_ids.astype(np.int64), positions, types.astype(np.int64)
+
+
+def to_device(batch: PackedBatch, position_offset: int, device: torch.device) -> PackedInputs:
+    ids, positions, types = host_arrays(batch, position_offset)
+    stacked = torch.from_numpy(np.stack([ids, positions, types]))  # (3, T): one host-to-device copy
+    if device.type == "cuda":
+        stacked = stacked.pin_memory()
+    stacked = stacked.to(device, non_blocking=True)
+    cu = torch.from_numpy(batch.cu_seqlens.astype(np.int32)).to(device, non_blocking=True)
+    return PackedInputs(
+        stacked[0], stacked[1], stacked[2], cu, batch.max_len, tuple(int(n) for n in batch.lengths)
+    )
+
+
+def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
+    """Flash attention runs on CUDA in half precision only; fp32 and the CPU loop per sequence."""
+    return device.type == "cuda" and dtype in (torch.float16, torch.bfloat16)
+
+
+# From this length up, a batch of only long sequences runs one SDPA call per sequence: on Hopper
+# SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured: bench long docs).
+LONG_SEQUENCE = 2048
+
+
+def _per_sequence(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: tuple[int, ...]
+) -> torch.Tensor:
+    out = torch.empty_like(q)
+    start = 0
+    for n in lengths:
+        end = start + n
+        qs, ks, vs = (x[start:end].transpose(0, 1).unsqueeze(0) for x in (q, k, v))  # (1, nh, n, hd)
+        out[start:end] = F.scaled_dot_product_attention(qs, ks, vs)[0].transpose(0, 1)
+        start = end
+    return out
+
+
+def attention(
+    q: torch.Tensor,  # (T, nh, hd)
+    k: torch.Tensor,
+    v: torch.Tensor,
+    inputs: PackedInputs,
+    varlen: bool,
+) -> torch.Tensor:
+    """Bidirectional attention within each sequence; (T, nh, hd)."""
+    long_only = bool(inputs.lengths) and min(inputs.lengths) >= LONG_SEQUENCE
+    if varlen and not long_only:
+        from torch.nn.attention.varlen import varlen_attn
+
+        cu = inputs.cu_seqlens
+        out = varlen_attn(q, k, v, cu, cu, inputs.max_len, inputs.max_len)
+        assert isinstance(out, torch.Tensor)  # no aux outputs asked for
+        return out
+    return _per_sequence(q, k, v, inputs.lengths)
+
+
+def activate(x: torch.Tensor, name: str) -> torch.Tensor:
+    if name == "gelu":
+        return F.gelu(x)
+    if name == "relu":
+        return F.relu(x)
+    return F.gelu(x, approximate="tanh")  # gelu_new, gelu_pytorch_tanh
+
+
+def embed(w: EncoderWeights, inputs: PackedInputs) -> torch.Tensor:
+    """(T, H) LayerNorm(word + position + token type)."""
+    x = w.word[inputs.input_ids] + w.position[inputs.positions] + w.token_type[inputs.token_types]
+    return F.layer_norm(x, (w.config.hidden,), w.emb_ln_w, w.emb_ln_b, w.config.eps)
+
+
+def layer(
+    x: torch.Tensor, lw: LayerWeights, cfg: EncoderConfig, inputs: PackedInputs, varlen: bool
+) -> torch.Tensor:
+    """One post-LayerNorm transformer layer over packed rows; (T, H) -> (T, H)."""
+    t = x.shape[0]
+    qkv = F.linear(x, lw.qkv_w, lw.qkv_b).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
+    q, k, v = qkv.unbind(1)  # (T, nh, hd) each, strided views of qkv
+    ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
+    x = F.layer_norm(
+        F.linear(ctx, lw.attn_out_w, lw.attn_out_b) + x, (cfg.hidden,), lw.ln1_w, lw.ln1_b, cfg.eps
+    )
+    h = activate(F.linear(x, lw.ffn_in_w, lw.ffn_in_b), cfg.activation)  # (T, F)
+    return F.layer_norm(
+        F.linear(h, lw.ffn_out_w, lw.ffn_out_b) + x, (cfg.hidden,), lw.ln2_w, lw.ln2_b, cfg.eps
+    )
+
+
+def encode(w: EncoderWeights, inputs: PackedInputs, varlen: bool) -> torch.Tensor:
+    """The final hidden states, (T, H), in the weights' dtype."""
+    x = embed(w, inputs)
+    for lw in w.layers:
+        x = layer(x, lw, w.config, inputs, varlen)
+    return x
+
+
+def classify(w: EncoderWeights, hidden: torch.Tensor, cls_rows: torch.Tensor) -> torch.Tensor:
+    """(N, C) logits in fp32 from the CLS rows of the final states."""
+    head = w.classifier
+    assert head is not None, "classify() needs a checkpoint with a classification head"
+    cls = hidden[cls_rows]  # (N, H)
+    pooled = torch.tanh(F.linear(cls, head.dense_w, head.dense_b))
+    return F.linear(pooled, head.out_w, head.out_b).float()
