@@ -37,3 +37,19 @@ def test_secrets_redacted_in_public_view_and_repr() -> None:
     settings = parse(["--api-keys", "super-secret-key"], {})
     assert settings.public()["api_keys"] == "***"
     assert "super-secret-key" not in repr(settings)
+
+
+def test_piecewise_json_equals_whole() -> None:
+    import json
+
+    from m3engine.server.respond import encode
+
+    payloads = [
+        {"object": "list", "data": [{"a": [1.5, 2.0]}, {"b": None}], "usage": {"n": 1}},
+        {"data": []},
+        [[0.25, 1.0], [3.0]],
+        [],
+        {"plain": "dict", "nested": {"data": [1]}},
+    ]
+    for payload in payloads:
+        assert json.loads(encode(payload)) == payload
