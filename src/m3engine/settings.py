@@ -94,6 +94,9 @@ class ServerSettings:
     shutdown_timeout: float = _opt(
         30.0, "On SIGTERM, seconds to let in-flight requests finish before exiting."
     )
+    exit_on_worker_death: bool = _opt(
+        True, "Exit with code 3 when a model's worker dies (after /ready turned 503), to be restarted."
+    )
     public_metrics: bool = _opt(False, "Serve /metrics without an API key.")
     warmup: bool = _opt(True, "Run one batch of the largest shape at startup, so OOM shows before /ready.")
     log_level: str = _opt("info", "debug, info, warning or error; logs are JSON lines with request ids.")

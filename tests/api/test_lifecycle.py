@@ -82,3 +82,23 @@ def test_sigterm_drains_in_flight_and_exits_zero(bge_m3_dir: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_worker_death_exits_the_process_with_code_3(bge_m3_dir: Path) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    # The warm-up is forward pass 1; the first request's batch (pass 2) kills the worker.
+    env = {**os.environ, "M3ENGINE_FAKE_DIE_AFTER": "1", "PYTHONPATH": str(Path("src").resolve())}
+    cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(bge_m3_dir), "--backend", "fake"]
+    proc = subprocess.Popen(
+        [*cmd, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        wait_ready(url, proc)
+        r = httpx.post(url + "/embed", json={"inputs": "this batch kills the worker"}, timeout=10)
+        assert r.status_code == 503 and r.json()["error_type"] == "not_ready"
+        assert proc.wait(timeout=30) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -9,7 +9,8 @@ batch fail, raise an out-of-memory error above a token count, or kill the worker
     backend.oom_over_tokens = 40     # raise an OOM error for batches of more padded tokens
     backend.die = True               # raise WorkerDeath (a BaseException): the worker loop ends
 
-`--backend fake` serves it from the CLI; M3ENGINE_FAKE_DELAY_S sets `delay_s` there (tests only).
+`--backend fake` serves it from the CLI; M3ENGINE_FAKE_DELAY_S sets `delay_s` there and
+M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward passes (tests only).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class FakeBackend:
         self.fail_if: Callable[[PackedBatch], bool] | None = None
         self.oom_over_tokens: int | None = None
         self.die = False
+        # M3ENGINE_FAKE_DIE_AFTER=N: die on the (N+1)-th forward (tests of a server process; 0 = never)
+        self._die_after = int(os.environ.get("M3ENGINE_FAKE_DIE_AFTER", "0") or 0)
         self.seen: list[list[int]] = []  # every sequence forwarded, in order
         self.batches: list[int] = []  # sequences per forward call
         self._lock = threading.Lock()
@@ -50,7 +53,7 @@ class FakeBackend:
         return self.dim if self.spec.kind.value == "bge-m3" else None
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
-        if self.die:
+        if self.die or (self._die_after and len(self.batches) >= self._die_after):
             raise WorkerDeath("fake backend told to die")
         if self.oom_over_tokens is not None and batch.max_len * batch.num_seqs > self.oom_over_tokens:
             raise OutOfMemoryError(f"fake OOM: {batch.max_len * batch.num_seqs} padded tokens")

@@ -59,6 +59,7 @@ class Worker:
         self.alive = False
         self._running: list[Item] = []
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
+        self.on_death: Callable[[], None] | None = None  # e.g. make the process exit, to be restarted
 
     def start(self) -> None:
         self.alive = True
@@ -83,6 +84,8 @@ class Worker:
             self.alive = False
             log.error("worker loop died", extra={"model": self.name, "error": type(error).__name__})
             self._fail_all(NotReadyError(f"the worker of model {self.name} stopped; the server is not ready"))
+            if self.on_death is not None:
+                self.on_death()
 
     def _fail_all(self, error: M3EngineError) -> None:
         for item in self._running:  # the batch that was on the backend when the loop died

@@ -68,8 +68,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # No limit_concurrency: uvicorn would answer its own bare 503s before admission could give
         # a 429 with Retry-After; admission bounds the work, the body limit bounds each request.
     )
-    DrainingServer(config, app.state.server).run()
-    return 0
+    server = DrainingServer(config, app.state.server)
+    server.run()
+    return 3 if server.fatal else 0
 
 
 class DrainingServer(uvicorn.Server):
@@ -78,6 +79,13 @@ class DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: ServerState) -> None:
         super().__init__(config)
         self.state = state
+        self.fatal = False
+        state.on_fatal = self._worker_died
+
+    def _worker_died(self) -> None:
+        log.error("a worker died: shutting down so that the process is restarted")
+        self.fatal = True
+        self.should_exit = True
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.state.draining = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePath
@@ -58,8 +59,15 @@ class ServerState:
                 short_query_tokens=settings.short_query_tokens,
             )
             self.models.append(ServedModel(engine.spec.name, engine, scheduler))
+        for model in self.models:
+            model.scheduler.worker.on_death = self._worker_died
+        self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
+
+    def _worker_died(self) -> None:
+        if self.settings.exit_on_worker_death and self.on_fatal is not None:
+            self.on_fatal()
 
     @property
     def ready(self) -> bool:
