@@ -28,6 +28,7 @@ from m3engine.tokenization import TextTokenizer, check_texts
 from m3engine.types import BatchOutputs, Encoded, FloatArray, HeadRequest
 
 R = TypeVar("R")
+CHARS_PER_TOKEN_CAP = 250  # no tokenizer of these families averages 250 characters per token (TEI's cap)
 
 
 @dataclass(frozen=True)
@@ -291,16 +292,18 @@ class TaskBuilder:
     def encode_texts(
         self, texts: list[str], input_type: str, max_length: int | None, truncate: bool
     ) -> list[Encoded]:
-        if input_type == "query":
-            prefix = self.settings.query_instruction
-            return self.tokenizer.encode(
-                [prefix + t for t in texts],
-                self.limit(max_length, self.query_max_length, "max_length"),
-                truncate,
-            )
-        if input_type != "passage":
+        if input_type not in ("query", "passage"):
             raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
-        return self.tokenizer.encode(texts, self.limit(max_length, self.max_length, "max_length"), truncate)
+        query = input_type == "query"
+        limit = self.limit(max_length, self.query_max_length if query else self.max_length, "max_length")
+        if truncate:
+            # TEI's pre-tokenizer cap: a text far longer than any token count can use is cut first,
+            # so a 4 MB body does not hold a tokenizer thread for what truncation would drop anyway.
+            cap = limit * CHARS_PER_TOKEN_CAP
+            texts = [t[:cap] for t in texts]
+        if query:
+            texts = [self.settings.query_instruction + t for t in texts]
+        return self.tokenizer.encode(texts, limit, truncate)
 
     def _encode_pairs(
         self,

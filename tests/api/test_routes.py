@@ -171,3 +171,12 @@ async def test_rerank_chunks_long_documents_and_keeps_best_window(
     plain = await client.post("/v1/rerank", json={**body, "max_chunks_per_doc": None})
     unchunked = {x["index"]: x["relevance_score"] for x in plain.json()["results"]}
     assert got[1] == pytest.approx(unchunked[1], rel=1e-6)  # a short document is one window either way
+
+
+async def test_huge_text_is_cut_before_tokenizing(client: httpx.AsyncClient, m3_fake: Engine) -> None:
+    huge = "alpha beta " * 200_000  # 2.2 MB: far past what 128 tokens can use
+    r = await client.post("/v1/embed_m3", json={"inputs": huge, "return_sparse": False})
+    assert r.status_code == 200
+    item = r.json()["data"][0]
+    assert item["truncated"] and item["num_tokens"] == m3_fake.max_length
+    assert float(r.headers["x-tokenization-time"]) < 1000  # ms; the whole text would take longer
