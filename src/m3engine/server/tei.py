@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 
 from m3engine.errors import InputError
 from m3engine.results import Classification
+from m3engine.scheduler.admission import estimate_tokens
 from m3engine.server import encoding
 from m3engine.server.respond import respond
 from m3engine.server.submit import check_count, server_state, submit
@@ -166,7 +167,12 @@ async def tokenize(body: TokenizeRequest, request: Request) -> list[list[dict[st
     def run() -> list[list[dict[str, object]]]:
         return [tokenize_detail(tokenizer, x, body.add_special_tokens) for x in texts]
 
-    return await asyncio.get_running_loop().run_in_executor(state.tokenize_pool, run)
+    # The tokenizer pool is shared with the embedding path: admission bounds its queue here too.
+    permit = state.admission.reserve(estimate_tokens([len(x) for x in texts], served.engine.spec.max_length))
+    try:
+        return await asyncio.get_running_loop().run_in_executor(state.tokenize_pool, run)
+    finally:
+        permit.release()
 
 
 class DecodeRequest(BaseModel):
