@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from m3engine.errors import InputError
+
 ENV_PREFIX = "M3ENGINE_"
 
 
@@ -55,12 +57,14 @@ class EngineSettings:
         return out
 
 
-def _parse(kind: str, raw: str) -> Any:
+def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
-    if base == "int":
-        return int(raw)
-    if base == "float":
-        return float(raw)
+    if base in ("int", "float"):
+        try:
+            return int(raw) if base == "int" else float(raw)
+        except ValueError:
+            flag, env = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+            raise InputError(f"{flag} / {env} must be a number ({base}); got {raw!r}") from None
     if base == "bool":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     return raw
@@ -92,5 +96,5 @@ def from_sources(
         if raw is None:
             raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is not None:
-            values[f.name] = _parse(str(f.type), raw) if isinstance(raw, str) else raw
+            values[f.name] = _parse(f.name, str(f.type), raw) if isinstance(raw, str) else raw
     return cls(**values)

@@ -1,9 +1,9 @@
 """Validation, tokenization and the truncation policies of the reference.
 
 Texts are encoded by the Rust `tokenizers` library in one `encode_batch` call (parallel, GIL
-released). Single texts are truncated in Rust as well (one tokenizer copy per length limit); pairs
-are cut per pair and given their special tokens by the tokenizer's own post-processor, so every
-family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled by its own template.
+released). Texts over the limit are cut as content and given their special tokens by the
+tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
+by its own template.
 
 Policies:
 - single text: content cut to `max_length - specials` (what `tokenizer(text, truncation=True,
@@ -14,7 +14,6 @@ Policies:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,17 +52,15 @@ class TextTokenizer:
         self._tok.no_padding()
         self._post = self._tok.post_processor
         self.pad_id: int = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
-        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.sep_token_id)
-        # The ids the sparse head drops (FlagEmbedding's unused_tokens: cls, eos, pad, unk).
+        # The ids the sparse head drops: exactly FlagEmbedding's unused_tokens (cls, eos, pad, unk).
+        # Not sep: for XLM-R it is eos anyway, and the reference keeps BERT's [SEP].
+        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.pad_token_id)
         self.special_ids: frozenset[int] = frozenset(
-            int(i) for i in (*ids, hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id) if i is not None
+            int(i) for i in (*ids, hf_tokenizer.unk_token_id) if i is not None
         )
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
-        self._json = self._tok.to_str()
-        self._truncating: dict[int, tokenizers.Tokenizer] = {}  # max_length -> copy, never changed after
-        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -81,32 +78,27 @@ class TextTokenizer:
         done = self._post.process(first, second, add_special_tokens=True)
         return Encoded(ids=list(done.ids), type_ids=list(done.type_ids))
 
-    def _truncating_at(self, max_length: int) -> tokenizers.Tokenizer:
-        """A copy that truncates single texts to `max_length` ids, special tokens included."""
-        tok = self._truncating.get(max_length)
-        if tok is None:
-            with self._lock:
-                tok = self._truncating.get(max_length)
-                if tok is None:
-                    tok = tokenizers.Tokenizer.from_str(self._json)
-                    tok.enable_truncation(max_length)
-                    self._truncating[max_length] = tok
-        return tok
-
     def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
-        """Encode single texts, each to at most `max_length` ids, special tokens included."""
-        if truncate:
-            encodings = self._truncating_at(max_length).encode_batch(texts, add_special_tokens=True)
-            # a truncated encoding keeps what was cut in `overflowing`
-            return [Encoded(ids=e.ids, truncated=bool(e.overflowing)) for e in encodings]
+        """Encode single texts, each to at most `max_length` ids, special tokens included.
+
+        One Rust `encode_batch` with the special tokens added gives the final ids of every text that
+        fits; only the texts over the limit are encoded again as content, cut, and given their
+        special tokens by the post-processor (a per-limit tokenizer copy would cost ~240 MB for XLM-R).
+        """
         encodings = self._tok.encode_batch(texts, add_special_tokens=True)
-        for i, e in enumerate(encodings):
-            if len(e.ids) > max_length:
-                raise InputTooLongError(
-                    f"input {i} has {len(e.ids)} tokens, over the limit of {max_length}; "
-                    "enable truncation (truncate=True, --truncate) or split the text"
-                )
-        return [Encoded(ids=e.ids) for e in encodings]
+        out = [Encoded(ids=e.ids) for e in encodings]
+        over = [i for i, e in enumerate(out) if len(e) > max_length]
+        if over and not truncate:
+            i = over[0]
+            raise InputTooLongError(
+                f"input {i} has {len(out[i])} tokens, over the limit of {max_length}; "
+                "enable truncation (truncate=True, --truncate) or split the text"
+            )
+        budget = max_length - self.single_specials
+        for i, content in zip(over, self._content([texts[i] for i in over]), strict=True):
+            content.truncate(budget)
+            out[i] = Encoded(ids=self._finish(content, None).ids, truncated=True)
+        return out
 
     def encode_pairs(
         self,
