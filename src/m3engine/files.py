@@ -36,13 +36,14 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
         table = pq.read_table(path)
         if field not in table.column_names:
             raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
-        values = table.column(field).to_pylist()
-        for row, value in enumerate(values):
+        texts: list[str] = []
+        for row, value in enumerate(table.column(field).to_pylist()):
             if not isinstance(value, str):
                 raise InputError(
                     f"{path} row {row}: column {field!r} holds a {type(value).__name__}, not text"
                 )
-        return values
+            texts.append(value)
+        return texts
     raise InputError(f"cannot read {path.name}: use one of {', '.join(READ_SUFFIXES)}")
 
 
