@@ -10,6 +10,9 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def resolve_device(device: str) -> str:
+    kind, _, index = device.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (index and kind != "cuda"):
+        raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -17,9 +20,18 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def resolve_dtype(dtype: str, device: str) -> str:
+def resolve_backend(backend: str, device: str) -> str:
+    """`auto`: our packed engine on CUDA; on the CPU the transformers reference, which is faster there."""
+    if backend == "auto":
+        return "reference" if device == "cpu" else "fast"
+    return backend
+
+
+def resolve_dtype(dtype: str, device: str, backend: str = "reference") -> str:
     if dtype == "auto":
-        return "fp32" if device == "cpu" else "fp16"
+        if device == "cpu":
+            return "fp32"
+        return "bf16" if backend == "fast" else "fp16"
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of: auto, {', '.join(DTYPES)}")
     return dtype

@@ -22,7 +22,7 @@ from m3engine import postprocess
 from m3engine.backends.base import Backend
 from m3engine.backends.registry import create_backend
 from m3engine.batching import plan_batches
-from m3engine.device import resolve_device, resolve_dtype
+from m3engine.device import resolve_backend, resolve_device, resolve_dtype
 from m3engine.errors import InputError, InvalidInputTypeError, UnsupportedTaskError
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
@@ -56,12 +56,13 @@ class Engine:
         spec = inspect_model(path, name=settings.model, kind=kind)
         tokenizer = TextTokenizer.load(path)
         device = resolve_device(settings.device)
+        name = resolve_backend(settings.backend, device)
         backend = create_backend(
-            settings.backend,
+            name,
             spec=spec,
             tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
             device=device,
-            dtype=resolve_dtype(settings.dtype, device),
+            dtype=resolve_dtype(settings.dtype, device, name),
         )
         return cls(spec, tokenizer, backend, settings)
 

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from m3engine.errors import InputError
+
 ENV_PREFIX = "M3ENGINE_"
 
 
@@ -27,9 +29,12 @@ class EngineSettings:
         None, "Model kind (bge-m3, embedding, reranker, classifier); detected from files."
     )
     revision: str | None = _opt(None, "Hub revision (branch, tag or commit) for a hub id.")
-    backend: str = _opt("reference", "Backend that runs the model: reference (transformers).")
+    backend: str = _opt(
+        "auto",
+        "fast (packed, CUDA graphs), reference (transformers) or auto (fast on CUDA, reference on CPU).",
+    )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
-    dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU, fp16 on CUDA).")
+    dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU; bf16 fast / fp16 reference on CUDA).")
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
     )
@@ -52,12 +57,14 @@ class EngineSettings:
         return out
 
 
-def _parse(kind: str, raw: str) -> Any:
+def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
-    if base == "int":
-        return int(raw)
-    if base == "float":
-        return float(raw)
+    if base in ("int", "float"):
+        try:
+            return int(raw) if base == "int" else float(raw)
+        except ValueError:
+            flag, env = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+            raise InputError(f"{flag} / {env} must be a number ({base}); got {raw!r}") from None
     if base == "bool":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     return raw
@@ -89,5 +96,5 @@ def from_sources(
         if raw is None:
             raw = env.get(ENV_PREFIX + f.name.upper())
         if raw is not None:
-            values[f.name] = _parse(str(f.type), raw) if isinstance(raw, str) else raw
+            values[f.name] = _parse(f.name, str(f.type), raw) if isinstance(raw, str) else raw
     return cls(**values)

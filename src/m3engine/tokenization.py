@@ -1,8 +1,8 @@
 """Validation, tokenization and the truncation policies of the reference.
 
 Texts are encoded by the Rust `tokenizers` library in one `encode_batch` call (parallel, GIL
-released). Truncation is applied to the content ids and the special tokens are added afterwards by
-the tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
+released). Texts over the limit are cut as content and given their special tokens by the
+tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
 by its own template.
 
 Policies:
@@ -52,10 +52,11 @@ class TextTokenizer:
         self._tok.no_padding()
         self._post = self._tok.post_processor
         self.pad_id: int = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
-        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.sep_token_id)
-        # The ids the sparse head drops (FlagEmbedding's unused_tokens: cls, eos, pad, unk).
+        # The ids the sparse head drops: exactly FlagEmbedding's unused_tokens (cls, eos, pad, unk).
+        # Not sep: for XLM-R it is eos anyway, and the reference keeps BERT's [SEP].
+        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.pad_token_id)
         self.special_ids: frozenset[int] = frozenset(
-            int(i) for i in (*ids, hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id) if i is not None
+            int(i) for i in (*ids, hf_tokenizer.unk_token_id) if i is not None
         )
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
@@ -78,20 +79,25 @@ class TextTokenizer:
         return Encoded(ids=list(done.ids), type_ids=list(done.type_ids))
 
     def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
-        """Encode single texts, each to at most `max_length` ids, special tokens included."""
+        """Encode single texts, each to at most `max_length` ids, special tokens included.
+
+        One Rust `encode_batch` with the special tokens added gives the final ids of every text that
+        fits; only the texts over the limit are encoded again as content, cut, and given their
+        special tokens by the post-processor (a per-limit tokenizer copy would cost ~240 MB for XLM-R).
+        """
+        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
+        out = [Encoded(ids=e.ids) for e in encodings]
+        over = [i for i, e in enumerate(out) if len(e) > max_length]
+        if over and not truncate:
+            i = over[0]
+            raise InputTooLongError(
+                f"input {i} has {len(out[i])} tokens, over the limit of {max_length}; "
+                "enable truncation (truncate=True, --truncate) or split the text"
+            )
         budget = max_length - self.single_specials
-        out = []
-        for i, enc in enumerate(self._content(texts)):
-            cut = len(enc.ids) > budget
-            if cut and not truncate:
-                raise InputTooLongError(
-                    f"input {i} has {len(enc.ids) + self.single_specials} tokens, over the limit of "
-                    f"{max_length}; enable truncation (truncate=True, --truncate) or split the text"
-                )
-            if cut:
-                enc.truncate(budget)
-            item = self._finish(enc, None)
-            out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
+        for i, content in zip(over, self._content([texts[i] for i in over]), strict=True):
+            content.truncate(budget)
+            out[i] = Encoded(ids=self._finish(content, None).ids, truncated=True)
         return out
 
     def encode_pairs(
