@@ -14,6 +14,7 @@ Policies:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ import tokenizers
 
 from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
 from m3engine.types import Encoded
+
+CHARS_PER_TOKEN = 5  # a prefix of budget * 5 characters holds the kept tokens of most texts
+# Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
+_WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
 
 def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
@@ -40,6 +45,13 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
         if not text.strip():
             raise EmptyInputError(f"{what} {i} is empty or only whitespace; remove it or give it some text")
     return list(texts)
+
+
+def _splits_at_spaces(pre: dict[str, Any]) -> bool:
+    """Whether a pre-tokenizer (or any step of a Sequence; steps only split further) splits at spaces."""
+    if pre.get("type") == "Sequence":
+        return any(_splits_at_spaces(step) for step in pre.get("pretokenizers", []))
+    return pre.get("type") in _WORD_SPLITTERS and pre.get("split", True) is not False
 
 
 class TextTokenizer:
@@ -61,6 +73,7 @@ class TextTokenizer:
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
+        self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -81,24 +94,62 @@ class TextTokenizer:
     def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
         """Encode single texts, each to at most `max_length` ids, special tokens included.
 
-        One Rust `encode_batch` with the special tokens added gives the final ids of every text that
-        fits; only the texts over the limit are encoded again as content, cut, and given their
-        special tokens by the post-processor (a per-limit tokenizer copy would cost ~240 MB for XLM-R).
+        Texts no longer than `max_length` characters almost always fit: one Rust `encode_batch` with
+        the special tokens added gives their final ids. Longer texts go through `_encode_long`.
         """
-        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
-        out = [Encoded(ids=e.ids) for e in encodings]
-        over = [i for i, e in enumerate(out) if len(e) > max_length]
-        if over and not truncate:
-            i = over[0]
-            raise InputTooLongError(
-                f"input {i} has {len(out[i])} tokens, over the limit of {max_length}; "
-                "enable truncation (truncate=True, --truncate) or split the text"
-            )
+        out: list[Encoded | None] = [None] * len(texts)
+        short = [i for i, text in enumerate(texts) if len(text) <= max_length]
+        encodings = self._tok.encode_batch([texts[i] for i in short], add_special_tokens=True)
+        for i, encoding in zip(short, encodings, strict=True):
+            out[i] = Encoded(ids=encoding.ids)
+        long = [i for i, item in enumerate(out) if item is None or len(item) > max_length]
+        if long:
+            self._encode_long(texts, long, max_length, truncate, out)
+        return [item for item in out if item is not None]
+
+    def _encode_long(
+        self, texts: list[str], indices: list[int], max_length: int, truncate: bool, out: list[Encoded | None]
+    ) -> None:
+        """Content ids cut to the budget, then the special tokens; fills `out` at `indices`.
+
+        With truncation on, a text is first cut at a space after about CHARS_PER_TOKEN characters per
+        kept token: with a tokenizer that splits words at spaces, the tokens of the whole words before
+        the cut are the full text's own, so a 100 k-character document costs the tokens it keeps.
+        Where that prefix yields too few tokens, the whole text is encoded.
+        """
         budget = max_length - self.single_specials
-        for i, content in zip(over, self._content([texts[i] for i in over]), strict=True):
-            content.truncate(budget)
-            out[i] = Encoded(ids=self._finish(content, None).ids, truncated=True)
-        return out
+        heads = [self._prefix(texts[i], budget) if truncate else texts[i] for i in indices]
+        contents = self._content(heads)
+        short_prefixes = [
+            k
+            for k, i in enumerate(indices)
+            if len(heads[k]) < len(texts[i]) and len(contents[k].ids) < budget
+        ]
+        for k, content in zip(
+            short_prefixes, self._content([texts[indices[k]] for k in short_prefixes]), strict=True
+        ):
+            heads[k], contents[k] = texts[indices[k]], content
+        for k, i in enumerate(indices):
+            content = contents[k]
+            cut = len(content.ids) > budget or len(heads[k]) < len(texts[i])
+            if cut and not truncate:
+                raise InputTooLongError(
+                    f"input {i} has {len(content.ids) + self.single_specials} tokens, over the limit of "
+                    f"{max_length}; enable truncation (truncate=True, --truncate) or split the text"
+                )
+            if len(content.ids) > budget:
+                content.truncate(budget)
+            out[i] = Encoded(ids=self._finish(content, None).ids, truncated=cut)
+
+    def _prefix(self, text: str, budget: int) -> str:
+        """The text up to the last space before budget * CHARS_PER_TOKEN characters, or all of it."""
+        limit = budget * CHARS_PER_TOKEN
+        if not self._splits_at_spaces or len(text) <= limit:
+            return text
+        space = text.rfind(" ", 0, limit)
+        if space <= 0 or not text[space:].strip():
+            return text
+        return text[:space].rstrip()
 
     def encode_pairs(
         self,
