@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MODEL ?= BAAI/bge-m3
 TORCH_VERSION := 2.13.0
 
-.PHONY: setup test lint demo clean
+.PHONY: setup test lint demo serve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,12 @@ lint: setup
 demo: setup
 	$(BIN)/m3engine embed --model "$(MODEL)" --sparse --colbert \
 	  --text "What is BGE-M3?" --text "BGE-M3 gives dense, sparse and ColBERT outputs from one pass."
+
+# The HTTP server on 127.0.0.1:$(PORT) (OpenAI, TEI, Cohere, Jina routes); MODEL= picks the model,
+# SERVE_ARGS= adds flags (e.g. SERVE_ARGS="--reranker BAAI/bge-reranker-v2-m3 --api-keys KEY").
+PORT ?= 8080
+serve: setup
+	$(BIN)/m3engine serve --model "$(MODEL)" --port $(PORT) $(SERVE_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info

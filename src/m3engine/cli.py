@@ -1,4 +1,4 @@
-"""The `m3engine` command: embed, rerank, info. Engine flags come from EngineSettings (also env vars)."""
+"""The `m3engine` command: embed, rerank, info, serve. Flags come from the settings (also env vars)."""
 
 from __future__ import annotations
 
@@ -167,7 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from m3engine.bench.cli import add_bench_parser
+    from m3engine.server.cli import add_serve_parser
 
+    add_serve_parser(sub)
     add_bench_parser(sub)
     return parser
 

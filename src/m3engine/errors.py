@@ -12,8 +12,19 @@ Each class carries the HTTP status and the metric label it maps to, once, here::
     │   ├── ModelNotFoundError           no local path, not in the hub cache, not downloadable
     │   ├── UnknownModelKindError        the kind cannot be detected or is not one we know
     │   └── MissingHeadFileError         a BGE-M3 checkpoint without colbert_linear.pt / sparse_linear.pt
-    └── BackendError                503  inference failed (the batch fails, the process carries on)
-        └── BackendUnavailableError      an optional dependency of a backend is not installed
+    ├── BackendError                503  inference failed (the batch fails, the process carries on)
+    │   ├── BackendUnavailableError      an optional dependency of a backend is not installed
+    │   └── OutOfMemoryError             the device ran out of memory (the batch was split once first)
+    └── ServiceError                     refusals of the server, decided before any model work
+        ├── UnauthorizedError       401  no or a wrong API key
+        ├── ModelNotServedError     404  the request names a model this server does not serve
+        ├── RequestTooLargeError    413  the body is over --max-request-bytes
+        ├── TooManyInputsError      422  more inputs than --max-inputs-per-request
+        ├── OverloadedError         429  admission is full (token or request budget); retry after a while
+        ├── DeadlineExceededError   503  the request's deadline passed before its batch ran
+        ├── NotReadyError           503  warming up, the worker died, or the server is draining
+        ├── ClientDisconnectedError 499  the client went away; its work was dropped
+        └── InternalError           500  a bug: the message says so and carries no input
 
 Messages never echo the user's input back: they name the input by its index.
 """
@@ -73,3 +84,74 @@ class BackendError(M3EngineError, RuntimeError):
 
 class BackendUnavailableError(BackendError, ImportError):
     label = "backend_unavailable"
+
+
+class OutOfMemoryError(BackendError):
+    label = "oom"
+
+
+class ServiceError(M3EngineError):
+    status = 503
+    label = "service"
+
+
+class UnauthorizedError(ServiceError):
+    status = 401
+    label = "unauthorized"
+
+
+class ModelNotServedError(ServiceError):
+    status = 404
+    label = "model_not_served"
+
+
+class RequestTooLargeError(ServiceError):
+    status = 413
+    label = "request_too_large"
+
+
+class TooManyInputsError(ServiceError):
+    status = 422
+    label = "too_many_inputs"
+
+
+class OverloadedError(ServiceError):
+    status = 429
+    label = "overloaded"
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceededError(ServiceError):
+    status = 503
+    label = "deadline_exceeded"
+
+
+class NotReadyError(ServiceError):
+    status = 503
+    label = "not_ready"
+
+
+class InternalError(M3EngineError):
+    status = 500
+    label = "internal"
+
+
+def error_labels() -> frozenset[str]:
+    """The closed set of error labels (metrics never see a label outside it)."""
+    labels: set[str] = set()
+    pending: list[type[M3EngineError]] = [M3EngineError]
+    while pending:
+        cls = pending.pop()
+        labels.add(cls.label)
+        pending.extend(cls.__subclasses__())
+    return frozenset(labels)
+
+
+class ClientDisconnectedError(ServiceError):
+    """The client went away before its answer was ready; nobody reads this response."""
+
+    status = 499
+    label = "cancelled"

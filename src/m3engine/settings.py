@@ -19,7 +19,8 @@ ENV_PREFIX = "M3ENGINE_"
 
 
 def _opt(default: Any, help: str, secret: bool = False) -> Any:
-    return field(default=default, metadata={"help": help, "secret": secret})
+    # repr=False keeps secrets out of any log line that prints the settings object
+    return field(default=default, repr=not secret, metadata={"help": help, "secret": secret})
 
 
 @dataclass(frozen=True)
@@ -50,11 +51,60 @@ class EngineSettings:
 
     def public(self) -> dict[str, Any]:
         """The settings as shown in /info and logs, secrets redacted."""
-        out = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = "***" if f.metadata.get("secret") and value else value
-        return out
+        return redacted(self)
+
+
+def redacted(settings: Any) -> dict[str, Any]:
+    """A settings dataclass as a dict for /info and logs: secret fields show as '***' when set."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.metadata.get("secret") and value:
+            value = "***"
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """`m3engine serve`: how the server listens, admits and protects (the models' are EngineSettings)."""
+
+    host: str = _opt("127.0.0.1", "Address to bind; 0.0.0.0 exposes the server to the network.")
+    port: int = _opt(8080, "TCP port.")
+    reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
+    extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
+    api_keys: tuple[str, ...] = _opt(
+        (),
+        "API keys (comma-separated); when set, every route but /live and /ready "
+        "needs `Authorization: Bearer KEY`.",
+        secret=True,
+    )
+    cors_origins: tuple[str, ...] = _opt(
+        (), "Origins allowed by CORS (comma-separated); CORS is off when empty."
+    )
+    max_request_bytes: int = _opt(4 * 1024 * 1024, "Largest request body accepted; larger gets 413.")
+    max_inputs_per_request: int = _opt(1024, "Most texts (or documents) in one request; more gets 422.")
+    max_concurrent_requests: int = _opt(512, "Requests admitted at once (queued or running); more gets 429.")
+    max_queued_tokens: int = _opt(262144, "Tokens admitted at once (queued or running); more gets 429.")
+    deadline_s: float = _opt(
+        30.0, "Longest a request may wait for its batch; then 503. X-Request-Timeout may lower it."
+    )
+    short_query_tokens: int = _opt(
+        64, "Sequences up to this many tokens go to the short lane (never behind bulk)."
+    )
+    tokenizer_workers: int = _opt(2, "Threads that tokenize requests while the model runs.")
+    shutdown_timeout: float = _opt(
+        30.0, "On SIGTERM, seconds to let in-flight requests finish before exiting."
+    )
+    exit_on_worker_death: bool = _opt(
+        True, "Exit with code 3 when a model's worker dies (after /ready turned 503), to be restarted."
+    )
+    public_metrics: bool = _opt(False, "Serve /metrics without an API key.")
+    warmup: bool = _opt(True, "Run one batch of the largest shape at startup, so OOM shows before /ready.")
+    log_level: str = _opt("info", "debug, info, warning or error; logs are JSON lines with request ids.")
+
+    def public(self) -> dict[str, Any]:
+        return redacted(self)
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:
@@ -67,6 +117,8 @@ def _parse(name: str, kind: str, raw: str) -> Any:
             raise InputError(f"{flag} / {env} must be a number ({base}); got {raw!r}") from None
     if base == "bool":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
+    if base.startswith("tuple"):
+        return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw
 
 
@@ -76,7 +128,11 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type[Any] = EngineSettin
         flag = "--" + f.name.replace("_", "-")
         env = ENV_PREFIX + f.name.upper()
         help_text = f"{f.metadata.get('help', '')} [env {env}; default {f.default!r}]"
-        if str(f.type) == "bool":
+        if str(f.type).startswith("tuple"):
+            parser.add_argument(
+                flag, dest=f.name, default=None, action="append", metavar="A,B", help=help_text
+            )
+        elif str(f.type) == "bool":
             parser.add_argument(
                 flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction, help=help_text
             )
@@ -95,6 +151,8 @@ def from_sources(
         raw = cli.get(f.name)
         if raw is None:
             raw = env.get(ENV_PREFIX + f.name.upper())
+        if isinstance(raw, list):  # a repeated flag: --extra-models a --extra-models b,c
+            raw = ",".join(raw)
         if raw is not None:
             values[f.name] = _parse(f.name, str(f.type), raw) if isinstance(raw, str) else raw
     return cls(**values)

@@ -185,6 +185,37 @@ class TextTokenizer:
             out.append(Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut))
         return out
 
+    def encode_pair_chunks(
+        self, query: str, passages: list[str], max_length: int, query_max_length: int, max_chunks: int
+    ) -> list[list[Encoded]]:
+        """(query, passage-window) pairs: each passage cut into up to `max_chunks` windows that each fit
+        `max_length` beside the query (Cohere's max_chunks_per_doc); the query is capped as in
+        `encode_pairs`. A passage with more windows than `max_chunks` is marked truncated."""
+        (q,) = self._content([query])
+        if len(q.ids) > query_max_length:
+            q.truncate(query_max_length)
+        room = max_length - len(q.ids) - self.pair_specials
+        if room < 1:
+            raise InputError(f"the query leaves no room for a passage within max_length {max_length}")
+        out = []
+        for p in self._content(passages):
+            windows = [p]
+            if len(p.ids) > room:
+                p.truncate(room)  # the rest goes to p.overflowing, in windows of `room` ids
+                windows = [p, *p.overflowing]
+            cut = len(windows) > max_chunks
+            out.append(
+                [
+                    Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut)
+                    for item in (self._finish(q, w) for w in windows[:max_chunks])
+                ]
+            )
+        return out
+
+    def encoding(self, text: str, add_special_tokens: bool = True) -> tokenizers.Encoding:
+        """The full encoding of one text (ids, token strings, offsets, special mask), for /tokenize."""
+        return self._tok.encode(text, add_special_tokens=add_special_tokens)
+
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(token_id) or ""
 

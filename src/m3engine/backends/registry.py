@@ -12,6 +12,7 @@ from m3engine.errors import BackendUnavailableError, InputError
 BACKENDS: dict[str, str] = {
     "reference": "m3engine.backends.reference:ReferenceBackend",
     "fast": "m3engine.backends.fast:FastBackend",
+    "fake": "m3engine.backends.fake:FakeBackend",
 }
 
 

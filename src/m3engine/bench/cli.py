@@ -47,6 +47,10 @@ def add_bench_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     add_arguments(parser)
     parser.set_defaults(func=run_command)
+    from m3engine.bench.serve import add_http_parsers
+
+    # `m3engine bench serve|inprocess ...`: the HTTP load test; plain `m3engine bench` is unchanged.
+    add_http_parsers(parser.add_subparsers(dest="bench_command", metavar="{serve,inprocess}"))
     return parser
 
 

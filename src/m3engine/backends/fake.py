@@ -1,0 +1,103 @@
+"""A fake backend for server and scheduler tests: no model, deterministic outputs, failure switches.
+
+Every output row is a function of that sequence's ids alone, so a test can tell whether results went
+back to the right request and whether batching changed anything. The switches make it slow, make a
+batch fail, raise an out-of-memory error above a token count, or kill the worker loop:
+
+    backend.delay_s = 0.2            # each forward sleeps (the worker is busy)
+    backend.fail_if = lambda b: ...  # raise BackendError for batches this predicate selects
+    backend.oom_over_tokens = 40     # raise an OOM error for batches of more padded tokens
+    backend.die = True               # raise WorkerDeath (a BaseException): the worker loop ends
+
+`--backend fake` serves it from the CLI; M3ENGINE_FAKE_DELAY_S sets `delay_s` there and
+M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward passes (tests only).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from m3engine.backends.base import BackendInfo
+from m3engine.errors import BackendError, OutOfMemoryError
+from m3engine.models.spec import ModelSpec
+from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, SparseVector, TokenIds
+
+
+class WorkerDeath(BaseException):
+    """Not an Exception: per-batch error handling does not catch it, so it ends the worker loop."""
+
+
+class FakeBackend:
+    def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
+        self.spec = spec
+        self.info = BackendInfo(name="fake", device=device, dtype=dtype, padded=True)
+        self._special = tokens.special_ids
+        self.dim = spec.hidden_size
+        self.delay_s = float(os.environ.get("M3ENGINE_FAKE_DELAY_S", "0") or 0)
+        self.fail_if: Callable[[PackedBatch], bool] | None = None
+        self.oom_over_tokens: int | None = None
+        self.die = False
+        # M3ENGINE_FAKE_DIE_AFTER=N: die on the (N+1)-th forward (tests of a server process; 0 = never)
+        self._die_after = int(os.environ.get("M3ENGINE_FAKE_DIE_AFTER", "0") or 0)
+        self.seen: list[list[int]] = []  # every sequence forwarded, in order
+        self.batches: list[int] = []  # sequences per forward call
+        self._lock = threading.Lock()
+
+    def colbert_dim(self) -> int | None:
+        return self.dim if self.spec.kind.value == "bge-m3" else None
+
+    def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
+        if self.die or (self._die_after and len(self.batches) >= self._die_after):
+            raise WorkerDeath("fake backend told to die")
+        if self.oom_over_tokens is not None and batch.max_len * batch.num_seqs > self.oom_over_tokens:
+            raise OutOfMemoryError(f"fake OOM: {batch.max_len * batch.num_seqs} padded tokens")
+        if self.fail_if is not None and self.fail_if(batch):
+            raise BackendError("fake backend failure")
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        bounds = batch.cu_seqlens.tolist()
+        seqs = [batch.input_ids[a:b].tolist() for a, b in itertools.pairwise(bounds)]
+        with self._lock:
+            self.seen.extend(seqs)
+            self.batches.append(len(seqs))
+        out = BatchOutputs()
+        if heads.dense:
+            out.dense = np.stack([self.dense_of(s) for s in seqs])
+        if heads.sparse:
+            out.sparse = [self.sparse_of(s) for s in seqs]
+        if heads.colbert:
+            out.colbert = [self.colbert_of(s) for s in seqs]
+        if heads.logits:
+            count = max(1, len(self.spec.labels))
+            out.logits = np.stack([self.logits_of(s, count) for s in seqs])
+        return out
+
+    # Each a function of the ids alone (batch-invariant by construction).
+    def dense_of(self, ids: list[int]) -> FloatArray:
+        rng = np.random.default_rng(_seed(ids))
+        return rng.standard_normal(self.dim).astype(np.float32)  # (D,)
+
+    def sparse_of(self, ids: list[int]) -> SparseVector:
+        kept = sorted({t for t in ids if t not in self._special})
+        values = np.array([1.0 + (t % 7) / 10 for t in kept], dtype=np.float32)
+        return SparseVector(np.array(kept, dtype=np.int64), values)
+
+    def colbert_of(self, ids: list[int]) -> FloatArray:
+        rng = np.random.default_rng(_seed(ids) + 1)
+        vectors = rng.standard_normal((len(ids) - 1, self.dim)).astype(np.float32)  # (len - 1, D)
+        normalized: FloatArray = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+        return normalized
+
+    def logits_of(self, ids: list[int], count: int) -> FloatArray:
+        rng = np.random.default_rng(_seed(ids) + 2)
+        return (rng.standard_normal(count) * 3).astype(np.float32)  # (num_labels,)
+
+
+def _seed(ids: list[int]) -> int:
+    return hash(tuple(ids)) & 0x7FFFFFFF

@@ -1,0 +1,86 @@
+"""Admission: a request budget and a token budget, reserved at entry, before any tokenization.
+
+Every queued or running request holds a `Permit`, so the queue behind admission is bounded by
+construction: nothing downstream can overflow, and no bounded channel can fail a put (the class of
+crash TEI hit in #470/#811). A request is refused (429) when either budget is full; its reservation
+(characters + specials per input, capped at the model's limit) bounds the tokens of nearly any text
+(NFKC expands a few ligatures past it), is shrunk to the real count once tokenized, and is returned on
+completion, error or cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterable
+
+from m3engine.errors import OverloadedError
+
+SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
+
+
+def estimate_tokens(char_counts: Iterable[int], cap: int) -> int:
+    """Tokens before tokenizing: about one token per character at most (XLM-R, WordPiece), capped."""
+    return sum(min(cap, chars + SPECIALS_ALLOWANCE) for chars in char_counts)
+
+
+class Admission:
+    """Two budgets shared by every model the process serves."""
+
+    def __init__(self, max_requests: int, max_tokens: int) -> None:
+        if max_requests < 1 or max_tokens < 1:
+            raise ValueError("admission budgets must be >= 1")
+        self.max_requests, self.max_tokens = max_requests, max_tokens
+        self.requests = 0
+        self.tokens = 0
+        self.tokens_per_s = 0.0  # recent throughput, fed by the worker, for Retry-After
+        self._lock = threading.Lock()
+
+    def reserve(self, tokens: int) -> Permit:
+        """A permit for `tokens`, or OverloadedError at once (never waits)."""
+        # A request larger than the whole budget may still run alone: it takes all of it.
+        tokens = max(1, min(tokens, self.max_tokens))
+        with self._lock:
+            if self.requests + 1 > self.max_requests or self.tokens + tokens > self.max_tokens:
+                raise OverloadedError(
+                    f"the server is at capacity ({self.requests} requests, {self.tokens} tokens admitted); "
+                    "retry after the Retry-After delay, or send fewer or shorter inputs per request",
+                    retry_after_s=self.retry_after_s(),
+                )
+            self.requests += 1
+            self.tokens += tokens
+        return Permit(self, tokens)
+
+    def retry_after_s(self) -> int:
+        """Seconds until the admitted tokens have likely drained, 1 to 30."""
+        if self.tokens_per_s <= 0:
+            return 1
+        return max(1, min(30, math.ceil(self.tokens / self.tokens_per_s)))
+
+    def _resize(self, old: int, new: int) -> None:
+        with self._lock:
+            self.tokens += new - old
+
+    def _release(self, tokens: int) -> None:
+        with self._lock:
+            self.requests -= 1
+            self.tokens -= tokens
+
+
+class Permit:
+    """One request's reservation; `release` is idempotent."""
+
+    def __init__(self, admission: Admission, tokens: int) -> None:
+        self._admission, self.tokens, self.released = admission, tokens, False
+
+    def resize(self, tokens: int) -> None:
+        """Set the reservation to the real token count (it may only shrink: admission was decided)."""
+        tokens = max(1, min(tokens, self.tokens))
+        if not self.released and tokens != self.tokens:
+            self._admission._resize(self.tokens, tokens)
+            self.tokens = tokens
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._admission._release(self.tokens)

@@ -1,0 +1,140 @@
+"""The one path every request takes: admit -> tokenize (pool) -> queue -> batch -> finish.
+
+    >>> scheduler = Scheduler("bge-m3", engine, admission, metrics, tokenize_pool)
+    >>> await scheduler.start()
+    >>> records = await scheduler.submit(lambda tasks: tasks.embed(texts), [len(t) for t in texts])
+
+Admission is decided before tokenization, from an upper bound on the tokens (see admission.py).
+Tokenization runs in a thread pool (the Rust tokenizer releases the GIL), so it overlaps the forward
+pass of earlier batches. Cancelling the awaiting coroutine (a disconnected client) releases the
+permit and marks the job done, so its sequences are dropped before any batch runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TypeVar
+
+from m3engine.engine import Engine
+from m3engine.errors import DeadlineExceededError, NotReadyError
+from m3engine.metrics import Metrics
+from m3engine.scheduler.admission import Admission, estimate_tokens
+from m3engine.scheduler.batcher import BatchFormer, Job
+from m3engine.scheduler.worker import Worker, _deadline_message
+from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
+
+R = TypeVar("R")
+
+
+@dataclass
+class Timings:
+    """Seconds per stage of one request (response headers and the stage histograms)."""
+
+    tokenize: float = 0.0
+    queue: float = 0.0
+    forward: float = 0.0
+    tokens: int = 0
+
+
+class Scheduler:
+    """One model's queue and worker; admission and the tokenizer pool are shared by all models."""
+
+    def __init__(
+        self,
+        name: str,
+        engine: Engine,
+        admission: Admission,
+        metrics: Metrics,
+        tokenize_pool: Executor,
+        *,
+        short_query_tokens: int = 64,
+    ) -> None:
+        self.name, self.engine, self.admission, self.metrics = name, engine, admission, metrics
+        self._pool = tokenize_pool
+        s = engine.settings
+        self.former = BatchFormer(
+            s.max_batch_tokens, s.max_batch_size, engine.backend.info.padded, short_query_tokens
+        )
+        self.worker = Worker(name, engine.backend, self.former, metrics)
+        self.worker.on_tokens = self._observe_throughput
+
+    @property
+    def tasks(self) -> TaskBuilder:
+        return self.engine.tasks
+
+    @property
+    def alive(self) -> bool:
+        return self.worker.alive
+
+    async def start(self, warmup: bool = True) -> None:
+        if warmup:
+            await asyncio.get_running_loop().run_in_executor(None, self.warmup)
+        self.worker.start()
+
+    async def stop(self) -> None:
+        await self.worker.stop()
+
+    def warmup(self) -> None:
+        """One forward pass of the largest batch the former can make, so OOM shows before /ready."""
+        s, spec = self.engine.settings, self.engine.spec
+        length = min(self.engine.max_length, s.max_batch_tokens)
+        count = max(1, min(s.max_batch_size, s.max_batch_tokens // length))
+        heads = HeadRequest(logits=True) if spec.is_cross_encoder else HeadRequest(dense=True)
+        if spec.kind.value == "bge-m3":
+            heads = HeadRequest(dense=True, sparse=True, colbert=True)
+        ids = [0] + [5] * (length - 2) + [2]  # any in-vocabulary ids; the shape is what matters
+        self.engine.backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
+
+    async def submit(
+        self,
+        prepare: Callable[[TaskBuilder], Prepared[R]],
+        char_counts: Sequence[int],
+        *,
+        deadline_s: float,
+        timings: Timings | None = None,
+    ) -> R:
+        """Run one request's task through admission, the shared batches and its `finish`."""
+        if not self.worker.alive:
+            raise NotReadyError(f"model {self.name} is not ready (its worker is not running); retry later")
+        timings = timings if timings is not None else Timings()
+        start = time.monotonic()
+        deadline = start + deadline_s
+        permit = self.admission.reserve(estimate_tokens(char_counts, self.engine.spec.max_length))
+        job: Job | None = None
+        try:
+            loop = asyncio.get_running_loop()
+            task = await loop.run_in_executor(self._pool, prepare, self.tasks)
+            timings.tokenize = time.monotonic() - start
+            timings.tokens = task.num_tokens
+            permit.resize(task.num_tokens)
+            job = Job(task.encoded, task.heads, deadline, loop.create_future())
+            self.former.add(job)
+            self.worker.wake()
+            outputs = await self._wait(job, deadline)
+            timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
+            timings.forward = job.forward_s
+            return task.finish(outputs)
+        finally:
+            permit.release()
+            if job is not None and not job.future.done():
+                job.future.cancel()  # the former drops its remaining items
+
+    async def _wait(self, job: Job, deadline: float) -> BatchOutputs:
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            if job.started:  # already on the device: it finishes soon, and dropping it would waste it
+                return await job.future
+            job.future.cancel()  # marks it done: the former drops its items
+            raise DeadlineExceededError(_deadline_message()) from None
+
+    def _observe_throughput(self, tokens: int, seconds: float) -> None:
+        if seconds > 0:
+            rate = tokens / seconds
+            previous = self.admission.tokens_per_s
+            self.admission.tokens_per_s = rate if previous == 0 else 0.8 * previous + 0.2 * rate

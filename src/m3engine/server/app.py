@@ -1,0 +1,93 @@
+"""`create_app(settings, engines)`: the FastAPI app; the routes live in one module per API family.
+
+    >>> app = create_app(ServerSettings(), [Engine.load("BAAI/bge-m3")])
+    >>> uvicorn.run(app, host="127.0.0.1", port=8080)
+
+Startup warms every model up at its largest batch shape and starts its worker; /ready answers 200
+only after that. Shutdown (`drain`) refuses new requests with 503 and lets admitted ones finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.middleware.cors import CORSMiddleware
+
+from m3engine import __version__
+from m3engine.engine import Engine
+from m3engine.server import errors, health, m3, openai, rerank, tei
+from m3engine.server.middleware import Auth, BodyLimit, RequestContext
+from m3engine.server.state import ServerState
+from m3engine.settings import ServerSettings
+
+log = logging.getLogger("m3engine.server")
+PUBLIC_ROUTES = ("/live", "/ready")
+ROUTERS = (health, openai, tei, rerank, m3)
+
+
+def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
+    if not engines:
+        raise ValueError("create_app needs at least one engine")
+    state = ServerState(settings, engines)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        for model in state.models:
+            await model.scheduler.start(warmup=settings.warmup)
+        state.started = True
+        log.info("ready", extra={"models": [m.name for m in state.models]})
+        try:
+            yield
+        finally:
+            await drain(state, settings.shutdown_timeout)
+            for model in state.models:
+                await model.scheduler.stop()
+            state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(
+        title="m3engine",
+        version=__version__,
+        description="BGE-M3 (dense, sparse, ColBERT) and reranking behind OpenAI, TEI, Cohere, Jina APIs.",
+        lifespan=lifespan,
+    )
+    app.state.server = state
+    for module in ROUTERS:
+        app.include_router(module.router)
+    errors.install(app)
+
+    public = set(PUBLIC_ROUTES) | ({"/metrics"} if settings.public_metrics else set())
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(Auth, keys=settings.api_keys, public=public)
+    if settings.cors_origins:
+        if "*" in settings.cors_origins and settings.api_keys:
+            raise ValueError(
+                "--cors-origins '*' with API keys would let any site use the keys; list the origins"
+            )
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Request-Timeout"],
+            allow_credentials=False,
+        )
+    routes = [r.path for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
+    app.add_middleware(RequestContext, metrics=state.metrics, routes=routes)
+    return app
+
+
+async def drain(state: ServerState, timeout_s: float) -> None:
+    """Refuse new work (503) and wait, up to `timeout_s`, for admitted requests to finish."""
+    state.draining = True
+    deadline = time.monotonic() + timeout_s
+    while state.admission.requests > 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    if state.admission.requests:
+        log.warning(
+            "shutdown timeout: requests still in flight", extra={"requests": state.admission.requests}
+        )

@@ -1,0 +1,60 @@
+"""/live (the process answers), /ready and TEI's /health (it can serve), /metrics, /info."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from m3engine import __version__
+from m3engine.errors import NotReadyError
+from m3engine.server.submit import server_state
+
+router = APIRouter(tags=["Operations"])
+
+
+@router.get("/live", summary="Liveness: the event loop answers (no model call)")
+async def live() -> dict[str, str]:
+    return {"status": "live"}
+
+
+@router.get("/ready", summary="Readiness: warmed up, every worker alive, not draining")
+async def ready(request: Request) -> JSONResponse:
+    state = server_state(request)
+    state.metrics.ready.set(1 if state.ready else 0)
+    if state.ready:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "not ready", "reason": state.not_ready_reason()}, status_code=503)
+
+
+@router.get("/health", summary="Health (TEI): 200 when ready, else 503")
+async def health(request: Request) -> dict[str, str]:
+    state = server_state(request)
+    if not state.ready:
+        raise NotReadyError(f"not ready: {state.not_ready_reason()}")
+    return {"status": "ok"}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    state = server_state(request)
+    state.metrics.ready.set(1 if state.ready else 0)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+
+@router.get("/info", summary="Served models and every setting (secrets redacted)")
+async def info(request: Request) -> dict[str, object]:
+    state = server_state(request)
+    first = state.models[0].engine if state.models else None
+    return {
+        "version": __version__,
+        "model_id": first.spec.name if first else None,  # TEI's field, for TEI clients
+        "max_input_length": first.max_length if first else None,
+        "max_client_batch_size": state.settings.max_inputs_per_request,
+        "max_concurrent_requests": state.settings.max_concurrent_requests,
+        "auto_truncate": True,
+        "server": state.settings.public(),
+        "models": [
+            {**m.engine.info(), "served_name": m.name, "engine_settings": m.engine.settings.public()}
+            for m in state.models
+        ],
+    }

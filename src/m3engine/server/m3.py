@@ -1,0 +1,134 @@
+"""m3engine's own routes: BGE-M3's three outputs from one pass, hybrid scores, and classification."""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from m3engine.server import encoding
+from m3engine.server.respond import respond
+from m3engine.server.submit import submit
+
+router = APIRouter(tags=["m3engine"])
+
+
+class EmbedM3Request(BaseModel):
+    model: str | None = None
+    inputs: str | list[str]
+    return_dense: bool = True
+    return_sparse: bool = True
+    return_colbert: bool = False
+    input_type: Literal["query", "passage"] = "passage"
+    max_length: int | None = Field(None, ge=3)
+    truncate: bool = True
+    dimensions: int | None = Field(None, ge=1)
+    sparse_format: Literal["indices_values", "tei", "flag_dict"] = "indices_values"
+    sparse_top_k: int | None = Field(None, ge=1, description="Keep only the k largest lexical weights.")
+    return_tokens: bool = Field(False, description="Add token strings to indices_values sparse output.")
+    encoding_format: Literal["float", "base64"] = Field(
+        "float", description="base64: dense as float32, ColBERT as float16 (rows x dim, row-major)."
+    )
+
+
+@router.post("/v1/embed_m3", summary="BGE-M3 dense, sparse and ColBERT outputs from one forward pass")
+async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
+    texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    records, served = await submit(
+        request,
+        body.model,
+        "m3",
+        lambda t: t.embed(
+            texts,
+            dense=body.return_dense,
+            sparse=body.return_sparse,
+            colbert=body.return_colbert,
+            input_type=body.input_type,
+            max_length=body.max_length,
+            truncate=body.truncate,
+            dimensions=body.dimensions,
+        ),
+        [len(x) for x in texts],
+    )
+    tokenizer = served.engine.tokenizer
+
+    def build() -> dict[str, object]:
+        data = []
+        for r in records:
+            item: dict[str, object] = {"index": r.index, "num_tokens": r.num_tokens, "truncated": r.truncated}
+            if r.dense is not None:
+                item["dense"] = encoding.vector(r.dense, body.encoding_format)
+            if r.sparse is not None:
+                weights = r.sparse.top_k(body.sparse_top_k) if body.sparse_top_k else r.sparse
+                tokens = (
+                    [tokenizer.id_to_token(int(i)) for i in weights.indices] if body.return_tokens else None
+                )
+                item["sparse"] = encoding.sparse(weights, body.sparse_format, tokens=tokens)
+            if r.colbert is not None:
+                item["colbert"] = encoding.multi_vector(r.colbert, body.encoding_format)
+            data.append(item)
+        used = sum(r.num_tokens for r in records)
+        return {
+            "object": "list",
+            "data": data,
+            "model": served.name,
+            "usage": {"prompt_tokens": used, "total_tokens": used},
+            "created": int(time.time()),
+        }
+
+    return await respond(build)
+
+
+class ScoreRequest(BaseModel):
+    model: str | None = None
+    pairs: list[tuple[str, str]] = Field(description="(query, passage) pairs.")
+    weights: tuple[float, float, float] = Field(
+        (1.0, 1.0, 1.0), description="Weights of dense, sparse, ColBERT."
+    )
+
+
+@router.post(
+    "/v1/score", summary="BGE-M3 hybrid scores of (query, passage) pairs (FlagEmbedding compute_score)"
+)
+async def score(body: ScoreRequest, request: Request) -> dict[str, object]:
+    pairs = [list(p) for p in body.pairs]
+    results, served = await submit(
+        request,
+        body.model,
+        "m3",
+        lambda t: t.score(pairs, body.weights),
+        [len(q) + len(p) for q, p in body.pairs],
+    )
+    return {
+        "object": "list",
+        "data": [{"index": i, "object": "score", **s.to_json()} for i, s in enumerate(results)],
+        "model": served.name,
+    }
+
+
+class ClassifyRequest(BaseModel):
+    model: str | None = None
+    input: str | list[str]
+    raw_scores: bool = False
+    truncate: bool = True
+
+
+@router.post("/classify", summary="Labels of texts (Infinity-style)")
+async def classify(body: ClassifyRequest, request: Request) -> dict[str, object]:
+    texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    records, served = await submit(
+        request,
+        body.model,
+        "classify",
+        lambda t: t.classify(texts, truncate=body.truncate, raw_scores=body.raw_scores),
+        [len(x) for x in texts],
+    )
+    tokens = sum(r.num_tokens for r in records)
+    return {
+        "object": "classify",
+        "data": [encoding.label_scores(r.scores) for r in records],
+        "model": served.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }

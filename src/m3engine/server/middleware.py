@@ -1,0 +1,184 @@
+"""Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and hide disconnects).
+
+Outermost first: RequestContext (request id, timing headers, metrics, access log) -> CORS (only when
+origins are configured) -> Auth -> BodyLimit -> the routes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from m3engine.errors import RequestTooLargeError, UnauthorizedError
+from m3engine.metrics import Metrics
+from m3engine.server.errors import error_body
+from m3engine.server.logs import request_id
+
+log = logging.getLogger("m3engine.access")
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+async def send_error(
+    send: Send, path: str, status: int, label: str, message: str, headers: dict[str, str]
+) -> None:
+    body = json.dumps(error_body(path, status, label, message)).encode()
+    raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    raw += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestContext:
+    """Request ids, per-stage timing headers, the requests counter and one access-log line per request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str]) -> None:
+        self.app, self.metrics, self.routes = app, metrics, frozenset(routes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.monotonic()
+        headers = dict(scope.get("headers") or [])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
+        token = request_id.set(rid)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                extra = [(b"x-request-id", rid.encode())]
+                timings = state.get("timings")
+                if timings is not None:
+                    for name, value in (
+                        ("tokenization", timings.tokenize),
+                        ("queue", timings.queue),
+                        ("inference", timings.forward),
+                    ):
+                        extra.append((f"x-{name}-time".encode(), f"{value * 1000:.2f}".encode()))
+                    extra.append((b"x-total-time", f"{(time.monotonic() - start) * 1000:.2f}".encode()))
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            elapsed = time.monotonic() - start
+            path = scope["path"]
+            route = path if path in self.routes else "other"
+            outcome = state.get("outcome") or ("ok" if status < 400 else "internal")
+            self.metrics.count(route, outcome)
+            if "timings" in state and outcome == "ok":  # refused requests would skew the stage times
+                timings = state["timings"]
+                for stage, value in (("tokenize", timings.tokenize), ("queue", timings.queue)):
+                    self.metrics.observe_stage(stage, value)
+                self.metrics.observe_stage("forward", timings.forward)
+                self.metrics.observe_stage("total", elapsed)
+            log.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": route,
+                    "status": status,
+                    "ms": round(elapsed * 1000, 2),
+                },
+            )
+            request_id.reset(token)
+
+
+class Auth:
+    """Bearer API keys on every route but the public ones; SHA-256 digests compared in constant time."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str], public: Iterable[str]) -> None:
+        self.app = app
+        self.digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        self.public = frozenset(public)
+
+    def _allowed(self, header: bytes) -> bool:
+        scheme, _, key = header.decode("latin-1").partition(" ")
+        digest = hashlib.sha256(key.strip().encode()).digest()
+        # Every key is compared, match or not, so the time taken says nothing about which matched.
+        matches = [hmac.compare_digest(digest, d) for d in self.digests]
+        return scheme.lower() == "bearer" and any(matches)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or not self.digests
+            or scope["path"] in self.public
+            or scope["method"] == "OPTIONS"  # CORS preflights carry no credentials
+        ):
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope.get("headers") or []).get(b"authorization", b"")
+        if not self._allowed(header):
+            scope.setdefault("state", {})["outcome"] = UnauthorizedError.label
+            message = "missing or invalid API key; send `Authorization: Bearer <key>`"
+            await send_error(
+                send, scope["path"], 401, UnauthorizedError.label, message, {"WWW-Authenticate": "Bearer"}
+            )
+            return
+        await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """Reads the body while counting (Content-Length is not trusted), then replays it to the app.
+
+    Past the limit it answers 413 without reading further. After the replay, `receive` passes
+    through, so the routes still see the client's http.disconnect.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_large = declared is not None and declared.isdigit() and int(declared) > self.limit
+        chunks: list[bytes] = []
+        size = 0
+        more = not too_large
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                too_large = True
+                break
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        if too_large:
+            scope.setdefault("state", {})["outcome"] = RequestTooLargeError.label
+            message_text = (
+                f"request body over the limit of {self.limit} bytes; send fewer or shorter inputs per request"
+            )
+            await send_error(
+                send, scope["path"], 413, RequestTooLargeError.label, message_text, {"Connection": "close"}
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

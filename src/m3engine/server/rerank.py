@@ -1,0 +1,93 @@
+"""Cohere (v1, v2) and Jina rerank: POST /v1/rerank and /v2/rerank (shapes: reference/api.md b.6, b.7).
+
+Scores are sigmoid(logit) in [0, 1], as Cohere and Jina return them; `raw_scores` gives the logit.
+Both versions answer with the union of the Cohere and Jina fields (id, results, meta, model, usage),
+which each client's parser accepts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, Field
+
+from m3engine.results import RerankResult
+from m3engine.server.respond import respond
+from m3engine.server.submit import submit
+from m3engine.tasks import Prepared, TaskBuilder
+
+router = APIRouter(tags=["Cohere / Jina"])
+
+
+class TextDocument(BaseModel):
+    text: str
+
+
+class RerankRequest(BaseModel):
+    model: str | None = Field(None, description="A served reranker; the default one when omitted.")
+    query: str
+    documents: list[str | TextDocument]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    max_tokens_per_doc: int | None = Field(
+        None, ge=1, description="Cap on the tokens of (query, document); default: the model's limit."
+    )
+    max_chunks_per_doc: int | None = Field(
+        None, ge=1, description="Accepted; documents are truncated, not chunked."
+    )
+    rank_fields: list[str] | None = None
+    raw_scores: bool = False
+
+
+async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "2"]) -> Response:
+    docs = [d if isinstance(d, str) else d.text for d in body.documents]
+
+    def prepare(t: TaskBuilder) -> Prepared[list[RerankResult]]:
+        # Cohere's max_tokens_per_doc bounds the pair; FlagReranker's policy keeps the query's share.
+        limit = (
+            None if body.max_tokens_per_doc is None else max(4, min(t.max_length, body.max_tokens_per_doc))
+        )
+        return t.rerank(
+            body.query,
+            docs,
+            top_n=body.top_n,
+            normalize=not body.raw_scores,
+            max_length=limit,
+            max_chunks_per_doc=body.max_chunks_per_doc,
+        )
+
+    chunks = body.max_chunks_per_doc or 1
+    sizes = [len(body.query) + len(d) for d in docs]
+    # Admission: a chunked document may run as up to `chunks` sequences (the estimate caps each).
+    char_counts = [c // chunks + 1 for c in sizes for _ in range(chunks)] if chunks > 1 else sizes
+    results, served = await submit(request, body.model, "rerank", prepare, char_counts, inputs=len(docs))
+    tokens = sum(r.num_tokens for r in results)
+    shaped = []
+    for r in results:
+        item: dict[str, object] = {"index": r.index, "relevance_score": r.score}
+        if body.return_documents:
+            item["document"] = {"text": docs[r.index]}
+        shaped.append(item)
+    api_version: dict[str, object] = {"version": version}
+    if version == "2":
+        api_version["is_experimental"] = False
+    payload = {
+        "id": str(uuid.uuid4()),
+        "results": shaped,
+        "meta": {"api_version": api_version, "billed_units": {"search_units": 1}},
+        "model": served.name,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+    return await respond(lambda: payload)
+
+
+@router.post("/v1/rerank", summary="Rerank documents (Cohere v1, Jina)")
+async def rerank_v1(body: RerankRequest, request: Request) -> Response:
+    return await _rerank(body, request, "1")
+
+
+@router.post("/v2/rerank", summary="Rerank documents (Cohere v2)")
+async def rerank_v2(body: RerankRequest, request: Request) -> Response:
+    return await _rerank(body, request, "2")

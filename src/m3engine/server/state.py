@@ -1,0 +1,103 @@
+"""What the routes share: the served models, admission, metrics, and the readiness flags."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from m3engine.engine import Engine
+from m3engine.errors import ModelNotServedError, NotReadyError, UnsupportedTaskError
+from m3engine.metrics import Metrics
+from m3engine.models.kinds import ModelKind
+from m3engine.scheduler import Admission, Scheduler
+from m3engine.settings import ServerSettings
+
+# Which model kinds can serve each task family; the first served model of a fitting kind is the default.
+TASK_KINDS: dict[str, tuple[ModelKind, ...]] = {
+    "embed": (ModelKind.BGE_M3, ModelKind.EMBEDDING),
+    "m3": (ModelKind.BGE_M3,),
+    "rerank": (ModelKind.RERANKER,),
+    "classify": (ModelKind.CLASSIFIER, ModelKind.RERANKER),
+    "tokenize": tuple(ModelKind),
+}
+
+
+@dataclass
+class ServedModel:
+    name: str
+    engine: Engine
+    scheduler: Scheduler
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def kind(self) -> ModelKind:
+        return self.engine.spec.kind
+
+    def answers_to(self, requested: str) -> bool:
+        """The name as served, or its last path component (`bge-m3` for `BAAI/bge-m3` or a directory)."""
+        return requested in (self.name, PurePath(self.name).name)
+
+
+class ServerState:
+    def __init__(self, settings: ServerSettings, engines: list[Engine]) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.admission = Admission(settings.max_concurrent_requests, settings.max_queued_tokens)
+        self.metrics.track_admission(lambda: self.admission.requests, lambda: self.admission.tokens)
+        self.tokenize_pool = ThreadPoolExecutor(settings.tokenizer_workers, thread_name_prefix="tokenize")
+        self.models: list[ServedModel] = []
+        for engine in engines:
+            scheduler = Scheduler(
+                engine.spec.name,
+                engine,
+                self.admission,
+                self.metrics,
+                self.tokenize_pool,
+                short_query_tokens=settings.short_query_tokens,
+            )
+            self.models.append(ServedModel(engine.spec.name, engine, scheduler))
+        for model in self.models:
+            model.scheduler.worker.on_death = self._worker_died
+        self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
+        self.started = False  # models loaded, warmed up, workers running
+        self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
+
+    def _worker_died(self) -> None:
+        if self.settings.exit_on_worker_death and self.on_fatal is not None:
+            self.on_fatal()
+
+    @property
+    def ready(self) -> bool:
+        return self.started and not self.draining and all(m.scheduler.alive for m in self.models)
+
+    def not_ready_reason(self) -> str | None:
+        if not self.started:
+            return "warming up"
+        if self.draining:
+            return "draining for shutdown"
+        dead = [m.name for m in self.models if not m.scheduler.alive]
+        return f"worker stopped for {', '.join(dead)}" if dead else None
+
+    def resolve(self, requested: str | None, task: str) -> ServedModel:
+        """The model a request names (or the default one for its task), checked to support the task."""
+        if self.draining:
+            raise NotReadyError("the server is shutting down; send the request to another replica")
+        kinds = TASK_KINDS[task]
+        if requested:
+            for model in self.models:
+                if model.answers_to(requested):
+                    if model.kind not in kinds:
+                        raise UnsupportedTaskError(
+                            f"model {model.name} is a {model.kind.value} model and cannot serve this route"
+                        )
+                    return model
+            served = ", ".join(m.name for m in self.models)
+            raise ModelNotServedError(f"the requested model is not served here; served models: {served}")
+        for model in self.models:
+            if model.kind in kinds:
+                return model
+        wanted = " or ".join(k.value for k in kinds)
+        raise UnsupportedTaskError(f"this server serves no {wanted} model for this route")

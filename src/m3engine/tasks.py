@@ -1,0 +1,359 @@
+"""Each task split in two: `prepare` (validate + tokenize) and `finish` (backend outputs -> results).
+
+The split lets two runners share the same semantics: `Engine` runs a prepared task's batches itself,
+one call at a time; the server's scheduler forms batches across many prepared tasks (requests) and
+calls `finish` when every sequence of a task has come back.
+
+    >>> task = builder.embed(["a text"], dense=True)      # validated and tokenized, nothing run yet
+    >>> task.encoded, task.heads                          # what the backend must see
+    >>> results = task.finish(outputs_in_input_order)
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+import numpy as np
+
+from m3engine import postprocess
+from m3engine.errors import InputError, InputTooLongError, InvalidInputTypeError, UnsupportedTaskError
+from m3engine.models.kinds import ModelKind
+from m3engine.models.spec import ModelSpec
+from m3engine.results import Classification, Embedding, HybridScore, RerankResult
+from m3engine.settings import EngineSettings
+from m3engine.tokenization import TextTokenizer, check_texts
+from m3engine.types import BatchOutputs, Encoded, FloatArray, HeadRequest
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[R]):
+    """A tokenized task: the sequences to run, the heads they need, and how to turn outputs into R."""
+
+    encoded: list[Encoded]
+    heads: HeadRequest
+    finish: Callable[[BatchOutputs], R]  # takes outputs for `encoded`, in the same order
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(len(e) for e in self.encoded)
+
+
+class TaskBuilder:
+    """Validation, tokenization and result shaping of every task, for one model."""
+
+    def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, settings: EngineSettings) -> None:
+        self.spec, self.tokenizer, self.settings = spec, tokenizer, settings
+        self.max_length = self.limit(settings.max_length, spec.default_max_length, "max_length")
+        default_query = self.max_length * 3 // 4 if spec.is_cross_encoder else self.max_length
+        self.query_max_length = self.limit(settings.query_max_length, default_query, "query_max_length")
+
+    # ---- embeddings -------------------------------------------------------------------------
+    def embed(
+        self,
+        texts: str | Sequence[str],
+        *,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        input_type: str = "passage",
+        max_length: int | None = None,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+    ) -> Prepared[list[Embedding]]:
+        heads = self._embed_heads(dense, sparse, colbert, dimensions)
+        encoded = self.encode_texts(check_texts(texts), input_type, max_length, truncate)
+        keep_norm = self.spec.normalize if normalize is None else normalize
+        return Prepared(encoded, heads, lambda out: _embeddings(encoded, out, dimensions, keep_norm))
+
+    def embed_ids(
+        self,
+        sequences: Sequence[Sequence[int]],
+        *,
+        truncate: bool = True,
+        dimensions: int | None = None,
+        normalize: bool | None = None,
+    ) -> Prepared[list[Embedding]]:
+        """Pre-tokenized inputs (OpenAI's token-id form), run as given: special tokens are not added."""
+        heads = self._embed_heads(True, False, False, dimensions)
+        if len(sequences) == 0:
+            raise InputError("the input list is empty; pass at least one token-id list")
+        encoded = []
+        for i, ids in enumerate(sequences):
+            if len(ids) == 0:
+                raise InputError(f"input {i} is an empty token-id list")
+            if any(not isinstance(t, int) or not 0 <= t < self.spec.vocab_size for t in ids):
+                raise InputError(
+                    f"input {i} holds token ids outside the vocabulary [0, {self.spec.vocab_size})"
+                )
+            if len(ids) > self.max_length and not truncate:
+                raise InputTooLongError(
+                    f"input {i} has {len(ids)} tokens, over the limit of {self.max_length}; enable truncation"
+                )
+            encoded.append(Encoded(ids=list(ids[: self.max_length]), truncated=len(ids) > self.max_length))
+        keep_norm = self.spec.normalize if normalize is None else normalize
+        return Prepared(encoded, heads, lambda out: _embeddings(encoded, out, dimensions, keep_norm))
+
+    def score(
+        self,
+        pairs: Sequence[Sequence[str]],
+        weights: Sequence[float] = (1.0, 1.0, 1.0),
+        *,
+        query_max_length: int | None = None,
+        max_length: int | None = None,
+    ) -> Prepared[list[HybridScore]]:
+        """FlagEmbedding's `compute_score`: each distinct text runs once, queries under the query policy."""
+        self.require("score", ModelKind.BGE_M3)
+        queries, passages = split_pairs(pairs)
+        unique_q, unique_p = list(dict.fromkeys(queries)), list(dict.fromkeys(passages))
+        encoded = self.encode_texts(unique_q, "query", query_max_length, True)
+        encoded += self.encode_texts(unique_p, "passage", max_length, True)
+        heads = HeadRequest(dense=True, sparse=True, colbert=True)
+
+        def finish(out: BatchOutputs) -> list[HybridScore]:
+            records = _embeddings(encoded, out, None, self.spec.normalize)
+            q_rec = dict(zip(unique_q, records[: len(unique_q)], strict=True))
+            p_rec = dict(zip(unique_p, records[len(unique_q) :], strict=True))
+            return [
+                postprocess.hybrid(q_rec[q], p_rec[p], weights)
+                for q, p in zip(queries, passages, strict=True)
+            ]
+
+        return Prepared(encoded, heads, finish)
+
+    # ---- cross-encoders ---------------------------------------------------------------------
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        normalize: bool = True,
+        truncate: bool = True,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        return_documents: bool = False,
+        max_chunks_per_doc: int | None = None,
+    ) -> Prepared[list[RerankResult]]:
+        """`max_chunks_per_doc`: score long documents as windows and keep each one's best (Cohere v1)."""
+        self.require("rerank", ModelKind.RERANKER)
+        if not isinstance(query, str):
+            raise InvalidInputTypeError(f"the query is a {type(query).__name__}, not a string")
+        query = check_texts([query], "query")[0]
+        docs = check_texts(documents, "document")
+        if top_n is not None and top_n < 1:
+            raise InputError(f"top_n must be >= 1, got {top_n}")
+        if max_chunks_per_doc is not None and max_chunks_per_doc > 1:
+            return self._rerank_chunks(
+                query,
+                docs,
+                max_chunks_per_doc,
+                top_n,
+                normalize,
+                max_length,
+                query_max_length,
+                return_documents,
+            )
+        encoded = self._encode_pairs([query] * len(docs), docs, truncate, max_length, query_max_length)
+
+        def finish(out: BatchOutputs) -> list[RerankResult]:
+            assert out.logits is not None
+            logits = out.logits[:, 0]
+            scores = postprocess.sigmoid(logits) if normalize else logits
+            order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+            return [
+                RerankResult(
+                    index=int(i),
+                    score=float(scores[i]),
+                    logit=float(logits[i]),
+                    num_tokens=len(encoded[i]),
+                    truncated=encoded[i].truncated,
+                    document=docs[i] if return_documents else None,
+                )
+                for i in order
+            ]
+
+        return Prepared(encoded, HeadRequest(logits=True), finish)
+
+    def _rerank_chunks(
+        self,
+        query: str,
+        docs: list[str],
+        max_chunks: int,
+        top_n: int | None,
+        normalize: bool,
+        max_length: int | None,
+        query_max_length: int | None,
+        return_documents: bool,
+    ) -> Prepared[list[RerankResult]]:
+        limit = self.limit(max_length, self.max_length, "max_length")
+        q_default = limit * 3 // 4 if max_length else self.query_max_length
+        q_limit = self.limit(query_max_length, q_default, "query_max_length")
+        windows = self.tokenizer.encode_pair_chunks(query, docs, limit, q_limit, max_chunks)
+        bounds = np.cumsum([0] + [len(w) for w in windows])  # doc i owns rows bounds[i]:bounds[i+1]
+        encoded = [e for w in windows for e in w]
+
+        def finish(out: BatchOutputs) -> list[RerankResult]:
+            assert out.logits is not None
+            # Sigmoid is monotonic, so the best window by logit is the best by score.
+            logits = np.array([out.logits[a:b, 0].max() for a, b in itertools.pairwise(bounds)])
+            scores = postprocess.sigmoid(logits) if normalize else logits
+            order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+            return [
+                RerankResult(
+                    index=int(i),
+                    score=float(scores[i]),
+                    logit=float(logits[i]),
+                    num_tokens=sum(len(e) for e in windows[i]),
+                    truncated=windows[i][0].truncated,
+                    document=docs[i] if return_documents else None,
+                )
+                for i in order
+            ]
+
+        return Prepared(encoded, HeadRequest(logits=True), finish)
+
+    def score_pairs(
+        self, pairs: Sequence[Sequence[str]], *, normalize: bool = True, truncate: bool = True
+    ) -> Prepared[list[float]]:
+        self.require("score_pairs", ModelKind.RERANKER)
+        queries, passages = split_pairs(pairs)
+        encoded = self._encode_pairs(queries, passages, truncate, None, None)
+
+        def finish(out: BatchOutputs) -> list[float]:
+            assert out.logits is not None
+            logits = out.logits[:, 0]
+            return (postprocess.sigmoid(logits) if normalize else logits).tolist()  # type: ignore[no-any-return]
+
+        return Prepared(encoded, HeadRequest(logits=True), finish)
+
+    def classify(
+        self,
+        texts: str | Sequence[str],
+        *,
+        truncate: bool = True,
+        max_length: int | None = None,
+        raw_scores: bool = False,
+    ) -> Prepared[list[Classification]]:
+        self.require("classify", ModelKind.CLASSIFIER, ModelKind.RERANKER)
+        encoded = self.encode_texts(check_texts(texts), "passage", max_length, truncate)
+        return Prepared(encoded, HeadRequest(logits=True), lambda out: self._labels(encoded, out, raw_scores))
+
+    def classify_pairs(
+        self, pairs: Sequence[Sequence[str]], *, truncate: bool = True, raw_scores: bool = False
+    ) -> Prepared[list[Classification]]:
+        """Sequence-pair classification (TEI's /predict with [text_a, text_b] inputs)."""
+        self.require("classify", ModelKind.CLASSIFIER, ModelKind.RERANKER)
+        firsts, seconds = split_pairs(pairs)
+        encoded = self._encode_pairs(firsts, seconds, truncate, None, None)
+        return Prepared(encoded, HeadRequest(logits=True), lambda out: self._labels(encoded, out, raw_scores))
+
+    def _labels(self, encoded: list[Encoded], out: BatchOutputs, raw_scores: bool) -> list[Classification]:
+        assert out.logits is not None
+        probs = (
+            out.logits if raw_scores else postprocess.label_probabilities(out.logits, self.spec.multi_label)
+        )
+        labels = self.spec.labels
+        return [
+            Classification(
+                index=i,
+                label=labels[int(np.argmax(row))],
+                score=float(np.max(row)),
+                scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+                num_tokens=len(encoded[i]),
+                truncated=encoded[i].truncated,
+            )
+            for i, row in enumerate(probs)
+        ]
+
+    # ---- shared pieces ----------------------------------------------------------------------
+    def require(self, task: str, *kinds: ModelKind) -> None:
+        if self.spec.kind not in kinds:
+            wanted = " or ".join(k.value for k in kinds)
+            raise UnsupportedTaskError(
+                f"{task} needs a {wanted} model; {self.spec.name} is a {self.spec.kind.value} model"
+            )
+
+    def limit(self, value: int | None, default: int, name: str) -> int:
+        if value is None:
+            return default
+        if not 2 < value <= self.spec.max_length:
+            raise InputError(
+                f"{name} must be between 3 and the model's limit {self.spec.max_length}; got {value}"
+            )
+        return value
+
+    def encode_texts(
+        self, texts: list[str], input_type: str, max_length: int | None, truncate: bool
+    ) -> list[Encoded]:
+        if input_type == "query":
+            prefix = self.settings.query_instruction
+            return self.tokenizer.encode(
+                [prefix + t for t in texts],
+                self.limit(max_length, self.query_max_length, "max_length"),
+                truncate,
+            )
+        if input_type != "passage":
+            raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
+        return self.tokenizer.encode(texts, self.limit(max_length, self.max_length, "max_length"), truncate)
+
+    def _encode_pairs(
+        self,
+        queries: list[str],
+        passages: list[str],
+        truncate: bool,
+        max_length: int | None,
+        query_max: int | None,
+    ) -> list[Encoded]:
+        limit = self.limit(max_length, self.max_length, "max_length")
+        q_limit = self.limit(
+            query_max, limit * 3 // 4 if max_length else self.query_max_length, "query_max_length"
+        )
+        return self.tokenizer.encode_pairs(queries, passages, limit, q_limit, truncate)
+
+    def _embed_heads(self, dense: bool, sparse: bool, colbert: bool, dimensions: int | None) -> HeadRequest:
+        self.require("embed", ModelKind.BGE_M3, ModelKind.EMBEDDING)
+        if (sparse or colbert) and self.spec.kind is not ModelKind.BGE_M3:
+            raise UnsupportedTaskError(
+                f"{self.spec.name} is a {self.spec.kind.value} model: only dense output"
+            )
+        if not (dense or sparse or colbert):
+            raise InputError("ask for at least one output: dense, sparse or colbert")
+        if dimensions is not None and not 1 <= dimensions <= self.spec.hidden_size:
+            raise InputError(f"dimensions must be between 1 and {self.spec.hidden_size}; got {dimensions}")
+        return HeadRequest(dense=dense, sparse=sparse, colbert=colbert)
+
+
+def _embeddings(
+    encoded: list[Encoded], out: BatchOutputs, dimensions: int | None, normalize: bool
+) -> list[Embedding]:
+    vectors: FloatArray | None = None
+    if out.dense is not None:
+        vectors = postprocess.finish_dense(out.dense, dimensions, normalize)
+    return [
+        Embedding(
+            index=i,
+            num_tokens=len(enc),
+            truncated=enc.truncated,
+            dense=None if vectors is None else vectors[i],
+            sparse=None if out.sparse is None else out.sparse[i],
+            colbert=None if out.colbert is None else out.colbert[i],
+        )
+        for i, enc in enumerate(encoded)
+    ]
+
+
+def split_pairs(pairs: Sequence[Sequence[str]]) -> tuple[list[str], list[str]]:
+    if isinstance(pairs, str) or not isinstance(pairs, Sequence) or len(pairs) == 0:
+        raise InputError("pairs must be a non-empty list of (query, passage) pairs")
+    for i, pair in enumerate(pairs):
+        if isinstance(pair, str) or not isinstance(pair, Sequence) or len(pair) != 2:
+            raise InvalidInputTypeError(f"pair {i} is not a (query, passage) pair of two strings")
+    queries = check_texts([p[0] for p in pairs], "query")
+    passages = check_texts([p[1] for p in pairs], "passage")
+    return queries, passages

@@ -1,0 +1,31 @@
+"""`m3engine bench serve` against a real server: the report counts what the server answered."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+from pathlib import Path
+
+from m3engine.bench.http_report import plot, summarize
+from m3engine.bench.serve import run
+from m3engine.engine import Engine
+from m3engine.settings import ServerSettings
+from tests.api.conftest import backend_of
+from tests.api.live import LiveServer
+
+
+def test_bench_reports_throughput_latency_and_429s(m3_fake: Engine, tmp_path: Path) -> None:
+    backend_of(m3_fake).delay_s = 0.02
+    settings = dataclasses.replace(ServerSettings(warmup=False), max_concurrent_requests=4)
+    with LiveServer([m3_fake], settings) as server:
+        samples, elapsed = asyncio.run(run(server.url, "queries", concurrency=12, duration=1.5))
+    summary = summarize(samples, elapsed, {"workload": "queries", "concurrency": 12})
+    assert summary["ok"] > 10 and summary["errors_by_status"].get("429", 0) > 0  # 12 clients, 4 admitted
+    assert set(summary["errors_by_status"]) <= {"429"}
+    assert summary["ok"] + sum(summary["errors_by_status"].values()) == summary["requests"]
+    p = summary["latency_ms"]
+    assert 0 < p["p50"] <= p["p90"] <= p["p99"]
+    plot(samples, summary, tmp_path / "plot.png")
+    assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
+    json.dumps(summary)  # the report is plain JSON

@@ -1,0 +1,55 @@
+"""ServerSettings: every field is a flag and an M3ENGINE_* variable; secrets never print."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from m3engine.settings import ServerSettings, add_arguments, from_sources
+
+
+def parse(argv: list[str], env: dict[str, str]) -> ServerSettings:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ServerSettings)
+    settings: ServerSettings = from_sources(ServerSettings, vars(parser.parse_args(argv)), env)
+    return settings
+
+
+def test_every_field_is_a_flag_and_an_env_var() -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, ServerSettings)
+    flags = {a.dest for a in parser._actions}
+    assert {f.name for f in dataclasses.fields(ServerSettings)} <= flags
+    env = {"M3ENGINE_PORT": "9000", "M3ENGINE_API_KEYS": "a,b", "M3ENGINE_PUBLIC_METRICS": "true"}
+    settings = parse(["--port", "9100", "--cors-origins", "https://x.example"], env)
+    assert settings.port == 9100  # the flag beats the variable
+    assert settings.api_keys == ("a", "b") and settings.public_metrics
+    assert settings.cors_origins == ("https://x.example",)
+
+
+def test_safe_defaults() -> None:
+    s = ServerSettings()
+    assert s.host == "127.0.0.1" and s.cors_origins == () and not s.public_metrics
+    assert s.max_request_bytes > 0 and s.max_inputs_per_request > 0
+
+
+def test_secrets_redacted_in_public_view_and_repr() -> None:
+    settings = parse(["--api-keys", "super-secret-key"], {})
+    assert settings.public()["api_keys"] == "***"
+    assert "super-secret-key" not in repr(settings)
+
+
+def test_piecewise_json_equals_whole() -> None:
+    import json
+
+    from m3engine.server.respond import encode
+
+    payloads = [
+        {"object": "list", "data": [{"a": [1.5, 2.0]}, {"b": None}], "usage": {"n": 1}},
+        {"data": []},
+        [[0.25, 1.0], [3.0]],
+        [],
+        {"plain": "dict", "nested": {"data": [1]}},
+    ]
+    for payload in payloads:
+        assert json.loads(encode(payload)) == payload
