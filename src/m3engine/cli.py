@@ -11,6 +11,7 @@ from pathlib import Path
 
 from m3engine.errors import InputError, M3EngineError
 from m3engine.settings import EngineSettings, add_arguments, from_sources
+from m3engine.tokenization import check_texts
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -57,11 +58,18 @@ class _Progress:
 def cmd_embed(args: argparse.Namespace) -> int:
     from m3engine.files import EmbeddingWriter
 
+    if args.chunk_size < 1:
+        raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
     writer.check_outputs(args.sparse, args.colbert)
-    texts = _texts(args)
+    texts = check_texts(_texts(args))  # every text checked before anything is written
     engine = _engine(args)
+    if not args.truncate:  # so that an over-long text is named by its place in the whole input
+        prefix = engine.settings.query_instruction if args.query else ""
+        limit = engine.query_max_length if args.query else engine.max_length
+        engine.tokenizer.encode([prefix + t for t in texts], limit, truncate=False)
     progress = _Progress(len(texts)) if args.output else None
+    ok = False
     try:
         for start in range(0, len(texts), args.chunk_size):
             records = engine.embed(
@@ -75,8 +83,9 @@ def cmd_embed(args: argparse.Namespace) -> int:
                 progress=progress,
             )
             writer.write(records, offset=start)
+        ok = True
     finally:
-        writer.close()
+        writer.close(ok)
         if progress is not None:
             progress.close()
     return 0

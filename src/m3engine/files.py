@@ -36,7 +36,14 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
         table = pq.read_table(path)
         if field not in table.column_names:
             raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
-        return [str(v) if v is not None else "" for v in table.column(field).to_pylist()]
+        texts: list[str] = []
+        for row, value in enumerate(table.column(field).to_pylist()):
+            if not isinstance(value, str):
+                raise InputError(
+                    f"{path} row {row}: column {field!r} holds a {type(value).__name__}, not text"
+                )
+            texts.append(value)
+        return texts
     raise InputError(f"cannot read {path.name}: use one of {', '.join(READ_SUFFIXES)}")
 
 
@@ -60,19 +67,24 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
 
 
 class EmbeddingWriter:
-    """Writes Embedding records chunk by chunk to .jsonl, .parquet or .npy (or JSONL to a stream)."""
+    """Writes Embedding records chunk by chunk to .jsonl, .parquet or .npy (or JSONL to a stream).
+
+    A file is written under a temporary name beside it and renamed only by `close(ok=True)`, so a
+    failed run leaves no half-written output behind.
+    """
 
     def __init__(self, path: Path | None, stream: IO[str] | None = None) -> None:
         self.path = path
         self.suffix = path.suffix.lower() if path else ".jsonl"
         if self.suffix not in WRITE_SUFFIXES:
             raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+        if path is not None and not path.parent.is_dir():
+            raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
+        self._partial = path.with_name(f".{path.name}.partial") if path else None
         self._stream = stream
         self._file: IO[str] | None = None
         self._parquet: pq.ParquetWriter | None = None
         self._dense: list[np.ndarray] = []
-        if path is not None and self.suffix == ".jsonl":
-            self._file = path.open("w", encoding="utf-8")
 
     def check_outputs(self, sparse: bool, colbert: bool) -> None:
         if self.suffix == ".npy" and (sparse or colbert):
@@ -86,10 +98,12 @@ class EmbeddingWriter:
         elif self.suffix == ".parquet":
             table = _to_table(records, offset)
             if self._parquet is None:
-                assert self.path is not None
-                self._parquet = pq.ParquetWriter(self.path, table.schema)
+                assert self._partial is not None
+                self._parquet = pq.ParquetWriter(self._partial, table.schema)
             self._parquet.write_table(table)
         else:
+            if self._file is None and self._partial is not None:
+                self._file = self._partial.open("w", encoding="utf-8")
             out = self._file or self._stream
             assert out is not None
             for r in records:
@@ -97,13 +111,21 @@ class EmbeddingWriter:
                 item["index"] = r.index + offset
                 out.write(json.dumps(item, ensure_ascii=False) + "\n")
 
-    def close(self) -> None:
-        if self.suffix == ".npy" and self.path is not None:
-            np.save(self.path, np.stack(self._dense).astype(np.float32) if self._dense else np.zeros((0, 0)))
+    def close(self, ok: bool = True) -> None:
+        """Finish the file and move it into place (ok), or throw the partial file away."""
         if self._parquet is not None:
             self._parquet.close()
         if self._file is not None:
             self._file.close()
+        if self._partial is None or self.path is None:
+            return
+        if ok and self.suffix == ".npy":
+            with self._partial.open("wb") as f:
+                np.save(f, np.stack(self._dense).astype(np.float32) if self._dense else np.zeros((0, 0)))
+        if ok and self._partial.exists():
+            self._partial.replace(self.path)
+        else:
+            self._partial.unlink(missing_ok=True)
 
 
 def _to_table(records: Sequence[Embedding], offset: int) -> pa.Table:

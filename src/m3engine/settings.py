@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from m3engine.errors import InputError
+
 ENV_PREFIX = "M3ENGINE_"
 
 
@@ -105,12 +107,14 @@ class ServerSettings:
         return redacted(self)
 
 
-def _parse(kind: str, raw: str) -> Any:
+def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
-    if base == "int":
-        return int(raw)
-    if base == "float":
-        return float(raw)
+    if base in ("int", "float"):
+        try:
+            return int(raw) if base == "int" else float(raw)
+        except ValueError:
+            flag, env = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+            raise InputError(f"{flag} / {env} must be a number ({base}); got {raw!r}") from None
     if base == "bool":
         return raw.strip().lower() in {"1", "true", "yes", "on"}
     if base.startswith("tuple"):
@@ -150,5 +154,5 @@ def from_sources(
         if isinstance(raw, list):  # a repeated flag: --extra-models a --extra-models b,c
             raw = ",".join(raw)
         if raw is not None:
-            values[f.name] = _parse(str(f.type), raw) if isinstance(raw, str) else raw
+            values[f.name] = _parse(f.name, str(f.type), raw) if isinstance(raw, str) else raw
     return cls(**values)

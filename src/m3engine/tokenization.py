@@ -1,9 +1,9 @@
 """Validation, tokenization and the truncation policies of the reference.
 
 Texts are encoded by the Rust `tokenizers` library in one `encode_batch` call (parallel, GIL
-released). Single texts are truncated in Rust as well (one tokenizer copy per length limit); pairs
-are cut per pair and given their special tokens by the tokenizer's own post-processor, so every
-family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled by its own template.
+released). Texts over the limit are cut as content and given their special tokens by the
+tokenizer's own post-processor, so every family (BERT [CLS]/[SEP], XLM-R <s>/</s></s>) is handled
+by its own template.
 
 Policies:
 - single text: content cut to `max_length - specials` (what `tokenizer(text, truncation=True,
@@ -14,7 +14,7 @@ Policies:
 
 from __future__ import annotations
 
-import threading
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,10 @@ import tokenizers
 
 from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
 from m3engine.types import Encoded
+
+CHARS_PER_TOKEN = 5  # a prefix of budget * 5 characters holds the kept tokens of most texts
+# Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
+_WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
 
 def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
@@ -43,6 +47,13 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
     return list(texts)
 
 
+def _splits_at_spaces(pre: dict[str, Any]) -> bool:
+    """Whether a pre-tokenizer (or any step of a Sequence; steps only split further) splits at spaces."""
+    if pre.get("type") == "Sequence":
+        return any(_splits_at_spaces(step) for step in pre.get("pretokenizers", []))
+    return pre.get("type") in _WORD_SPLITTERS and pre.get("split", True) is not False
+
+
 class TextTokenizer:
     """A model's tokenizer with the truncation policies above."""
 
@@ -53,17 +64,16 @@ class TextTokenizer:
         self._tok.no_padding()
         self._post = self._tok.post_processor
         self.pad_id: int = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
-        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.sep_token_id)
-        # The ids the sparse head drops (FlagEmbedding's unused_tokens: cls, eos, pad, unk).
+        # The ids the sparse head drops: exactly FlagEmbedding's unused_tokens (cls, eos, pad, unk).
+        # Not sep: for XLM-R it is eos anyway, and the reference keeps BERT's [SEP].
+        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.pad_token_id)
         self.special_ids: frozenset[int] = frozenset(
-            int(i) for i in (*ids, hf_tokenizer.pad_token_id, hf_tokenizer.unk_token_id) if i is not None
+            int(i) for i in (*ids, hf_tokenizer.unk_token_id) if i is not None
         )
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
-        self._json = self._tok.to_str()
-        self._truncating: dict[int, tokenizers.Tokenizer] = {}  # max_length -> copy, never changed after
-        self._lock = threading.Lock()
+        self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -81,32 +91,65 @@ class TextTokenizer:
         done = self._post.process(first, second, add_special_tokens=True)
         return Encoded(ids=list(done.ids), type_ids=list(done.type_ids))
 
-    def _truncating_at(self, max_length: int) -> tokenizers.Tokenizer:
-        """A copy that truncates single texts to `max_length` ids, special tokens included."""
-        tok = self._truncating.get(max_length)
-        if tok is None:
-            with self._lock:
-                tok = self._truncating.get(max_length)
-                if tok is None:
-                    tok = tokenizers.Tokenizer.from_str(self._json)
-                    tok.enable_truncation(max_length)
-                    self._truncating[max_length] = tok
-        return tok
-
     def encode(self, texts: list[str], max_length: int, truncate: bool = True) -> list[Encoded]:
-        """Encode single texts, each to at most `max_length` ids, special tokens included."""
-        if truncate:
-            encodings = self._truncating_at(max_length).encode_batch(texts, add_special_tokens=True)
-            # a truncated encoding keeps what was cut in `overflowing`
-            return [Encoded(ids=e.ids, truncated=bool(e.overflowing)) for e in encodings]
-        encodings = self._tok.encode_batch(texts, add_special_tokens=True)
-        for i, e in enumerate(encodings):
-            if len(e.ids) > max_length:
+        """Encode single texts, each to at most `max_length` ids, special tokens included.
+
+        Texts no longer than `max_length` characters almost always fit: one Rust `encode_batch` with
+        the special tokens added gives their final ids. Longer texts go through `_encode_long`.
+        """
+        out: list[Encoded | None] = [None] * len(texts)
+        short = [i for i, text in enumerate(texts) if len(text) <= max_length]
+        encodings = self._tok.encode_batch([texts[i] for i in short], add_special_tokens=True)
+        for i, encoding in zip(short, encodings, strict=True):
+            out[i] = Encoded(ids=encoding.ids)
+        long = [i for i, item in enumerate(out) if item is None or len(item) > max_length]
+        if long:
+            self._encode_long(texts, long, max_length, truncate, out)
+        return [item for item in out if item is not None]
+
+    def _encode_long(
+        self, texts: list[str], indices: list[int], max_length: int, truncate: bool, out: list[Encoded | None]
+    ) -> None:
+        """Content ids cut to the budget, then the special tokens; fills `out` at `indices`.
+
+        With truncation on, a text is first cut at a space after about CHARS_PER_TOKEN characters per
+        kept token: with a tokenizer that splits words at spaces, the tokens of the whole words before
+        the cut are the full text's own, so a 100 k-character document costs the tokens it keeps.
+        Where that prefix yields too few tokens, the whole text is encoded.
+        """
+        budget = max_length - self.single_specials
+        heads = [self._prefix(texts[i], budget) if truncate else texts[i] for i in indices]
+        contents = self._content(heads)
+        short_prefixes = [
+            k
+            for k, i in enumerate(indices)
+            if len(heads[k]) < len(texts[i]) and len(contents[k].ids) < budget
+        ]
+        for k, content in zip(
+            short_prefixes, self._content([texts[indices[k]] for k in short_prefixes]), strict=True
+        ):
+            heads[k], contents[k] = texts[indices[k]], content
+        for k, i in enumerate(indices):
+            content = contents[k]
+            cut = len(content.ids) > budget or len(heads[k]) < len(texts[i])
+            if cut and not truncate:
                 raise InputTooLongError(
-                    f"input {i} has {len(e.ids)} tokens, over the limit of {max_length}; "
-                    "enable truncation (truncate=True, --truncate) or split the text"
+                    f"input {i} has {len(content.ids) + self.single_specials} tokens, over the limit of "
+                    f"{max_length}; enable truncation (truncate=True, --truncate) or split the text"
                 )
-        return [Encoded(ids=e.ids) for e in encodings]
+            if len(content.ids) > budget:
+                content.truncate(budget)
+            out[i] = Encoded(ids=self._finish(content, None).ids, truncated=cut)
+
+    def _prefix(self, text: str, budget: int) -> str:
+        """The text up to the last space before budget * CHARS_PER_TOKEN characters, or all of it."""
+        limit = budget * CHARS_PER_TOKEN
+        if not self._splits_at_spaces or len(text) <= limit:
+            return text
+        space = text.rfind(" ", 0, limit)
+        if space <= 0 or not text[space:].strip():
+            return text
+        return text[:space].rstrip()
 
     def encode_pairs(
         self,

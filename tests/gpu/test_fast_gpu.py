@@ -6,6 +6,7 @@ Run on the device machine: `pytest -m gpu tests/gpu`. Skipped where torch sees n
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,12 +27,12 @@ pytestmark = [
 ALL = HeadRequest(dense=True, sparse=True, colbert=True)
 
 
-def _backends(path: Path, dtype: str) -> tuple[FastBackend, ReferenceBackend, TextTokenizer]:
+def _backends(path: Path, dtype: str, **options: Any) -> tuple[FastBackend, ReferenceBackend, TextTokenizer]:
     spec = inspect_model(path)
     tokenizer = TextTokenizer.load(path)
     tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
     return (
-        FastBackend(spec, tokens, device="cuda", dtype=dtype),
+        FastBackend(spec, tokens, device="cuda", dtype=dtype, **options),
         ReferenceBackend(spec, tokens, device="cuda", dtype="fp32"),
         tokenizer,
     )
@@ -41,12 +42,19 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1))
 
 
-def _check_gate(fast: BatchOutputs, ref: BatchOutputs, min_overlap: float = 0.95) -> None:
+def _check_gate(
+    fast: BatchOutputs,
+    ref: BatchOutputs,
+    min_overlap: float = 0.95,
+    cos_mean: float = 0.9999,
+    cos_min: float = 0.999,
+    colbert_min: float = 0.999,
+) -> None:
     """The issue's bf16/fp16 gate: dense cosine mean >= 0.9999 and min >= 0.999; sparse top-10
     overlap >= 0.95; ColBERT vectors' cosine >= 0.999."""
     assert fast.dense is not None and ref.dense is not None
     cos = _cosines(fast.dense, ref.dense)
-    assert cos.mean() >= 0.9999 and cos.min() >= 0.999, (cos.mean(), cos.min())
+    assert cos.mean() >= cos_mean and cos.min() >= cos_min, (cos.mean(), cos.min())
     if fast.sparse is not None and ref.sparse is not None:
         overlaps = []
         for f, r in zip(fast.sparse, ref.sparse, strict=True):
@@ -58,7 +66,7 @@ def _check_gate(fast: BatchOutputs, ref: BatchOutputs, min_overlap: float = 0.95
         for f, r in zip(fast.colbert, ref.colbert, strict=True):
             assert f.shape == r.shape
             if len(r):
-                assert (f * r).sum(-1).min() >= 0.999
+                assert (f * r).sum(-1).min() >= colbert_min
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
@@ -119,11 +127,11 @@ def test_long_only_batch_takes_per_sequence_sdpa_and_matches_varlen(long_dir: Pa
     fast, _, _ = _backends(long_dir, "bf16")
     rng = np.random.default_rng(4)
     batch = PackedBatch.from_encoded([_random_text(rng, 3000), _random_text(rng, 2500)])
-    sdpa, _ = fast.hidden_states(batch, use_graphs=False)
+    sdpa = fast.hidden_states(batch, use_graphs=False).hidden
     saved = encoder.LONG_SEQUENCE
     encoder.LONG_SEQUENCE = 10**9  # force varlen for the same batch
     try:
-        varlen, _ = fast.hidden_states(batch, use_graphs=False)
+        varlen = fast.hidden_states(batch, use_graphs=False).hidden
     finally:
         encoder.LONG_SEQUENCE = saved
     cos = torch.nn.functional.cosine_similarity(sdpa.float(), varlen.float(), dim=-1)
@@ -138,15 +146,14 @@ def test_graph_replay_equals_eager(bge_m3_dir: Path) -> None:
         PackedBatch.from_encoded(tokenizer.encode(MULTILINGUAL[1:9], 128)),
     ]
     for batch in [*batches, batches[0]]:  # the third replays the first graph after another one ran
-        graphed, _ = fast.hidden_states(batch, use_graphs=True)
-        graphed = graphed.float().clone()
-        eager, _ = fast.hidden_states(batch, use_graphs=False)
+        graphed = fast.hidden_states(batch, use_graphs=True).hidden.float().clone()
+        eager = fast.hidden_states(batch, use_graphs=False).hidden
         torch.testing.assert_close(graphed, eager.float(), atol=3e-2, rtol=3e-2)
         cos = torch.nn.functional.cosine_similarity(graphed, eager.float(), dim=-1)
         assert cos.min().item() >= 0.9999
     assert len(fast.graphs.captured) == 2
-    again, _ = fast.hidden_states(batches[1], use_graphs=True)
-    first, _ = fast.hidden_states(batches[1], use_graphs=True)
+    again = fast.hidden_states(batches[1], use_graphs=True).hidden.clone()  # a view of the static output
+    first = fast.hidden_states(batches[1], use_graphs=True).hidden
     assert torch.equal(again, first)  # replays are deterministic
 
 

@@ -140,3 +140,44 @@ def test_console_script_info(bge_m3_dir: Path) -> None:
     info = json.loads(done.stdout)
     assert info["kind"] == "bge-m3" and info["colbert_dim"] == 32 and info["max_length"] == 128
     assert info["backend"] == "reference" and info["dtype"] == "fp32"
+
+
+def test_a_bad_text_in_a_later_chunk_is_named_by_its_place_and_nothing_is_written(
+    bge_m3_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("one\ntwo\nthree\nfour\n\nsix\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    args = ["embed", "--input", str(source), "--output", str(out), "--chunk-size", "2"]
+    assert main([*args, "--model", str(bge_m3_dir)]) == 2
+    assert "input 4 is empty" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [source]  # no output, no partial file
+
+
+def test_too_long_with_truncation_off_names_the_global_index(
+    bge_m3_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.texts import LONG
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(t) + "\n" for t in ["a", "b", "c", LONG]), encoding="utf-8")
+    args = ["embed", "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--chunk-size", "2"]
+    assert main([*args, "--no-truncate", "--model", str(bge_m3_dir)]) == 2
+    assert "input 3 has" in capsys.readouterr().err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--max-batch-size", "abc"], "--max-batch-size / M3ENGINE_MAX_BATCH_SIZE must be a number"),
+        (["--chunk-size", "0"], "--chunk-size must be >= 1"),
+        (["--device", "gpu"], "unknown device 'gpu'"),
+        (["--output", "/no/such/folder/out.jsonl"], "does not exist"),
+    ],
+)
+def test_bad_options_exit_2_with_a_message(
+    bge_m3_dir: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["embed", "--text", "x", "--model", str(bge_m3_dir), *extra]) == 2
+    assert message in capsys.readouterr().err

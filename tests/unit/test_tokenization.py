@@ -34,3 +34,29 @@ def test_pair_layout_is_the_tokenizers_own(reranker: Engine) -> None:
 def test_check_texts_accepts_one_string_as_one_input() -> None:
     assert check_texts("hello") == ["hello"]
     assert check_texts(("a", "b")) == ["a", "b"]
+
+
+@pytest.mark.parametrize("limit", [8, 17, 64, 128])
+def test_long_texts_match_the_hf_tokenizer_exactly(bge_m3: Engine, minilm_dir: object, limit: int) -> None:
+    """Long texts take the prefix path (cut at a space, then encoded); the ids must not change."""
+    from transformers import AutoTokenizer
+
+    from m3engine.tokenization import TextTokenizer
+    from tests.texts import MULTILINGUAL
+
+    texts = [
+        LONG,
+        "  ".join(MULTILINGUAL) * 3,  # double spaces, many scripts
+        "深度学习是机器学习的一个分支" * 40,  # no spaces: the whole text is encoded
+        "word " * 400 + "深度学习" * 50,
+        "x" * 3000 + " tail",  # one giant word, then a space
+        LONG[: limit * 5 + 3],
+    ]
+    for path in (bge_m3.spec.path, minilm_dir):
+        ours = TextTokenizer.load(path)  # type: ignore[arg-type]
+        hf = AutoTokenizer.from_pretrained(str(path))
+        for text in texts:
+            expected = hf(text, truncation=True, max_length=limit)["input_ids"]
+            (got,) = ours.encode([text], limit)
+            assert got.ids == expected, (path, text[:20], limit)
+            assert got.truncated == (len(hf(text)["input_ids"]) > limit)

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer", type=Path, help="tokenizer files for the synthetic model (else a made-up one)"
     )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "fp8"])
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)

@@ -40,6 +40,11 @@ def read_json_list(path: Path) -> list[dict[str, Any]]:
     return [d for d in data if isinstance(d, dict)]
 
 
+def label_count(config: dict[str, Any]) -> int:
+    """Logits of a sequence classifier; transformers omits num_labels / id2label at its default, 2."""
+    return int(config.get("num_labels") or len(config.get("id2label") or {}) or 2)
+
+
 def detect_kind(path: Path) -> ModelKind:
     """The kind of model in `path`, from which files it has and what config.json says."""
     if not (path / "config.json").is_file():
@@ -58,8 +63,7 @@ def detect_kind(path: Path) -> ModelKind:
     config = read_json(path / "config.json")
     architectures = config.get("architectures") or []
     if any(a.endswith("ForSequenceClassification") for a in architectures):
-        labels = int(config.get("num_labels", len(config.get("id2label", {})) or 2))
-        return ModelKind.RERANKER if labels == 1 else ModelKind.CLASSIFIER
+        return ModelKind.RERANKER if label_count(config) == 1 else ModelKind.CLASSIFIER
     if (path / "modules.json").is_file() or (path / "1_Pooling" / "config.json").is_file():
         return ModelKind.EMBEDDING
     raise UnknownModelKindError(

@@ -7,12 +7,19 @@ from pathlib import Path
 from typing import Any
 
 from m3engine.errors import UnknownModelKindError
-from m3engine.models.kinds import ModelKind, detect_kind, read_json, read_json_list, require_head_files
+from m3engine.models.kinds import (
+    ModelKind,
+    detect_kind,
+    label_count,
+    read_json,
+    read_json_list,
+    require_head_files,
+)
 
 # RoBERTa-style models number positions from padding_idx + 1, so two positions are never usable.
 _OFFSET_POSITIONS = {"roberta", "xlm-roberta", "camembert", "xlm-roberta-xl"}
 _SUPPORTED_TYPES = {"bert", "roberta", "xlm-roberta", "camembert"}
-_POOLING_KEYS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean"}
+_ST_MODULES = ("Transformer", "Pooling", "Normalize")
 
 
 @dataclass(frozen=True)
@@ -56,29 +63,47 @@ def _checkpoint_max_length(path: Path, limit: int) -> int:
     return limit
 
 
-def _sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
-    """(pooling, normalize) from modules.json and 1_Pooling/config.json; CLS and no norm otherwise."""
-    pooling, normalize = "cls", False
-    modules = path / "modules.json"
-    pooling_dir = path / "1_Pooling"
-    if modules.is_file():
-        entries = read_json_list(modules)
-        normalize = any(str(m.get("type", "")).endswith("Normalize") for m in entries)
-        for m in entries:
-            if str(m.get("type", "")).endswith("Pooling"):
-                pooling_dir = path / str(m.get("path", "1_Pooling"))
-    if (pooling_dir / "config.json").is_file():
-        config = read_json(pooling_dir / "config.json")
-        modes = [mode for key, mode in _POOLING_KEYS.items() if config.get(key)]
-        others = [
-            k for k, v in config.items() if k.startswith("pooling_mode") and v and k not in _POOLING_KEYS
+def _pooling_mode(config: dict[str, Any], where: Path) -> str:
+    """CLS or mean, from a Pooling config in either sentence-transformers format.
+
+    Version 6 writes {"pooling_mode": "mean", "include_prompt": true}; earlier versions write one
+    boolean per mode ({"pooling_mode_mean_tokens": true, ...}).
+    """
+    if isinstance(config.get("pooling_mode"), str):
+        modes = [config["pooling_mode"]]
+    else:
+        modes = [
+            k.removeprefix("pooling_mode_") for k, v in config.items() if k.startswith("pooling_mode") and v
         ]
-        if others or len(modes) != 1:
-            raise UnknownModelKindError(
-                f"{pooling_dir / 'config.json'} asks for pooling {sorted(others) or modes}; "
-                "m3engine supports exactly one of CLS or mean pooling"
-            )
-        pooling = modes[0]
+    names = {"cls": "cls", "cls_token": "cls", "mean": "mean", "mean_tokens": "mean"}
+    if len(modes) != 1 or modes[0] not in names:
+        raise UnknownModelKindError(
+            f"{where} asks for pooling {modes}; m3engine supports exactly one of CLS or mean pooling"
+        )
+    if config.get("include_prompt") is False:
+        raise UnknownModelKindError(
+            f"{where} pools without the prompt tokens (include_prompt: false), which m3engine does not do"
+        )
+    return names[modes[0]]
+
+
+def _sentence_transformers_pooling(path: Path) -> tuple[str, bool]:
+    """(pooling, normalize) from modules.json and the Pooling config; CLS and no norm otherwise."""
+    pooling, normalize = "cls", False
+    pooling_dir = path / "1_Pooling"
+    if (path / "modules.json").is_file():
+        for module in read_json_list(path / "modules.json"):
+            kind = str(module.get("type", "")).rsplit(".", 1)[-1]
+            if kind not in _ST_MODULES:
+                raise UnknownModelKindError(
+                    f"{path}: sentence-transformers module {module.get('path')!r} of type {kind} is not "
+                    f"supported; m3engine serves {' + '.join(_ST_MODULES)} pipelines"
+                )
+            if kind == "Pooling":
+                pooling_dir = path / str(module.get("path", "1_Pooling"))
+            normalize = normalize or kind == "Normalize"
+    if (pooling_dir / "config.json").is_file():
+        pooling = _pooling_mode(read_json(pooling_dir / "config.json"), pooling_dir / "config.json")
     return pooling, normalize
 
 
@@ -101,7 +126,7 @@ def inspect_model(path: Path, name: str | None = None, kind: ModelKind | None = 
         pooling, normalize = _sentence_transformers_pooling(path)
     else:
         id2label = config.get("id2label") or {}
-        count = int(config.get("num_labels", len(id2label) or 1))
+        count = label_count(config)
         labels = tuple(str(id2label.get(str(i), id2label.get(i, f"LABEL_{i}"))) for i in range(count))
     return ModelSpec(
         name=name or str(path),

@@ -2,18 +2,41 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from m3engine.backends.base import BackendInfo
-from m3engine.backends.fast.encoder import PackedInputs, classify, encode, to_device, uses_varlen
+from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.outputs import head_outputs
+from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
 from m3engine.models.heads import M3Heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
+
+# fp8 runs the matrix products in e4m3 and everything else in bf16
+COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
+
+
+class DeviceStates(NamedTuple):
+    """The final states of one batch and the device tensors the heads read."""
+
+    hidden: torch.Tensor  # (T, H) compute dtype
+    input_ids: torch.Tensor  # (T,) int64
+    cu_seqlens: torch.Tensor  # (N + 1,) int64
+    lengths: tuple[int, ...]  # (N,) on the host
+
+
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 class FastBackend:
@@ -23,7 +46,10 @@ class FastBackend:
     >>> out = backend.forward(PackedBatch.from_encoded(encoded), HeadRequest(dense=True, sparse=True))
 
     `graph_max_tokens` bounds the batches replayed through CUDA graphs (0 turns graphs off);
-    larger batches run eagerly, where each kernel outlasts its launch anyway.
+    larger batches run eagerly, where each kernel outlasts its launch anyway. `kernels`: "auto"
+    runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch" the plain
+    encoder.py everywhere. dtype "fp8" runs the encoder's matrix products in e4m3 (fp8.py; CUDA
+    and Triton only) and says which layers in `info.precision`.
     """
 
     def __init__(
@@ -33,15 +59,30 @@ class FastBackend:
         device: str = "cpu",
         dtype: str = "fp32",
         graph_max_tokens: int = 4096,
+        kernels: str = "auto",
+        gelu_epilogue: bool = True,
+        fp8_keep_bf16: frozenset[int] = frozenset(),
     ) -> None:
         self.spec = spec
         self.info = BackendInfo(name="fast", device=device, dtype=dtype, padded=False)
         self._device = torch.device(device)
-        self._dtype = DTYPES[dtype]
+        self._dtype = COMPUTE_DTYPES[dtype]
         self.weights = load_encoder(spec.path, self._device, self._dtype)
         if spec.is_cross_encoder and self.weights.classifier is None:
             raise ValueError(f"{spec.path}: a {spec.kind.value} checkpoint without a classification head")
         self._varlen = uses_varlen(self._device, self._dtype)
+        self.fused = kernels == "auto" and self._varlen and _triton_available()
+        if dtype == "fp8" and not self.fused:
+            raise ValueError("dtype fp8 needs CUDA and Triton (the fused kernels quantise activations)")
+        self._gelu_epilogue = gelu_epilogue
+        self.fp8 = None
+        self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
+        if dtype == "fp8":
+            from m3engine.backends.fast.fp8 import quantize_layers
+
+            self.fp8 = quantize_layers(self.weights.layers, fp8_keep_bf16)
+            self.precision = self.fp8.describe(len(self.weights.layers)) + "; the rest bf16, heads fp32"
+        self._stager = HostStager(self._device)
         self._special = torch.tensor(sorted(tokens.special_ids), dtype=torch.long, device=self._device)
         self._m3: M3Heads | None = None
         if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: compute_outputs upcasts the states
@@ -54,28 +95,40 @@ class FastBackend:
         return self._m3.colbert_dim if self._m3 is not None else None
 
     def _encode(self, inputs: PackedInputs) -> torch.Tensor:
+        if self.fused:
+            from m3engine.backends.fast.fused import encode_fused
+
+            return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue)
         return encode(self.weights, inputs, self._varlen)
 
     @torch.inference_mode()
-    def hidden_states(self, batch: PackedBatch, use_graphs: bool = True) -> tuple[torch.Tensor, PackedInputs]:
-        """(T, H) final states of `batch` and its device inputs."""
-        inputs = to_device(batch, self.weights.config.position_offset, self._device)
-        hidden = self.graphs.run(inputs) if (self.graphs is not None and use_graphs) else None
-        if hidden is None:
-            hidden = self._encode(inputs)
-        return hidden, inputs
+    def hidden_states(self, batch: PackedBatch, use_graphs: bool = True) -> DeviceStates:
+        """The final states of `batch`: through a captured graph when one fits, else eagerly."""
+        t, n = batch.num_tokens, batch.num_seqs
+        offset = self.weights.config.position_offset
+        lengths = tuple(int(x) for x in batch.lengths)
+        key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and use_graphs) else None
+        if key is not None and self.graphs is not None:
+            captured = self.graphs.get(key)
+            flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)
+            captured.graph.replay()
+            hidden, tokens = captured.out[:t], key.tokens
+        else:
+            flat = self._stager.stage(batch, offset, t, n)
+            hidden, tokens = self._encode(unpack(flat, t, n, batch.max_len, lengths)), t
+        return DeviceStates(hidden, flat[:t], flat[3 * tokens : 3 * tokens + n + 1], lengths)
 
     @torch.inference_mode()
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
-        hidden, inputs = self.hidden_states(batch)
-        cu = inputs.cu_seqlens.long()  # (N + 1,)
+        states = self.hidden_states(batch)
         if self.spec.is_cross_encoder:
-            return BatchOutputs(logits=classify(self.weights, hidden, cu[:-1]).cpu().numpy())
+            logits = classify(self.weights, states.hidden, states.cu_seqlens[:-1])
+            return BatchOutputs(logits=logits.cpu().numpy())
         return head_outputs(
-            hidden,
-            inputs.input_ids,
-            cu,
-            inputs.lengths,
+            states.hidden,
+            states.input_ids,
+            states.cu_seqlens,
+            states.lengths,
             heads,
             self.spec.pooling,
             self._m3,

@@ -1,10 +1,11 @@
 """CUDA graphs of the whole encoder, one per bucket, so a small batch costs one launch, not ~300.
 
 A bucket is (tokens, sequences, longest sequence), each rounded up a ladder. A batch is copied
-into the bucket's static buffers: its token rows first, then padding rows that belong to no
-sequence; `cu_seqlens` is padded with empty sequences (repeats of the real total), which flash
-attention skips. The longest-sequence bound is baked into the graph as flash attention's
-`max_seqlen`; rounding it up only launches blocks that find no work.
+into the bucket's static input buffer in one host-to-device copy (staging.py's flat layout): its
+token rows first, then padding rows that belong to no sequence; `cu_seqlens` is padded with empty
+sequences (repeats of the real total), which flash attention skips. The longest-sequence bound is
+baked into the graph as flash attention's `max_seqlen`; rounding it up only launches blocks that
+find no work.
 
 Graphs are captured lazily on first use, share one memory pool, and are replayed one at a time
 (the backend's forward is single-threaded), so one graph's scratch memory may be reused by another.
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from m3engine.backends.fast.encoder import PackedInputs
+from m3engine.backends.fast.staging import flat_size, unpack
 
 # Token counts a graph is captured for: dense at the small end, where launches dominate.
 TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
@@ -44,69 +46,59 @@ def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int)
 
 
 @dataclass
-class _Captured:
+class Captured:
     graph: torch.cuda.CUDAGraph
-    rows: torch.Tensor  # (3, T_b) int64: ids, positions, token types
-    cu_seqlens: torch.Tensor  # (S_b + 1,) int32
-    out: torch.Tensor  # (T_b, H)
+    flat: torch.Tensor  # (3 * T_b + S_b + 1,) int64 static inputs, staging.py's layout
+    out: torch.Tensor  # (T_b, H) static output
 
 
 EncodeFn = Callable[[PackedInputs], torch.Tensor]
 
 
 class GraphRunner:
-    """Replays a captured encoder for batches up to `max_tokens` tokens; None means: run it eagerly."""
+    """Captured encoders per bucket for batches up to `max_tokens` tokens.
+
+    >>> key = runner.bucket(num_tokens, num_seqs, max_len)   # None: run eagerly
+    >>> captured = runner.get(key)                            # captures on first use
+    >>> stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat); captured.graph.replay()
+    """
 
     def __init__(self, encode: EncodeFn, device: torch.device, max_tokens: int = 2048, max_graphs: int = 64):
         self._encode = encode
         self._device = device
         self.max_tokens = max_tokens
         self.max_graphs = max_graphs
-        self._graphs: dict[BucketKey, _Captured] = {}
+        self._graphs: dict[BucketKey, Captured] = {}
         self._pool = torch.cuda.graph_pool_handle()
 
     @property
     def captured(self) -> list[BucketKey]:
         return list(self._graphs)
 
-    def run(self, inputs: PackedInputs) -> torch.Tensor | None:
-        """(T, H) final states of `inputs` through a graph, or None when no bucket fits."""
-        num_tokens = int(inputs.input_ids.shape[0])
-        key = choose_bucket(num_tokens, len(inputs.lengths), inputs.max_len, self.max_tokens)
-        if key is None:
+    def bucket(self, num_tokens: int, num_seqs: int, max_len: int) -> BucketKey | None:
+        key = choose_bucket(num_tokens, num_seqs, max_len, self.max_tokens)
+        if key is None or (key not in self._graphs and len(self._graphs) >= self.max_graphs):
             return None
+        return key
+
+    def get(self, key: BucketKey) -> Captured:
         captured = self._graphs.get(key)
         if captured is None:
-            if len(self._graphs) >= self.max_graphs:
-                return None
-            captured = self._capture(key)
-            self._graphs[key] = captured
-        captured.rows[0, :num_tokens].copy_(inputs.input_ids)
-        captured.rows[1, :num_tokens].copy_(inputs.positions)
-        captured.rows[2, :num_tokens].copy_(inputs.token_types)
-        n = len(inputs.lengths)
-        captured.cu_seqlens[: n + 1].copy_(inputs.cu_seqlens)
-        captured.cu_seqlens[n + 1 :].fill_(num_tokens)  # empty sequences after the real ones
-        captured.graph.replay()
-        return captured.out[:num_tokens]
+            captured = self._graphs[key] = self._capture(key)
+        return captured
 
-    def _static_inputs(self, key: BucketKey) -> tuple[torch.Tensor, torch.Tensor, PackedInputs]:
-        rows = torch.zeros(3, key.tokens, dtype=torch.int64, device=self._device)
+    def _capture(self, key: BucketKey) -> Captured:
+        flat = torch.zeros(flat_size(key.tokens, key.seqs), dtype=torch.int64, device=self._device)
         # Capture with every sequence as long as allowed, so the warm-up touches real work.
         step = max(1, min(key.tokens // key.seqs, key.max_len))
-        cu = torch.arange(key.seqs + 1, dtype=torch.int32, device=self._device) * step
-        inputs = PackedInputs(rows[0], rows[1], rows[2], cu, key.max_len, ())
-        return rows, cu, inputs
-
-    def _capture(self, key: BucketKey) -> _Captured:
-        rows, cu, inputs = self._static_inputs(key)
+        flat[3 * key.tokens :] = torch.arange(key.seqs + 1, device=self._device) * step
         stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self._device))
-        with torch.cuda.stream(stream):  # warm-up off the capture: cuBLAS handles, autotuning
+        with torch.cuda.stream(stream):  # warm-up off the capture: cuBLAS handles, Triton compiles
             for _ in range(2):
-                self._encode(inputs)
+                self._encode(unpack(flat, key.tokens, key.seqs, key.max_len, ()))
         torch.cuda.current_stream(self._device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
-            out = self._encode(inputs)
-        return _Captured(graph, rows, cu, out)
+            out = self._encode(unpack(flat, key.tokens, key.seqs, key.max_len, ()))
+        return Captured(graph, flat, out)

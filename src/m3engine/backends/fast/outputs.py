@@ -49,9 +49,11 @@ def head_outputs(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
     pending: dict[str, torch.Tensor] = {}
-    states = hidden.float()  # (T, H): heads in fp32 whatever the encoder ran in
+    needs_all_rows = request.sparse or request.colbert or pooling != "cls"
+    # (T, H): heads in fp32 whatever the encoder ran in; CLS pooling alone converts only N rows
+    states = hidden.float() if needs_all_rows else hidden
     if request.dense:
-        pending["dense"] = _to_host(POOLERS[pooling](states, cu_seqlens))  # (N, H)
+        pending["dense"] = _to_host(POOLERS[pooling](states, cu_seqlens).float())  # (N, H)
     if request.colbert and m3_heads is not None:
         pending["colbert"] = _to_host(F.normalize(m3_heads.colbert_linear(states), dim=-1))  # (T, D)
     sparse = None
