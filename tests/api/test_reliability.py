@@ -179,3 +179,18 @@ async def test_cors_off_by_default_and_listed_origins(make_client: MakeClient, m
     assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
     r = await on.options("/embed", headers={**preflight, "Origin": "https://evil.example"})
     assert r.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+async def test_query_does_not_wait_behind_a_bulk_upload(make_client: MakeClient, m3_fake: Engine) -> None:
+    backend_of(m3_fake).delay_s = 0.1  # per forward pass
+    client = await make_client([m3_fake], short_query_tokens=16).start()
+    long_texts = [" ".join(f"w{i} word{j}" for j in range(30)) for i in range(64)]  # 8 batches at 512 tokens
+    bulk = asyncio.ensure_future(client.post("/embed", json={"inputs": long_texts}))
+    await asyncio.sleep(0.05)
+    start = asyncio.get_running_loop().time()
+    query = await client.post("/embed", json={"inputs": "a short query"})
+    query_s = asyncio.get_running_loop().time() - start
+    assert query.status_code == 200 and (await bulk).status_code == 200
+    bulk_batches = len(backend_of(m3_fake).batches) - 1
+    assert bulk_batches >= 6  # the bulk needed many passes ...
+    assert query_s < 0.35  # ... and the query waited for at most one of them, plus its own
