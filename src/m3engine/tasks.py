@@ -317,6 +317,9 @@ class TaskBuilder:
         q_limit = self.limit(
             query_max, limit * 3 // 4 if max_length else self.query_max_length, "query_max_length"
         )
+        if truncate:  # the character cap of encode_texts, for the same reason
+            queries = [q[: q_limit * CHARS_PER_TOKEN_CAP] for q in queries]
+            passages = [p[: limit * CHARS_PER_TOKEN_CAP] for p in passages]
         return self.tokenizer.encode_pairs(queries, passages, limit, q_limit, truncate)
 
     def _embed_heads(self, dense: bool, sparse: bool, colbert: bool, dimensions: int | None) -> HeadRequest:
