@@ -112,7 +112,8 @@ class TaskBuilder:
         self.require("score", ModelKind.BGE_M3)
         queries, passages = split_pairs(pairs)
         unique_q, unique_p = list(dict.fromkeys(queries)), list(dict.fromkeys(passages))
-        encoded = self.encode_texts(unique_q, "query", query_max_length, True)
+        # compute_score tokenizes the raw queries: the query length, no instruction
+        encoded = self.encode_texts(unique_q, "query", query_max_length, True, instruction=False)
         encoded += self.encode_texts(unique_p, "passage", max_length, True)
         heads = HeadRequest(dense=True, sparse=True, colbert=True)
 
@@ -166,7 +167,8 @@ class TaskBuilder:
             assert out.logits is not None
             logits = out.logits[:, 0]
             scores = postprocess.sigmoid(logits) if normalize else logits
-            order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+            # by logit: float32 sigmoids of logits above ~17 are all 1.0 and would tie
+            order = np.argsort(-logits, kind="stable")[: top_n or len(docs)]
             return [
                 RerankResult(
                     index=int(i),
@@ -192,9 +194,7 @@ class TaskBuilder:
         query_max_length: int | None,
         return_documents: bool,
     ) -> Prepared[list[RerankResult]]:
-        limit = self.limit(max_length, self.max_length, "max_length")
-        q_default = limit * 3 // 4 if max_length else self.query_max_length
-        q_limit = self.limit(query_max_length, q_default, "query_max_length")
+        limit, q_limit = self._pair_limits(max_length, query_max_length)
         windows = self.tokenizer.encode_pair_chunks(query, docs, limit, q_limit, max_chunks)
         bounds = np.cumsum([0] + [len(w) for w in windows])  # doc i owns rows bounds[i]:bounds[i+1]
         encoded = [e for w in windows for e in w]
@@ -204,7 +204,8 @@ class TaskBuilder:
             # Sigmoid is monotonic, so the best window by logit is the best by score.
             logits = np.array([out.logits[a:b, 0].max() for a, b in itertools.pairwise(bounds)])
             scores = postprocess.sigmoid(logits) if normalize else logits
-            order = np.argsort(-scores, kind="stable")[: top_n or len(docs)]
+            # by logit: float32 sigmoids of logits above ~17 are all 1.0 and would tie
+            order = np.argsort(-logits, kind="stable")[: top_n or len(docs)]
             return [
                 RerankResult(
                     index=int(i),
@@ -277,7 +278,8 @@ class TaskBuilder:
         if self.spec.kind not in kinds:
             wanted = " or ".join(k.value for k in kinds)
             raise UnsupportedTaskError(
-                f"{task} needs a {wanted} model; {self.spec.name} is a {self.spec.kind.value} model"
+                f"{task} needs a {wanted} model; {self.spec.name} is a {self.spec.kind.value} model. "
+                f"Load a {wanted} model for it (or pass --kind if the kind was detected wrongly)"
             )
 
     def limit(self, value: int | None, default: int, name: str) -> int:
@@ -290,7 +292,12 @@ class TaskBuilder:
         return value
 
     def encode_texts(
-        self, texts: list[str], input_type: str, max_length: int | None, truncate: bool
+        self,
+        texts: list[str],
+        input_type: str,
+        max_length: int | None,
+        truncate: bool,
+        instruction: bool = True,
     ) -> list[Encoded]:
         if input_type not in ("query", "passage"):
             raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
@@ -301,7 +308,7 @@ class TaskBuilder:
             # so a 4 MB body does not hold a tokenizer thread for what truncation would drop anyway.
             cap = limit * CHARS_PER_TOKEN_CAP
             texts = [t[:cap] for t in texts]
-        if query:
+        if query and instruction:
             texts = [self.settings.query_instruction + t for t in texts]
         return self.tokenizer.encode(texts, limit, truncate)
 
@@ -313,20 +320,25 @@ class TaskBuilder:
         max_length: int | None,
         query_max: int | None,
     ) -> list[Encoded]:
-        limit = self.limit(max_length, self.max_length, "max_length")
-        q_limit = self.limit(
-            query_max, limit * 3 // 4 if max_length else self.query_max_length, "query_max_length"
-        )
+        limit, q_limit = self._pair_limits(max_length, query_max)
         if truncate:  # the character cap of encode_texts, for the same reason
             queries = [q[: q_limit * CHARS_PER_TOKEN_CAP] for q in queries]
             passages = [p[: limit * CHARS_PER_TOKEN_CAP] for p in passages]
         return self.tokenizer.encode_pairs(queries, passages, limit, q_limit, truncate)
 
+    def _pair_limits(self, max_length: int | None, query_max: int | None) -> tuple[int, int]:
+        """FlagReranker's rule: the query cap given, else the configured one, else 3/4 of the budget."""
+        limit = self.limit(max_length, self.max_length, "max_length")
+        configured = self.settings.query_max_length
+        default = configured if configured is not None else limit * 3 // 4
+        return limit, self.limit(query_max, default, "query_max_length")
+
     def _embed_heads(self, dense: bool, sparse: bool, colbert: bool, dimensions: int | None) -> HeadRequest:
         self.require("embed", ModelKind.BGE_M3, ModelKind.EMBEDDING)
         if (sparse or colbert) and self.spec.kind is not ModelKind.BGE_M3:
             raise UnsupportedTaskError(
-                f"{self.spec.name} is a {self.spec.kind.value} model: only dense output"
+                f"{self.spec.name} is a {self.spec.kind.value} model: it has a dense output only; "
+                "ask for dense alone, or load a BGE-M3 checkpoint for sparse and ColBERT"
             )
         if not (dense or sparse or colbert):
             raise InputError("ask for at least one output: dense, sparse or colbert")

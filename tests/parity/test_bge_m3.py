@@ -102,3 +102,11 @@ def test_matryoshka_dimensions(bge_m3: Engine, reference: dict[str, Any], texts:
     ref = np.asarray(reference["dense_vecs"])[:3, :8]
     ref = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     np.testing.assert_allclose(np.stack([r.dense for r in short]), ref, atol=1e-5)
+
+
+def test_compute_score_ignores_the_query_instruction(bge_m3_dir: Path, bge_m3: Engine) -> None:
+    instructed = Engine.load(str(bge_m3_dir), query_instruction="query: ")
+    pair = [(MULTILINGUAL[0], MULTILINGUAL[1])]
+    assert instructed.score(pair)[0].to_json() == pytest.approx(bge_m3.score(pair)[0].to_json(), abs=1e-6)
+    (a,), (b,) = instructed.embed([MULTILINGUAL[0]], input_type="query"), bge_m3.embed([MULTILINGUAL[0]])
+    assert a.num_tokens > b.num_tokens  # while embed(input_type="query") does apply it

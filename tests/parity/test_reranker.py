@@ -76,3 +76,23 @@ def test_rerank_orders_and_truncates_to_top_n(reranker: Engine, flag_reranker: A
     assert all(r.document == docs[r.index] for r in ranked)
     assert all(0.0 <= r.score <= 1.0 for r in ranked)
     assert ranked[0].score == pytest.approx(1 / (1 + np.exp(-ranked[0].logit)), abs=1e-6)
+
+
+def test_configured_query_cap_holds_under_a_per_call_budget(reranker_dir: Path) -> None:
+    from FlagEmbedding import FlagReranker
+
+    engine = Engine.load(str(reranker_dir), query_max_length=20)
+    ref = FlagReranker(str(reranker_dir), use_fp16=False, devices="cpu", max_length=100, query_max_length=20)
+    docs = [d for d in MULTILINGUAL if _round_trips(engine, d)][:4]
+    query = LONG[:400]  # well over 20 tokens
+    mine = {r.index: r.logit for r in engine.rerank(query, docs, max_length=100, normalize=False)}
+    expected = ref.compute_score([(query, d) for d in docs], normalize=False)
+    np.testing.assert_allclose([mine[i] for i in range(len(docs))], expected, atol=1e-5)
+
+
+def test_ranking_uses_logits_where_sigmoids_saturate(reranker: Engine) -> None:
+    from m3engine.types import BatchOutputs
+
+    task = reranker.tasks.rerank("q", ["a", "b", "c"])
+    ranked = task.finish(BatchOutputs(logits=np.array([[20.0], [25.0], [17.0]], dtype=np.float32)))
+    assert [r.index for r in ranked] == [1, 0, 2]
