@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -62,3 +63,20 @@ def test_rerank_and_score_match_the_engine(live: LiveServer, bge_m3: Engine, rer
     assert np.allclose(
         [s["colbert+sparse+dense"] for s in scores], [e.colbert_sparse_dense for e in expected], atol=1e-4
     )
+
+
+def test_fast_backend_behind_the_server(bge_m3_dir: Path, bge_m3: Engine) -> None:
+    """The packed (unpadded) backend: the former counts sum(len), and answers equal the reference's."""
+    fast = Engine.load(str(bge_m3_dir), backend="fast", device="cpu", dtype="fp32", max_batch_tokens=256)
+    assert not fast.backend.info.padded
+    texts = MULTILINGUAL[:8]
+
+    def call(url: str, text: str) -> list[list[float]]:
+        answer: list[list[float]] = httpx.post(url + "/embed", json={"inputs": text}, timeout=30).json()
+        return answer
+
+    # eight requests at once, so that they share batches
+    with LiveServer([fast], ServerSettings()) as server, concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda t: call(server.url, t), texts))
+    for answer, record in zip(answers, bge_m3.embed(texts), strict=True):
+        np.testing.assert_allclose(answer[0], record.dense, atol=1e-5)
