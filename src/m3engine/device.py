@@ -27,11 +27,16 @@ def resolve_backend(backend: str, device: str) -> str:
     return backend
 
 
-def resolve_dtype(dtype: str, device: str, backend: str = "reference") -> str:
+def resolve_dtype(dtype: str, device: str, backend: str = "reference", cross_encoder: bool = False) -> str:
+    """`auto`: fp32 on CPU; on CUDA bf16 for the fast backend's embedders, fp16 otherwise.
+
+    Cross-encoders stay in fp16: bf16's 8-bit mantissa reorders close logits (measured Spearman 0.963
+    against fp32 on the synthetic bge-reranker-v2-m3, under the 0.99 gate; fp16 0.9989).
+    """
     if dtype == "auto":
         if device == "cpu":
             return "fp32"
-        return "bf16" if backend == "fast" else "fp16"
+        return "bf16" if backend == "fast" and not cross_encoder else "fp16"
     if dtype not in DTYPES:
         raise InputError(f"unknown dtype {dtype!r}; choose one of: auto, {', '.join(DTYPES)}")
     return dtype

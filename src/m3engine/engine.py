@@ -61,7 +61,7 @@ class Engine:
             spec=spec,
             tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
             device=device,
-            dtype=resolve_dtype(settings.dtype, device, name),
+            dtype=resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder),
         )
         return cls(spec, tokenizer, backend, settings)
 

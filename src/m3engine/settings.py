@@ -35,7 +35,9 @@ class EngineSettings:
         "fast (packed, CUDA graphs), reference (transformers) or auto (fast on CUDA, reference on CPU).",
     )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
-    dtype: str = _opt("auto", "fp32, fp16, bf16 or auto (fp32 on CPU; bf16 fast / fp16 reference on CUDA).")
+    dtype: str = _opt(
+        "auto", "fp32, fp16, bf16 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16)."
+    )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
     )

@@ -89,6 +89,9 @@ class Scheduler:
             heads = HeadRequest(dense=True, sparse=True, colbert=True)
         ids = [0] + [5] * (length - 2) + [2]  # any in-vocabulary ids; the shape is what matters
         self.engine.backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
+        backend_warmup = getattr(self.engine.backend, "warmup", None)  # e.g. the fast backend's graphs
+        if callable(backend_warmup):
+            backend_warmup()
 
     async def submit(
         self,

@@ -94,6 +94,12 @@ class FastBackend:
     def colbert_dim(self) -> int | None:
         return self._m3.colbert_dim if self._m3 is not None else None
 
+    @torch.inference_mode()
+    def warmup(self) -> None:
+        """Capture the CUDA graphs of small batches before serving (a server calls it at start)."""
+        if self.graphs is not None:
+            self.graphs.capture_ladder()
+
     def _encode(self, inputs: PackedInputs) -> torch.Tensor:
         if self.fused:
             from m3engine.backends.fast.fused import encode_fused

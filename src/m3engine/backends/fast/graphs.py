@@ -42,7 +42,20 @@ def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int)
     if tokens is None or tokens > max_tokens:
         return None
     seqs = min(_pow2_at_least(num_seqs), tokens)
-    return BucketKey(tokens=tokens, seqs=max(seqs, num_seqs), max_len=min(_pow2_at_least(max_len), tokens))
+    # max_seqlen is the bucket's token count: flash attention only launches blocks that find no work,
+    # and a third key dimension would multiply the graphs that a mixed workload captures mid-run.
+    return BucketKey(tokens=tokens, seqs=max(seqs, num_seqs), max_len=tokens)
+
+
+def warmup_buckets(max_tokens: int, max_seqs: int = 64, min_tokens_per_seq: int = 8) -> list[BucketKey]:
+    """The buckets of query-sized traffic: every ladder step up to max_tokens x power-of-two counts."""
+    keys = []
+    for tokens in (b for b in TOKEN_LADDER if b <= max_tokens):
+        seqs = 1
+        while seqs <= min(max_seqs, max(1, tokens // min_tokens_per_seq)):
+            keys.append(BucketKey(tokens=tokens, seqs=seqs, max_len=tokens))
+            seqs *= 2
+    return keys
 
 
 @dataclass
@@ -63,7 +76,7 @@ class GraphRunner:
     >>> stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat); captured.graph.replay()
     """
 
-    def __init__(self, encode: EncodeFn, device: torch.device, max_tokens: int = 2048, max_graphs: int = 64):
+    def __init__(self, encode: EncodeFn, device: torch.device, max_tokens: int = 2048, max_graphs: int = 128):
         self._encode = encode
         self._device = device
         self.max_tokens = max_tokens
@@ -80,6 +93,13 @@ class GraphRunner:
         if key is None or (key not in self._graphs and len(self._graphs) >= self.max_graphs):
             return None
         return key
+
+    def capture_ladder(self, max_tokens: int = 2048) -> int:
+        """Capture the small buckets ahead of traffic, so no request waits for a capture; returns how many."""
+        keys = warmup_buckets(min(max_tokens, self.max_tokens))[: self.max_graphs]
+        for key in keys:
+            self.get(key)
+        return len(keys)
 
     def get(self, key: BucketKey) -> Captured:
         captured = self._graphs.get(key)
