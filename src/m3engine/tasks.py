@@ -165,21 +165,8 @@ class TaskBuilder:
 
         def finish(out: BatchOutputs) -> list[RerankResult]:
             assert out.logits is not None
-            logits = out.logits[:, 0]
-            scores = postprocess.sigmoid(logits) if normalize else logits
-            # by logit: float32 sigmoids of logits above ~17 are all 1.0 and would tie
-            order = np.argsort(-logits, kind="stable")[: top_n or len(docs)]
-            return [
-                RerankResult(
-                    index=int(i),
-                    score=float(scores[i]),
-                    logit=float(logits[i]),
-                    num_tokens=len(encoded[i]),
-                    truncated=encoded[i].truncated,
-                    document=docs[i] if return_documents else None,
-                )
-                for i in order
-            ]
+            sizes = [(len(e), e.truncated) for e in encoded]
+            return _ranked(out.logits[:, 0], sizes, docs, normalize, top_n, return_documents)
 
         return Prepared(encoded, HeadRequest(logits=True), finish)
 
@@ -203,20 +190,8 @@ class TaskBuilder:
             assert out.logits is not None
             # Sigmoid is monotonic, so the best window by logit is the best by score.
             logits = np.array([out.logits[a:b, 0].max() for a, b in itertools.pairwise(bounds)])
-            scores = postprocess.sigmoid(logits) if normalize else logits
-            # by logit: float32 sigmoids of logits above ~17 are all 1.0 and would tie
-            order = np.argsort(-logits, kind="stable")[: top_n or len(docs)]
-            return [
-                RerankResult(
-                    index=int(i),
-                    score=float(scores[i]),
-                    logit=float(logits[i]),
-                    num_tokens=sum(len(e) for e in windows[i]),
-                    truncated=windows[i][0].truncated,
-                    document=docs[i] if return_documents else None,
-                )
-                for i in order
-            ]
+            sizes = [(sum(len(e) for e in w), w[0].truncated) for w in windows]
+            return _ranked(logits, sizes, docs, normalize, top_n, return_documents)
 
         return Prepared(encoded, HeadRequest(logits=True), finish)
 
@@ -363,6 +338,30 @@ def _embeddings(
             colbert=None if out.colbert is None else out.colbert[i],
         )
         for i, enc in enumerate(encoded)
+    ]
+
+
+def _ranked(
+    logits: np.ndarray,  # (N,) one logit per document
+    sizes: list[tuple[int, bool]],  # (tokens, truncated) per document
+    docs: list[str],
+    normalize: bool,
+    top_n: int | None,
+    return_documents: bool,
+) -> list[RerankResult]:
+    scores = postprocess.sigmoid(logits) if normalize else logits
+    # by logit: float32 sigmoids of logits above ~17 are all 1.0 and would tie
+    order = np.argsort(-logits, kind="stable")[: top_n or len(docs)]
+    return [
+        RerankResult(
+            index=int(i),
+            score=float(scores[i]),
+            logit=float(logits[i]),
+            num_tokens=sizes[i][0],
+            truncated=sizes[i][1],
+            document=docs[i] if return_documents else None,
+        )
+        for i in order
     ]
 
 
