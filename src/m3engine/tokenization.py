@@ -22,6 +22,7 @@ from typing import Any
 import tokenizers
 
 from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
+from m3engine.pair_template import read_pair_template
 from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 5  # a prefix of budget * 5 characters holds the kept tokens of most texts
@@ -72,6 +73,7 @@ class TextTokenizer:
         )
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
+        self._pair_template = read_pair_template(self._tok)
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
         self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
 
@@ -85,6 +87,8 @@ class TextTokenizer:
         return self._tok.encode_batch(texts, add_special_tokens=False)
 
     def _finish(self, first: tokenizers.Encoding, second: tokenizers.Encoding | None) -> Encoded:
+        if second is not None and self._pair_template is not None:
+            return self._pair_template.build(first.ids, second.ids)
         if self._post is None:
             ids = list(first.ids) + (list(second.ids) if second else [])
             return Encoded(ids=ids)

@@ -60,3 +60,26 @@ def test_long_texts_match_the_hf_tokenizer_exactly(bge_m3: Engine, minilm_dir: o
             (got,) = ours.encode([text], limit)
             assert got.ids == expected, (path, text[:20], limit)
             assert got.truncated == (len(hf(text)["input_ids"]) > limit)
+
+
+def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, minilm_dir: object) -> None:
+    """XLM-R (<s> A </s></s> B </s>, types 0) and BERT ([CLS] A [SEP] B [SEP], types 0 then 1)."""
+    import random
+
+    from m3engine.pair_template import read_pair_template
+    from m3engine.tokenization import TextTokenizer
+    from tests.texts import MULTILINGUAL
+
+    rng = random.Random(0)
+    for path in (bge_m3.spec.path, minilm_dir):
+        tok = TextTokenizer.load(path)  # type: ignore[arg-type]
+        template = read_pair_template(tok._tok)
+        assert template is not None
+        for _ in range(30):
+            a = tok._tok.encode(rng.choice(MULTILINGUAL), add_special_tokens=False)
+            b = tok._tok.encode(rng.choice([*MULTILINGUAL, LONG]), add_special_tokens=False)
+            expected = tok._post.process(a, b, add_special_tokens=True)
+            built = template.build(list(a.ids), list(b.ids))
+            assert built.ids == list(expected.ids) and built.type_ids == list(expected.type_ids)
+        if path != bge_m3.spec.path:
+            assert set(template.suffix_types) == {1} and template.second_type == 1  # BERT segments
