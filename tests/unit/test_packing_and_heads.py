@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from m3engine.models.heads import colbert_rows, mean_pool, sparse_weights
-from m3engine.types import Encoded, PackedBatch, SparseVector
+from m3engine.models.heads import M3Heads, head_outputs, mean_pool, sparse_weights
+from m3engine.types import Encoded, HeadRequest, PackedBatch, SparseVector
 
 
 def test_pack_pad_round_trip() -> None:
@@ -33,8 +33,26 @@ def test_sparse_keeps_the_max_per_id_and_drops_specials_and_non_positive() -> No
     assert torch.allclose(w, torch.tensor([0.6, 0.1, 0.3]))
 
 
-def test_colbert_rows_skip_each_cls_and_keep_eos() -> None:
-    assert colbert_rows(torch.tensor([0, 3, 5]), 5).tolist() == [False, True, True, False, True]
+def test_colbert_skips_each_cls_and_keeps_eos() -> None:
+    torch.manual_seed(0)
+    heads = M3Heads(hidden_size=4, colbert_dim=3)
+    hidden = torch.randn(5, 4)  # texts of 3 and 2 tokens
+    with torch.inference_mode():  # as the backends call it
+        out = head_outputs(
+            hidden,
+            torch.tensor([0, 7, 2, 0, 2]),
+            torch.tensor([0, 3, 5]),
+            (3, 2),
+            HeadRequest(colbert=True),
+            "cls",
+            heads,
+            torch.tensor([0, 1, 2, 3]),
+            vocab_size=16,
+        )
+    assert out.colbert is not None and [v.shape for v in out.colbert] == [(2, 3), (1, 3)]
+    with torch.inference_mode():
+        expected = torch.nn.functional.normalize(heads.colbert_linear(hidden[[1, 2, 4]]), dim=-1)
+    np.testing.assert_allclose(np.concatenate(out.colbert), expected.numpy(), atol=1e-6)
 
 
 def test_mean_pool_per_sequence() -> None:

@@ -9,7 +9,7 @@ import torch
 
 from m3engine.backends.base import BackendInfo
 from m3engine.device import DTYPES
-from m3engine.models.heads import M3Heads, compute_outputs
+from m3engine.models.heads import M3Heads, head_outputs
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -50,10 +50,11 @@ class ReferenceBackend:
             return BatchOutputs(logits=logits.float().cpu().numpy())
         hidden = self._model(**inputs).last_hidden_state  # (N, L, H)
         packed = hidden[inputs["attention_mask"].bool()]  # (T, H), row-major = packing order
-        return compute_outputs(
+        return head_outputs(
             packed,
             self._tensor(batch.input_ids),
             self._tensor(batch.cu_seqlens),
+            tuple(int(n) for n in batch.lengths),
             heads,
             self.spec.pooling,
             self._m3,

@@ -8,6 +8,13 @@ FlagEmbedding's (see ../shared/reference/semantics.md):
 - sparse: relu(sparse_linear(h)) per token; max per token id within a text; special ids and
   weights <= 0 dropped;
 - ColBERT: colbert_linear(h) for every token but the first (CLS), EOS kept, L2-normalised.
+
+`head_outputs` runs them for every backend and copies the results to the host through pinned
+memory with one wait per batch. ColBERT returns ~4 KB per token, so at hundreds of thousands of
+tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
+driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed
+for every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows
+first) and the CLS rows are dropped by slicing on the host.
 """
 
 from __future__ import annotations
@@ -64,13 +71,6 @@ def sparse_weights(
     return unique // vocab_size, unique % vocab_size, weights
 
 
-def colbert_rows(cu_seqlens: torch.Tensor, num_tokens: int) -> torch.Tensor:
-    """(T,) bool: every token but the first (CLS) of each text."""
-    rows = torch.ones(num_tokens, dtype=torch.bool, device=cu_seqlens.device)
-    rows[cu_seqlens[:-1]] = False
-    return rows
-
-
 class M3Heads(nn.Module):
     """The sparse and ColBERT linear layers of a BGE-M3 checkpoint."""
 
@@ -95,40 +95,57 @@ class M3Heads(nn.Module):
     def token_weights(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.sparse_linear(hidden)).squeeze(-1)  # (T,)
 
-    def colbert(self, hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
-        rows = colbert_rows(cu_seqlens, hidden.shape[0])
-        return F.normalize(self.colbert_linear(hidden[rows]), dim=-1)  # (T - N, D_colbert)
+
+def _to_host(tensor: torch.Tensor) -> torch.Tensor:
+    """Start an asynchronous copy into pinned memory; valid after the stream synchronises."""
+    if tensor.device.type != "cuda":
+        return tensor
+    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+    host.copy_(tensor, non_blocking=True)
+    return host
 
 
-def compute_outputs(
-    hidden: torch.Tensor,  # (T, H) packed final states, any float dtype
+def head_outputs(
+    hidden: torch.Tensor,  # (T, H) final states, compute dtype
     input_ids: torch.Tensor,  # (T,)
-    cu_seqlens: torch.Tensor,  # (N + 1,)
+    cu_seqlens: torch.Tensor,  # (N + 1,) int64
+    lengths: tuple[int, ...],  # (N,) on the host
     request: HeadRequest,
     pooling: str,
     m3_heads: M3Heads | None,
     special_ids: torch.Tensor,  # (S,)
     vocab_size: int,
 ) -> BatchOutputs:
-    """Run the requested heads on the device and copy only their results to the host, once."""
-    hidden = hidden.float()  # heads in fp32 whatever the encoder ran in
-    out = BatchOutputs()
-    if request.dense:
-        out.dense = POOLERS[pooling](hidden, cu_seqlens).cpu().numpy()
     if (request.sparse or request.colbert) and m3_heads is None:
         raise UnsupportedTaskError(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
-    num_seqs = len(cu_seqlens) - 1
-    if request.sparse and m3_heads is not None:
-        seq, tok, weight = sparse_weights(
-            m3_heads.token_weights(hidden), input_ids, cu_seqlens, special_ids, vocab_size
-        )
-        seq_np, tok_np, w_np = seq.cpu().numpy(), tok.cpu().numpy(), weight.cpu().numpy()
-        bounds = np.searchsorted(seq_np, np.arange(num_seqs + 1))
-        out.sparse = [SparseVector(tok_np[a:b], w_np[a:b]) for a, b in itertools.pairwise(bounds)]
+    pending: dict[str, torch.Tensor] = {}
+    needs_all_rows = request.sparse or request.colbert or pooling != "cls"
+    # (T, H): heads in fp32 whatever the encoder ran in; CLS pooling alone converts only N rows
+    states = hidden.float() if needs_all_rows else hidden
+    if request.dense:
+        pending["dense"] = _to_host(POOLERS[pooling](states, cu_seqlens).float())  # (N, H)
     if request.colbert and m3_heads is not None:
-        vectors = m3_heads.colbert(hidden, cu_seqlens).cpu().numpy()  # (T - N, D)
-        ends = np.cumsum((cu_seqlens[1:] - cu_seqlens[:-1]).cpu().numpy() - 1)
-        out.colbert = np.split(vectors, ends[:-1])
+        pending["colbert"] = _to_host(F.normalize(m3_heads.colbert_linear(states), dim=-1))  # (T, D)
+    sparse = None
+    if request.sparse and m3_heads is not None:
+        # torch.unique synchronises on its own; the small results then travel with the others
+        sparse = sparse_weights(
+            m3_heads.token_weights(states), input_ids, cu_seqlens, special_ids, vocab_size
+        )
+        pending.update(seq=_to_host(sparse[0]), tok=_to_host(sparse[1]), weight=_to_host(sparse[2]))
+    if hidden.device.type == "cuda":
+        torch.cuda.current_stream(hidden.device).synchronize()  # the one wait for every copy above
+    out = BatchOutputs()
+    if "dense" in pending:
+        out.dense = pending["dense"].numpy()
+    if "colbert" in pending:
+        rows = pending["colbert"].numpy()
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        out.colbert = [rows[a + 1 : b] for a, b in itertools.pairwise(starts)]
+    if sparse is not None:
+        seq, tok, weight = (pending[k].numpy() for k in ("seq", "tok", "weight"))
+        bounds = np.searchsorted(seq, np.arange(len(lengths) + 1))
+        out.sparse = [SparseVector(tok[a:b], weight[a:b]) for a, b in itertools.pairwise(bounds)]
     return out

@@ -9,11 +9,10 @@ import torch
 from m3engine.backends.base import BackendInfo
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
-from m3engine.backends.fast.outputs import head_outputs
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
-from m3engine.models.heads import M3Heads
+from m3engine.models.heads import M3Heads, head_outputs
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -85,7 +84,7 @@ class FastBackend:
         self._stager = HostStager(self._device)
         self._special = torch.tensor(sorted(tokens.special_ids), dtype=torch.long, device=self._device)
         self._m3: M3Heads | None = None
-        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: compute_outputs upcasts the states
+        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: head_outputs upcasts the states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
