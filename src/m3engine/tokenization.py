@@ -25,7 +25,7 @@ from m3engine.errors import EmptyInputError, InputError, InputTooLongError, Inva
 from m3engine.pair_template import read_pair_template
 from m3engine.types import Encoded
 
-CHARS_PER_TOKEN = 5  # a prefix of budget * 5 characters holds the kept tokens of most texts
+CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
@@ -76,6 +76,7 @@ class TextTokenizer:
         self._pair_template = read_pair_template(self._tok)
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
         self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
+        self.chars_per_token = CHARS_PER_TOKEN  # the first prefix's length per kept token
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -103,9 +104,10 @@ class TextTokenizer:
         """
         out: list[Encoded | None] = [None] * len(texts)
         short = [i for i, text in enumerate(texts) if len(text) <= max_length]
-        encodings = self._tok.encode_batch([texts[i] for i in short], add_special_tokens=True)
-        for i, encoding in zip(short, encodings, strict=True):
-            out[i] = Encoded(ids=encoding.ids)
+        if short:
+            encodings = self._tok.encode_batch([texts[i] for i in short], add_special_tokens=True)
+            for i, encoding in zip(short, encodings, strict=True):
+                out[i] = Encoded(ids=encoding.ids)
         long = [i for i, item in enumerate(out) if item is None or len(item) > max_length]
         if long:
             self._encode_long(texts, long, max_length, truncate, out)
@@ -119,20 +121,33 @@ class TextTokenizer:
         With truncation on, a text is first cut at a space after about CHARS_PER_TOKEN characters per
         kept token: with a tokenizer that splits words at spaces, the tokens of the whole words before
         the cut are the full text's own, so a 100 k-character document costs the tokens it keeps.
-        Where that prefix yields too few tokens, the whole text is encoded.
+        A prefix that yields too few tokens is retried once, longer by the characters per token it
+        showed (texts of long pieces: rare scripts, code, numbers), and only then encoded whole.
         """
         budget = max_length - self.single_specials
-        heads = [self._prefix(texts[i], budget) if truncate else texts[i] for i in indices]
-        contents = self._content(heads)
-        short_prefixes = [
-            k
-            for k, i in enumerate(indices)
-            if len(heads[k]) < len(texts[i]) and len(contents[k].ids) < budget
+        heads = [
+            self._prefix(texts[i], budget * self.chars_per_token) if truncate else texts[i] for i in indices
         ]
-        for k, content in zip(
-            short_prefixes, self._content([texts[indices[k]] for k in short_prefixes]), strict=True
-        ):
-            heads[k], contents[k] = texts[indices[k]], content
+        contents = self._content(heads)
+        for attempt in range(2):
+            short = [
+                k
+                for k, i in enumerate(indices)
+                if len(heads[k]) < len(texts[i]) and len(contents[k].ids) < budget
+            ]
+            if not short:
+                break
+            if attempt == 0:  # chars per token seen so far, plus a margin
+                retry = [
+                    self._prefix(
+                        texts[indices[k]], len(heads[k]) * budget * 5 // (4 * max(1, len(contents[k].ids)))
+                    )
+                    for k in short
+                ]
+            else:
+                retry = [texts[indices[k]] for k in short]
+            for k, head, content in zip(short, retry, self._content(retry), strict=True):
+                heads[k], contents[k] = head, content
         for k, i in enumerate(indices):
             content = contents[k]
             cut = len(content.ids) > budget or len(heads[k]) < len(texts[i])
@@ -145,9 +160,8 @@ class TextTokenizer:
                 content.truncate(budget)
             out[i] = Encoded(ids=self._finish(content, None).ids, truncated=cut)
 
-    def _prefix(self, text: str, budget: int) -> str:
-        """The text up to the last space before budget * CHARS_PER_TOKEN characters, or all of it."""
-        limit = budget * CHARS_PER_TOKEN
+    def _prefix(self, text: str, limit: int) -> str:
+        """The text up to the last space before `limit` characters, or all of it."""
         if not self._splits_at_spaces or len(text) <= limit:
             return text
         space = text.rfind(" ", 0, limit)

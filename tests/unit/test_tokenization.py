@@ -36,9 +36,13 @@ def test_check_texts_accepts_one_string_as_one_input() -> None:
     assert check_texts(("a", "b")) == ["a", "b"]
 
 
+@pytest.mark.parametrize("chars_per_token", [6, 1])
 @pytest.mark.parametrize("limit", [8, 17, 64, 128])
-def test_long_texts_match_the_hf_tokenizer_exactly(bge_m3: Engine, minilm_dir: object, limit: int) -> None:
-    """Long texts take the prefix path (cut at a space, then encoded); the ids must not change."""
+def test_long_texts_match_the_hf_tokenizer_exactly(
+    bge_m3: Engine, minilm_dir: object, limit: int, chars_per_token: int
+) -> None:
+    """Long texts take the prefix path (cut at a space, then encoded); the ids must not change.
+    One character per token makes every first prefix too short: the retry and whole-text paths."""
     from transformers import AutoTokenizer
 
     from m3engine.tokenization import TextTokenizer
@@ -54,6 +58,7 @@ def test_long_texts_match_the_hf_tokenizer_exactly(bge_m3: Engine, minilm_dir: o
     ]
     for path in (bge_m3.spec.path, minilm_dir):
         ours = TextTokenizer.load(path)  # type: ignore[arg-type]
+        ours.chars_per_token = chars_per_token
         hf = AutoTokenizer.from_pretrained(str(path))
         for text in texts:
             expected = hf(text, truncation=True, max_length=limit)["input_ids"]
