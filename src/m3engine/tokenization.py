@@ -26,6 +26,7 @@ from m3engine.pair_template import read_pair_template
 from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
+PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
@@ -46,6 +47,23 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
         if not text.strip():
             raise EmptyInputError(f"{what} {i} is empty or only whitespace; remove it or give it some text")
     return list(texts)
+
+
+def _split_at_spaces(text: str, size: int) -> list[str]:
+    """The text in consecutive pieces of at least `size` characters, each after the first starting at
+    a single space between two non-space characters: the same words as the whole, split the same way,
+    and no run of spaces (which the XLM-R normalizer collapses) is cut."""
+    pieces, start = [], 0
+    while len(text) - start > 2 * size:
+        cut = text.find(" ", start + size)
+        while 0 < cut < len(text) - 1 and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+            cut = text.find(" ", cut + 1)
+        if not 0 < cut < len(text) - 1:
+            break
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces
 
 
 def _splits_at_spaces(pre: dict[str, Any]) -> bool:
@@ -77,6 +95,7 @@ class TextTokenizer:
         self.vocab_size: int = self._tok.get_vocab_size(with_added_tokens=True)
         self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
         self.chars_per_token = CHARS_PER_TOKEN  # the first prefix's length per kept token
+        self.piece_chars = PIECE_CHARS
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -86,6 +105,23 @@ class TextTokenizer:
 
     def _content(self, texts: list[str]) -> list[tokenizers.Encoding]:
         return self._tok.encode_batch(texts, add_special_tokens=False)
+
+    def _content_in_pieces(self, texts: list[str]) -> list[tokenizers.Encoding]:
+        """`_content`, with each long text cut at spaces into pieces that the Rust pool encodes in
+        parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
+        pre-tokenizers, where a word's tokens do not depend on its neighbours."""
+        if not self._splits_at_spaces:
+            return self._content(texts)
+        pieces = [_split_at_spaces(text, self.piece_chars) for text in texts]
+        flat = self._content([piece for parts in pieces for piece in parts])
+        out, start = [], 0
+        for parts in pieces:
+            chunk = flat[start : start + len(parts)]
+            out.append(
+                chunk[0] if len(chunk) == 1 else tokenizers.Encoding.merge(chunk, growing_offsets=True)
+            )
+            start += len(parts)
+        return out
 
     def _finish(self, first: tokenizers.Encoding, second: tokenizers.Encoding | None) -> Encoded:
         if second is not None and self._pair_template is not None:
@@ -128,7 +164,7 @@ class TextTokenizer:
         heads = [
             self._prefix(texts[i], budget * self.chars_per_token) if truncate else texts[i] for i in indices
         ]
-        contents = self._content(heads)
+        contents = self._content_in_pieces(heads)
         for attempt in range(2):
             short = [
                 k
@@ -146,7 +182,7 @@ class TextTokenizer:
                 ]
             else:
                 retry = [texts[indices[k]] for k in short]
-            for k, head, content in zip(short, retry, self._content(retry), strict=True):
+            for k, head, content in zip(short, retry, self._content_in_pieces(retry), strict=True):
                 heads[k], contents[k] = head, content
         for k, i in enumerate(indices):
             content = contents[k]

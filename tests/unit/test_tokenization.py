@@ -36,13 +36,14 @@ def test_check_texts_accepts_one_string_as_one_input() -> None:
     assert check_texts(("a", "b")) == ["a", "b"]
 
 
-@pytest.mark.parametrize("chars_per_token", [6, 1])
+@pytest.mark.parametrize(("chars_per_token", "piece_chars"), [(6, 4096), (1, 4096), (6, 5), (1, 40)])
 @pytest.mark.parametrize("limit", [8, 17, 64, 128])
 def test_long_texts_match_the_hf_tokenizer_exactly(
-    bge_m3: Engine, minilm_dir: object, limit: int, chars_per_token: int
+    bge_m3: Engine, minilm_dir: object, limit: int, chars_per_token: int, piece_chars: int
 ) -> None:
-    """Long texts take the prefix path (cut at a space, then encoded); the ids must not change.
-    One character per token makes every first prefix too short: the retry and whole-text paths."""
+    """Long texts take the prefix path (cut at a space, then encoded in pieces); the ids must not
+    change. One character per token makes every first prefix too short: the retry and whole-text
+    paths; small pieces cut every text into many."""
     from transformers import AutoTokenizer
 
     from m3engine.tokenization import TextTokenizer
@@ -55,10 +56,11 @@ def test_long_texts_match_the_hf_tokenizer_exactly(
         "word " * 400 + "深度学习" * 50,
         "x" * 3000 + " tail",  # one giant word, then a space
         LONG[: limit * 5 + 3],
+        "line one\nline two \t tab  e\u0301t\u00e9 \u0301x \n y " * 60,  # other spaces, combining marks
     ]
     for path in (bge_m3.spec.path, minilm_dir):
         ours = TextTokenizer.load(path)  # type: ignore[arg-type]
-        ours.chars_per_token = chars_per_token
+        ours.chars_per_token, ours.piece_chars = chars_per_token, piece_chars
         hf = AutoTokenizer.from_pretrained(str(path))
         for text in texts:
             expected = hf(text, truncation=True, max_length=limit)["input_ids"]
