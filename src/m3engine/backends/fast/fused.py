@@ -11,6 +11,11 @@ The GELU: `gelu_epilogue=True` uses cuBLASLt's bias+GELU epilogue (tanh approxim
 4.8e-4 of the exact GELU, ~30x below bf16's rounding of the same values), `False` the exact erf
 GELU in a Triton kernel after the product. Numerics otherwise match encoder.py: LayerNorm statistics
 in fp32, every stored activation in the compute dtype.
+
+`small_m`: batches of at most this many token rows run the bf16 layer's products through
+small_gemm.py (split-K Triton GEMMs that keep every SM streaming weights; the add+LayerNorm after
+attention-out and FFN-out then sums the fp32 partial products itself). Off by default
+(small_gemm.SMALL_M = 0) until device measurements set it; the fp8 layer never uses it.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import PackedInputs, attention
 from m3engine.backends.fast.fp8 import Fp8Layer, Fp8Weights, fp8_linear
 from m3engine.backends.fast.kernels import (
@@ -39,6 +45,37 @@ def _ffn_in_gelu(x: torch.Tensor, lw: LayerWeights, epilogue: bool) -> torch.Ten
     return h
 
 
+def _linear(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, small: bool) -> torch.Tensor:
+    """(T, N) x W^T + b in x's dtype: split-K Triton when `small` and the table has a config."""
+    c = sg.config_for(w.shape[0], w.shape[1], x.shape[0]) if small else None
+    return F.linear(x, w, b) if c is None else sg.small_linear(x, w, b, None, c)
+
+
+def _ffn_in(x: torch.Tensor, lw: LayerWeights, epilogue: bool, small: bool) -> torch.Tensor:
+    """(T, F) GELU(x W^T + b): tanh GELU with `epilogue` (as cuBLASLt's), else the exact erf one."""
+    c = sg.config_for(lw.ffn_in_w.shape[0], lw.ffn_in_w.shape[1], x.shape[0]) if small else None
+    if c is None:
+        return _ffn_in_gelu(x, lw, epilogue)
+    return sg.small_linear(x, lw.ffn_in_w, lw.ffn_in_b, "gelu_tanh" if epilogue else "gelu", c)
+
+
+def _linear_add_ln(
+    x: torch.Tensor,  # (T, K) the sublayer's input
+    w: torch.Tensor,  # (N, K)
+    b: torch.Tensor,  # (N,)
+    residual: torch.Tensor,  # (T, N)
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    eps: float,
+    small: bool,
+) -> torch.Tensor:
+    """(T, N) LayerNorm(x W^T + b + residual); split-K partial sums go straight into the row kernel."""
+    c = sg.config_for(w.shape[0], w.shape[1], x.shape[0]) if small else None
+    if c is None:
+        return add_layernorm(F.linear(x, w, b), None, residual, ln_w, ln_b, eps)[0]
+    return sg.parts_add_layernorm(sg.splitk_parts(x, w, c), b, residual, ln_w, ln_b, eps)
+
+
 def half_layer(
     x: torch.Tensor,  # (T, H)
     lw: LayerWeights,
@@ -46,16 +83,17 @@ def half_layer(
     inputs: PackedInputs,
     varlen: bool,
     gelu_epilogue: bool,
+    small_m: int = 0,
 ) -> torch.Tensor:
     """One post-LayerNorm layer in bf16/fp16, fused row-wise work; (T, H) -> (T, H)."""
     t = x.shape[0]
-    qkv = F.linear(x, lw.qkv_w, lw.qkv_b).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
+    small = 0 < t <= small_m
+    qkv = _linear(x, lw.qkv_w, lw.qkv_b, small).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
     q, k, v = qkv.unbind(1)
     ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
-    x, _ = add_layernorm(F.linear(ctx, lw.attn_out_w, lw.attn_out_b), None, x, lw.ln1_w, lw.ln1_b, cfg.eps)
-    h = _ffn_in_gelu(x, lw, gelu_epilogue)  # (T, F)
-    x, _ = add_layernorm(F.linear(h, lw.ffn_out_w, lw.ffn_out_b), None, x, lw.ln2_w, lw.ln2_b, cfg.eps)
-    return x
+    x = _linear_add_ln(ctx, lw.attn_out_w, lw.attn_out_b, x, lw.ln1_w, lw.ln1_b, cfg.eps, small)
+    h = _ffn_in(x, lw, gelu_epilogue, small)  # (T, F)
+    return _linear_add_ln(h, lw.ffn_out_w, lw.ffn_out_b, x, lw.ln2_w, lw.ln2_b, cfg.eps, small)
 
 
 def fp8_layer(
@@ -88,12 +126,15 @@ def encode_fused(
     fp8: Fp8Weights | None,
     varlen: bool = True,
     gelu_epilogue: bool = True,
+    small_m: int | None = None,
 ) -> torch.Tensor:
     """(T, H) final states; layers in `fp8.layers` use fp8 matrix products, the rest bf16/fp16.
 
     `varlen=False` attends per sequence (the CPU, where the Triton interpreter runs the kernels).
+    `small_m`: see the module docstring; None reads small_gemm.SMALL_M at call time.
     """
     cfg = w.config
+    small_m = sg.SMALL_M if small_m is None else small_m
     layers8 = fp8.layers if fp8 is not None else {}
     x, xq = embed_layernorm(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,
@@ -102,7 +143,7 @@ def encode_fused(
     for i, lw in enumerate(w.layers):
         f = layers8.get(i)
         if f is None:
-            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue), None
+            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m), None
             continue
         if xq is None:  # the previous layer ran in bf16
             xq = quantize_rows(x)
