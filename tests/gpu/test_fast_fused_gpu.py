@@ -79,3 +79,51 @@ def test_fp8_graph_replay_equals_eager(long_dir: Path) -> None:
     eager = fast.hidden_states(batch, use_graphs=False).hidden.float()
     assert fast.graphs is not None and len(fast.graphs.captured) == 1
     assert F.cosine_similarity(graphed, eager, dim=-1).min().item() >= 0.9999
+
+
+def test_small_m_products_match_cublas_at_bge_m3_shapes() -> None:
+    """The split-K Triton products (small_gemm.py, on by default up to SMALL_M tokens for these
+    shapes) against cuBLAS, on two random layers of BGE-M3's exact widths: batches of 1 to 256 rows."""
+    from m3engine.backends.fast import small_gemm as sg
+    from m3engine.backends.fast.fused import encode_fused
+    from m3engine.backends.fast.staging import unpack
+    from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
+
+    g = torch.Generator(device="cuda").manual_seed(3)
+    h, f = 1024, 4096
+
+    def rnd(*shape: int, std: float = 0.02) -> torch.Tensor:
+        return (torch.randn(*shape, device="cuda", generator=g) * std).to(torch.bfloat16)
+
+    def layer() -> LayerWeights:
+        one, zero = torch.ones(h, device="cuda", dtype=torch.bfloat16), rnd(h)
+        return LayerWeights(
+            rnd(3 * h, h),
+            rnd(3 * h),
+            rnd(h, h),
+            rnd(h),
+            one,
+            zero,
+            rnd(f, h),
+            rnd(f),
+            rnd(h, f),
+            rnd(h),
+            one,
+            zero,
+        )
+
+    cfg = EncoderConfig(hidden=h, heads=16, layers=2, eps=1e-5, activation="gelu", position_offset=2)
+    w = EncoderWeights(
+        cfg, rnd(1000, h), rnd(600, h), rnd(1, h), rnd(h, std=1) + 1, rnd(h), [layer(), layer()], None
+    )
+    assert sg.small_m_for(h, f) == sg.SMALL_M > 0
+    for lengths in ([1], [128], [7, 60, 100, 89]):
+        t = sum(lengths)
+        ids = torch.randint(5, 1000, (t,), device="cuda", generator=g)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        pos = torch.tensor(np.concatenate([np.arange(n) + 2 for n in lengths]), device="cuda")
+        flat = torch.cat([ids, pos, torch.zeros_like(ids), torch.tensor(starts, device="cuda")])
+        inputs = unpack(flat, t, len(lengths), max(lengths), tuple(lengths))
+        small = encode_fused(w, inputs, None).float()  # small_m from the table
+        blas = encode_fused(w, inputs, None, small_m=0).float()
+        assert F.cosine_similarity(small, blas, -1).min().item() > 0.9999, lengths
