@@ -4,7 +4,7 @@
 (`m3engine serve --frontends N`) never needs.
 """
 
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from m3engine.errors import (
     BackendError,
@@ -25,7 +25,7 @@ from m3engine.results import Classification, Embedding, HybridScore, RerankResul
 from m3engine.settings import EngineSettings
 from m3engine.types import SparseVector
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from m3engine.engine import Engine
 
 __all__ = [
@@ -55,9 +55,14 @@ __all__ = [
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     if name == "Engine":
         from m3engine.engine import Engine
 
+        globals()["Engine"] = Engine  # later lookups find it without this function
         return Engine
     raise AttributeError(f"module 'm3engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), "Engine"})
