@@ -1,8 +1,9 @@
 """`m3engine serve --frontends 2` as real processes on loopback: one engine process, two HTTP frontends.
 
-The promises of the single-process server hold across processes: the same outputs, per-frontend
-admission (fast 429s), a disconnected client's job never runs, SIGTERM drains, a dead worker turns
-every frontend's /ready 503 and the server exits 3, a killed frontend is restarted.
+The promises of the single-process server hold across processes: the same outputs, one admission
+budget for the whole server decided in each frontend (fast 429s), a disconnected client's job never
+runs, SIGTERM drains, a dead worker turns every frontend's /ready 503 and the server exits 3, a
+killed frontend is restarted.
 """
 
 from __future__ import annotations
@@ -133,22 +134,32 @@ def test_a_killed_frontend_is_restarted(real: FrontendServer) -> None:
     assert real.proc.poll() is None
 
 
-def test_each_frontend_admits_its_share_and_refuses_fast(slow: FrontendServer) -> None:
-    first, second, other = client_on(slow.url, "0"), client_on(slow.url, "0"), client_on(slow.url, "1")
+def test_the_servers_budget_holds_across_frontends_and_refuses_fast(slow: FrontendServer) -> None:
+    """2 admitted requests for the whole server: one in flight on each frontend fills it."""
+    clients = {name: client_on(slow.url, name) for name in ("0", "1")}
     results: dict[str, int] = {}
-    busy = threading.Thread(
-        target=lambda: results.update(a=first.post("/embed", json={"inputs": "a"}).status_code)
-    )
-    busy.start()
-    wait_metric(slow, "m3engine_admitted_requests", 1)
-    start = time.monotonic()
-    refused = second.post("/embed", json={"inputs": "b"})
-    assert refused.status_code == 429 and time.monotonic() - start < 0.5
-    assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
-    assert other.post("/embed", json={"inputs": "c"}).status_code == 200  # frontend 1 has its own share
-    busy.join()
-    assert results == {"a": 200}
-    for http in (first, second, other):
+    busy = [
+        threading.Thread(
+            target=lambda n=name: results.update(
+                {n: clients[n].post("/embed", json={"inputs": n}).status_code}
+            )
+        )
+        for name in ("0", "1")
+    ]
+    for t in busy:
+        t.start()
+    wait_metric(slow, "m3engine_admitted_requests", 2)  # one held by each frontend
+    for name in ("0", "1"):  # each frontend holds one and refuses a second: it counts the other's
+        http = client_on(slow.url, name)
+        start = time.monotonic()
+        refused = http.post("/embed", json={"inputs": "no room"})
+        http.close()
+        assert refused.status_code == 429 and time.monotonic() - start < SLOW_FORWARD_S / 2
+        assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
+    for t in busy:
+        t.join()
+    assert results == {"0": 200, "1": 200}
+    for http in clients.values():
         http.close()
 
 

@@ -3,8 +3,9 @@
 It runs the same FastAPI app and middleware as the single-process server, on the listening socket
 that the parent bound (the kernel hands each new connection to one frontend), over a state whose
 schedulers are `RemoteScheduler`s: HTTP parsing, validation, admission, tokenization, `finish` and
-JSON happen here, the batches in the engine process. Its admission budgets are its share of the
-server's: ceil(budget / N) requests and tokens, decided here without asking the engine.
+JSON happen here, the batches in the engine process. Admission is decided here, without a round
+trip, against the whole server's budgets: every frontend's counts live in shared memory
+(scheduler/shared_budget.py).
 
 It never imports torch: the tokenizers come pickled from the engine process with the model specs.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import socket
 import sys
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ import uvicorn
 
 from m3engine.scheduler.admission import Admission
 from m3engine.scheduler.remote import EngineClient, RemoteScheduler
+from m3engine.scheduler.shared_budget import SharedBudget
 from m3engine.scheduler.wire import EngineStatus
 from m3engine.server import logs
 from m3engine.server.app import build_app
@@ -41,22 +42,17 @@ class FrontendConfig:
     settings: ServerSettings
 
 
-def budget_share(budget: int, frontends: int) -> int:
-    """Each frontend admits ceil(budget / N): the sum may pass the budget by at most N - 1."""
-    return max(1, math.ceil(budget / frontends))
-
-
-def frontend_main(config: FrontendConfig, listener: socket.socket) -> None:
+def frontend_main(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> None:
     """The target of the spawned process."""
     logs.configure(config.settings.log_level)
-    sys.exit(asyncio.run(serve_frontend(config, listener)))
+    sys.exit(asyncio.run(serve_frontend(config, listener, budget)))
 
 
-async def serve_frontend(config: FrontendConfig, listener: socket.socket) -> int:
-    settings, share = config.settings, config.count
+async def serve_frontend(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> int:
+    settings = config.settings
     client, models = await EngineClient.connect(config.engine_socket, config.index)
     admission = Admission(
-        budget_share(settings.max_concurrent_requests, share), budget_share(settings.max_queued_tokens, share)
+        settings.max_concurrent_requests, settings.max_queued_tokens, shared=budget, slot=config.index
     )
     state = ServerState(settings, admission=admission, frontend=config.index)
     for index, model in enumerate(models):
@@ -64,8 +60,7 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket) -> int
         state.models.append(ServedModel(model.name, scheduler.view, scheduler))
 
     def on_status(status: EngineStatus) -> None:
-        # The engine's rate serves every frontend; this one's admitted tokens drain at its share.
-        admission.tokens_per_s = status.tokens_per_s / share
+        admission.tokens_per_s = status.tokens_per_s  # for Retry-After: all admitted tokens / this rate
 
     client.on_status = on_status
     app = build_app(state)

@@ -37,6 +37,8 @@ from typing import TYPE_CHECKING
 
 from m3engine.settings import EngineSettings, ServerSettings
 
+# Nothing that imports prometheus_client at module level (m3engine.scheduler, .metrics, .server.app):
+# PROMETHEUS_MULTIPROC_DIR must be set first (serve_with_frontends).
 if TYPE_CHECKING:
     from m3engine.engine import Engine
     from m3engine.scheduler.engine_service import EngineService
@@ -76,6 +78,9 @@ class Supervisor:
         self.engine_socket = str(workdir / "engine.sock")
         self.context = multiprocessing.get_context("spawn")  # no forked copy of torch or CUDA state
         self.processes: dict[int, BaseProcess] = {}
+        from m3engine.scheduler.shared_budget import SharedBudget
+
+        self.budget = SharedBudget(settings.frontends)  # every frontend's admission counts
         self.exit_code = 0
         self.stopping = False
         self._restarts: list[float] = []
@@ -116,7 +121,10 @@ class Supervisor:
 
         config = FrontendConfig(index, self.settings.frontends, self.engine_socket, self.settings)
         process = self.context.Process(
-            target=frontend_main, args=(config, self.listener), name=f"m3engine-frontend-{index}", daemon=True
+            target=frontend_main,
+            args=(config, self.listener, self.budget),
+            name=f"m3engine-frontend-{index}",
+            daemon=True,
         )
         process.start()
         self.processes[index] = process
@@ -127,6 +135,7 @@ class Supervisor:
 
         asyncio.get_running_loop().remove_reader(process.sentinel)
         process.join()
+        self.budget.clear(index)  # its admitted requests died with it
         if process.pid is not None:  # its live gauges (admitted, ready) no longer count
             multiprocess.mark_process_dead(process.pid, str(self.workdir / "metrics"))  # type: ignore[no-untyped-call]
         if self.stopping:
