@@ -74,6 +74,7 @@ class EngineClient:
         self._task = asyncio.get_running_loop().create_task(self._read_loop(), name="engine-client")
 
     async def close(self) -> None:
+        self.on_lost = None  # closing it ourselves is not losing it
         if self._task is not None:
             self._task.cancel()
         self._writer.close()
