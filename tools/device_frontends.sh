@@ -4,7 +4,8 @@
 # (queries c640 against 64 admitted requests, 15 s) and passages c32 (15 s); clients in 4 processes.
 # $OUT gets f<N>-<run>.json (bench serve), f<N>-metrics.txt (/metrics after the runs), run.log (server
 # CPU seconds per run, exit codes). Needs .whl/ (fastapi, uvicorn, prometheus_client, httpx, ... for
-# Python 3.12) and .carry-run/xlmr-tokenizer/ beside the tree. Takes about 5 minutes (limit: 8).
+# Python 3.12) and .carry-run/xlmr-tokenizer/ beside the tree. Not run on the device yet; expected about
+# 5 minutes (two server starts, six 15 s runs); it must stay under 8. The CPU dry run below took 97 s.
 # A dry run on CPU: OUT=/tmp/out PY=.venv/bin/python MODEL=/tmp/tiny/bge-m3 DEVICE=cpu SERVE_ARGS="--backend fake"
 #   DURATION=3 bash tools/device_frontends.sh
 set -u
