@@ -2,13 +2,21 @@
 
 Error labels come from the closed set in errors.py; anything else is counted as "internal", so a
 label can never carry user input or grow without bound.
+
+With HTTP frontends (`serve --frontends N`) every process writes its values to files under
+PROMETHEUS_MULTIPROC_DIR (prometheus_client's multiprocess mode, chosen by that variable before
+prometheus_client is first imported) and /metrics merges them: counters and histograms are summed
+over processes, the admission gauges too, the readiness gauge is the minimum. Gauges read from a
+function are then set by `refresh()`, which each process calls on a timer.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from m3engine.errors import error_labels
 
@@ -19,8 +27,18 @@ OUTCOMES = error_labels() | {"ok", "cancelled"}
 STAGES = ("tokenize", "queue", "forward", "total")
 
 
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
 class Metrics:
     def __init__(self) -> None:
+        self.multiprocess_dir = os.environ.get(MULTIPROC_ENV)
+        if self.multiprocess_dir is not None and values.ValueClass is values.MutexValue:
+            raise RuntimeError(
+                f"{MULTIPROC_ENV} was set after prometheus_client was imported; set it before "
+                "(m3engine serve --frontends N does this itself)"
+            )
+        self._functions: list[tuple[Gauge, Callable[[], float]]] = []
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -52,13 +70,30 @@ class Metrics:
             "m3engine_oom_splits", "Batches split in two after an out-of-memory error", registry=r
         )
         self.queue_depth = Gauge(
-            "m3engine_queue_depth", "Sequences waiting for a batch", ["model"], registry=r
+            "m3engine_queue_depth",
+            "Sequences waiting for a batch",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
-        self.admitted_requests = Gauge("m3engine_admitted_requests", "Requests holding admission", registry=r)
-        self.admitted_tokens = Gauge("m3engine_admitted_tokens", "Tokens holding admission", registry=r)
-        self.ready = Gauge("m3engine_ready", "1 when /ready answers 200", registry=r)
-        self.gpu_memory = Gauge("m3engine_gpu_memory_bytes", "CUDA memory allocated by torch", registry=r)
-        self.gpu_memory.set_function(_gpu_memory)
+        self.admitted_requests = Gauge(
+            "m3engine_admitted_requests",
+            "Requests holding admission",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.admitted_tokens = Gauge(
+            "m3engine_admitted_tokens", "Tokens holding admission", registry=r, multiprocess_mode="livesum"
+        )
+        self.ready = Gauge(
+            "m3engine_ready", "1 when /ready answers 200", registry=r, multiprocess_mode="livemin"
+        )
+        self.gpu_memory = Gauge(
+            "m3engine_gpu_memory_bytes",
+            "CUDA memory allocated by torch",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
     def count(self, route: str, outcome: str) -> None:
         self.requests.labels(route=route, outcome=outcome if outcome in OUTCOMES else "internal").inc()
@@ -67,11 +102,31 @@ class Metrics:
         self.stage_seconds.labels(stage=stage).observe(seconds)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry)
+        self.refresh()
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
 
     def track_admission(self, requests: Callable[[], float], tokens: Callable[[], float]) -> None:
-        self.admitted_requests.set_function(requests)
-        self.admitted_tokens.set_function(tokens)
+        self._track(self.admitted_requests, requests)
+        self._track(self.admitted_tokens, tokens)
+
+    def track_gpu(self) -> None:
+        """Only where the models run: reading it imports torch."""
+        self._track(self.gpu_memory, _gpu_memory)
+
+    def refresh(self) -> None:
+        """Multiprocess mode: write the function-backed gauges of this process to its files now."""
+        for gauge, function in self._functions:
+            gauge.set(function())
+
+    def _track(self, gauge: Gauge, function: Callable[[], float]) -> None:
+        if self.multiprocess_dir is None:
+            gauge.set_function(function)
+        else:  # the merging collector reads files only; refresh() keeps them current
+            self._functions.append((gauge, function))
 
 
 def _gpu_memory() -> float:

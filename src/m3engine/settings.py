@@ -73,6 +73,11 @@ class ServerSettings:
 
     host: str = _opt("127.0.0.1", "Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = _opt(8080, "TCP port.")
+    frontends: int = _opt(
+        1,
+        "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
+        "them, each frontend admitting its share (ceil(budget / N)) of the request and token budgets.",
+    )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
     api_keys: tuple[str, ...] = _opt(

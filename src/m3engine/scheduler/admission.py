@@ -15,6 +15,7 @@ import threading
 from collections.abc import Iterable
 
 from m3engine.errors import OverloadedError
+from m3engine.scheduler.shared_budget import SharedBudget
 
 SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
 
@@ -25,9 +26,14 @@ def estimate_tokens(char_counts: Iterable[int], cap: int) -> int:
 
 
 class Admission:
-    """Two budgets shared by every model the process serves."""
+    """Two budgets shared by every model the process serves.
 
-    def __init__(self, max_requests: int, max_tokens: int) -> None:
+    `shared` (HTTP frontends): the budgets are the whole server's, counted over every frontend in
+    shared memory; `requests` and `tokens` stay this process's own (drain, metrics)."""
+
+    def __init__(
+        self, max_requests: int, max_tokens: int, shared: SharedBudget | None = None, slot: int = 0
+    ) -> None:
         if max_requests < 1 or max_tokens < 1:
             raise ValueError("admission budgets must be >= 1")
         self.max_requests, self.max_tokens = max_requests, max_tokens
@@ -35,36 +41,46 @@ class Admission:
         self.tokens = 0
         self.tokens_per_s = 0.0  # recent throughput, fed by the worker, for Retry-After
         self._lock = threading.Lock()
+        self._shared, self._slot = shared, slot
+
+    def totals(self) -> tuple[int, int]:
+        """(requests, tokens) admitted against the budgets: this process's, or every frontend's."""
+        return (self.requests, self.tokens) if self._shared is None else self._shared.totals()
 
     def reserve(self, tokens: int) -> Permit:
         """A permit for `tokens`, or OverloadedError at once (never waits)."""
         # A request larger than the whole budget may still run alone: it takes all of it.
         tokens = max(1, min(tokens, self.max_tokens))
         with self._lock:
-            if self.requests + 1 > self.max_requests or self.tokens + tokens > self.max_tokens:
+            requests, admitted = self.totals()
+            if requests + 1 > self.max_requests or admitted + tokens > self.max_tokens:
                 raise OverloadedError(
-                    f"the server is at capacity ({self.requests} requests, {self.tokens} tokens admitted); "
+                    f"the server is at capacity ({requests} requests, {admitted} tokens admitted); "
                     "retry after the Retry-After delay, or send fewer or shorter inputs per request",
                     retry_after_s=self.retry_after_s(),
                 )
-            self.requests += 1
-            self.tokens += tokens
+            self._add(1, tokens)
         return Permit(self, tokens)
 
     def retry_after_s(self) -> int:
         """Seconds until the admitted tokens have likely drained, 1 to 30."""
         if self.tokens_per_s <= 0:
             return 1
-        return max(1, min(30, math.ceil(self.tokens / self.tokens_per_s)))
+        return max(1, min(30, math.ceil(self.totals()[1] / self.tokens_per_s)))
+
+    def _add(self, requests: int, tokens: int) -> None:
+        self.requests += requests
+        self.tokens += tokens
+        if self._shared is not None:
+            self._shared.publish(self._slot, self.requests, self.tokens)
 
     def _resize(self, old: int, new: int) -> None:
         with self._lock:
-            self.tokens += new - old
+            self._add(0, new - old)
 
     def _release(self, tokens: int) -> None:
         with self._lock:
-            self.requests -= 1
-            self.tokens -= tokens
+            self._add(-1, -tokens)
 
 
 class Permit:

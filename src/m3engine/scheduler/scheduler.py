@@ -16,29 +16,22 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from m3engine.engine import Engine
 from m3engine.errors import DeadlineExceededError, NotReadyError
 from m3engine.metrics import Metrics
 from m3engine.scheduler.admission import Admission, estimate_tokens
 from m3engine.scheduler.batcher import BatchFormer, Job
+from m3engine.scheduler.submitter import Timings
 from m3engine.scheduler.worker import Worker, _deadline_message
 from m3engine.tasks import Prepared, TaskBuilder
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
+if TYPE_CHECKING:  # only the type: an HTTP frontend imports this module and must not load torch
+    from m3engine.engine import Engine
+
 R = TypeVar("R")
-
-
-@dataclass
-class Timings:
-    """Seconds per stage of one request (response headers and the stage histograms)."""
-
-    tokenize: float = 0.0
-    queue: float = 0.0
-    forward: float = 0.0
-    tokens: int = 0
+__all__ = ["Scheduler", "Timings"]
 
 
 class Scheduler:
@@ -50,7 +43,7 @@ class Scheduler:
         engine: Engine,
         admission: Admission,
         metrics: Metrics,
-        tokenize_pool: Executor,
+        tokenize_pool: Executor | None,
         *,
         short_query_tokens: int = 64,
     ) -> None:
@@ -115,9 +108,7 @@ class Scheduler:
             timings.tokenize = time.monotonic() - start
             timings.tokens = task.num_tokens
             permit.resize(task.num_tokens)
-            job = Job(task.encoded, task.heads, deadline, loop.create_future())
-            self.former.add(job)
-            self.worker.wake()
+            job = self.enqueue(task.encoded, task.heads, deadline)
             outputs = await self._wait(job, deadline)
             timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
             timings.forward = job.forward_s
@@ -126,6 +117,15 @@ class Scheduler:
             permit.release()
             if job is not None and not job.future.done():
                 job.future.cancel()  # the former drops its remaining items
+
+    def enqueue(self, encoded: list[Encoded], heads: HeadRequest, deadline: float) -> Job:
+        """Queue tokenized sequences for the shared batches; the job's future gets their outputs.
+
+        `deadline` is a time.monotonic() value (one clock for every process of the host)."""
+        job = Job(encoded, heads, deadline, asyncio.get_running_loop().create_future())
+        self.former.add(job)
+        self.worker.wake()
+        return job
 
     async def _wait(self, job: Job, deadline: float) -> BatchOutputs:
         try:

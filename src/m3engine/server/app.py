@@ -3,6 +3,9 @@
     >>> app = create_app(ServerSettings(), [Engine.load("BAAI/bge-m3")])
     >>> uvicorn.run(app, host="127.0.0.1", port=8080)
 
+`build_app(state)` is the same app over a prepared state: an HTTP frontend process builds one whose
+schedulers are remote (server/frontend.py).
+
 Startup warms every model up at its largest batch shape and starts its worker; /ready answers 200
 only after that. Shutdown (`drain`) refuses new requests with 503 and lets admitted ones finish.
 """
@@ -14,17 +17,20 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from m3engine import __version__
-from m3engine.engine import Engine
 from m3engine.server import errors, health, m3, openai, rerank, tei
 from m3engine.server.middleware import Auth, BodyLimit, RequestContext
 from m3engine.server.state import ServerState
 from m3engine.settings import ServerSettings
+
+if TYPE_CHECKING:  # a frontend process builds the app without loading torch
+    from m3engine.engine import Engine
 
 log = logging.getLogger("m3engine.server")
 PUBLIC_ROUTES = ("/live", "/ready")
@@ -34,7 +40,11 @@ ROUTERS = (health, openai, tei, rerank, m3)
 def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
     if not engines:
         raise ValueError("create_app needs at least one engine")
-    state = ServerState(settings, engines)
+    return build_app(ServerState(settings, engines))
+
+
+def build_app(state: ServerState) -> FastAPI:
+    settings = state.settings
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -64,11 +74,8 @@ def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
     public = set(PUBLIC_ROUTES) | ({"/metrics"} if settings.public_metrics else set())
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(Auth, keys=settings.api_keys, public=public)
+    check_settings(settings)
     if settings.cors_origins:
-        if "*" in settings.cors_origins and settings.api_keys:
-            raise ValueError(
-                "--cors-origins '*' with API keys would let any site use the keys; list the origins"
-            )
         app.add_middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -77,8 +84,16 @@ def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
             allow_credentials=False,
         )
     routes = [r.path for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
-    app.add_middleware(RequestContext, metrics=state.metrics, routes=routes)
+    app.add_middleware(RequestContext, metrics=state.metrics, routes=routes, frontend=state.frontend)
     return app
+
+
+def check_settings(settings: ServerSettings) -> None:
+    """Refuse settings that cannot be served, before anything starts."""
+    if settings.cors_origins and "*" in settings.cors_origins and settings.api_keys:
+        raise ValueError("--cors-origins '*' with API keys would let any site use the keys; list the origins")
+    if settings.frontends < 1:
+        raise ValueError("--frontends must be 1 or more")
 
 
 async def drain(state: ServerState, timeout_s: float) -> None:

@@ -51,13 +51,18 @@ def load_engines(engine: EngineSettings, server: ServerSettings) -> list[Any]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from m3engine.server import logs
-    from m3engine.server.app import create_app
 
     values = vars(args)
     engine_settings: EngineSettings = from_sources(EngineSettings, values)
     server_settings: ServerSettings = from_sources(ServerSettings, values)
     logs.configure(server_settings.log_level)
     log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
+    if server_settings.frontends != 1:
+        from m3engine.server.frontends import serve_with_frontends
+
+        return serve_with_frontends(engine_settings, server_settings)
+    from m3engine.server.app import create_app  # after the branch: it imports prometheus_client
+
     app = create_app(server_settings, load_engines(engine_settings, server_settings))
     config = uvicorn.Config(
         app,
@@ -80,10 +85,10 @@ class DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.state = state
         self.fatal = False
-        state.on_fatal = self._worker_died
+        state.on_fatal = self._fatal
 
-    def _worker_died(self) -> None:
-        log.error("a worker died: shutting down so that the process is restarted")
+    def _fatal(self) -> None:
+        log.error("a worker died (or, in a frontend, the engine process went away): shutting down")
         self.fatal = True
         self.should_exit = True
 

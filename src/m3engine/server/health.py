@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
@@ -53,6 +55,9 @@ async def info(request: Request) -> dict[str, object]:
         "max_concurrent_requests": state.settings.max_concurrent_requests,
         "auto_truncate": True,
         "server": state.settings.public(),
+        "frontend": None
+        if state.frontend is None
+        else {"index": state.frontend, "of": state.settings.frontends, "pid": os.getpid()},
         "models": [
             {**m.engine.info(), "served_name": m.name, "engine_settings": m.engine.settings.public()}
             for m in state.models

@@ -40,8 +40,12 @@ async def send_error(
 class RequestContext:
     """Request ids, per-stage timing headers, the requests counter and one access-log line per request."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Iterable[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: Iterable[str], frontend: int | None = None
+    ) -> None:
         self.app, self.metrics, self.routes = app, metrics, frozenset(routes)
+        # With several HTTP frontend processes, which one answered (operators and tests see the spread).
+        self.frontend_header = [] if frontend is None else [(b"x-m3engine-frontend", str(frontend).encode())]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,7 +63,7 @@ class RequestContext:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                extra = [(b"x-request-id", rid.encode())]
+                extra = [(b"x-request-id", rid.encode()), *self.frontend_header]
                 timings = state.get("timings")
                 if timings is not None:
                     for name, value in (

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import TYPE_CHECKING, Any, Protocol
 
-from m3engine.engine import Engine
 from m3engine.errors import ModelNotServedError, NotReadyError, UnsupportedTaskError
 from m3engine.metrics import Metrics
 from m3engine.models.kinds import ModelKind
+from m3engine.models.spec import ModelSpec
 from m3engine.scheduler import Admission, Scheduler
-from m3engine.settings import ServerSettings
+from m3engine.scheduler.submitter import Submitter
+from m3engine.settings import EngineSettings, ServerSettings
+from m3engine.tokenization import TextTokenizer
+
+if TYPE_CHECKING:  # an HTTP frontend process imports this module and must not load torch
+    from m3engine.engine import Engine
 
 # Which model kinds can serve each task family; the first served model of a fitting kind is the default.
 TASK_KINDS: dict[str, tuple[ModelKind, ...]] = {
@@ -25,11 +31,29 @@ TASK_KINDS: dict[str, tuple[ModelKind, ...]] = {
 }
 
 
+class ServedEngine(Protocol):
+    """What the routes read of a model besides running it: an `Engine`, or a frontend's `ModelView`."""
+
+    @property
+    def spec(self) -> ModelSpec: ...
+
+    @property
+    def tokenizer(self) -> TextTokenizer: ...
+
+    @property
+    def settings(self) -> EngineSettings: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+
 @dataclass
 class ServedModel:
     name: str
-    engine: Engine
-    scheduler: Scheduler
+    engine: ServedEngine
+    scheduler: Submitter
     created: int = field(default_factory=lambda: int(time.time()))
 
     @property
@@ -42,13 +66,27 @@ class ServedModel:
 
 
 class ServerState:
-    def __init__(self, settings: ServerSettings, engines: list[Engine]) -> None:
+    """`engines`: models run in this process. An HTTP frontend passes none, its own share of the
+    admission budgets and multiprocess metrics, and adds models whose scheduler is remote."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        engines: Sequence[Engine] = (),
+        *,
+        admission: Admission | None = None,
+        metrics: Metrics | None = None,
+        frontend: int | None = None,
+    ) -> None:
         self.settings = settings
-        self.metrics = Metrics()
-        self.admission = Admission(settings.max_concurrent_requests, settings.max_queued_tokens)
+        self.frontend = frontend  # index of this HTTP frontend process; None: one process serves all
+        self.metrics = metrics or Metrics()
+        self.admission = admission or Admission(settings.max_concurrent_requests, settings.max_queued_tokens)
         self.metrics.track_admission(lambda: self.admission.requests, lambda: self.admission.tokens)
         self.tokenize_pool = ThreadPoolExecutor(settings.tokenizer_workers, thread_name_prefix="tokenize")
         self.models: list[ServedModel] = []
+        if engines:
+            self.metrics.track_gpu()
         for engine in engines:
             scheduler = Scheduler(
                 engine.spec.name,
@@ -58,9 +96,8 @@ class ServerState:
                 self.tokenize_pool,
                 short_query_tokens=settings.short_query_tokens,
             )
+            scheduler.worker.on_death = self._worker_died
             self.models.append(ServedModel(engine.spec.name, engine, scheduler))
-        for model in self.models:
-            model.scheduler.worker.on_death = self._worker_died
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
@@ -79,7 +116,7 @@ class ServerState:
         if self.draining:
             return "draining for shutdown"
         dead = [m.name for m in self.models if not m.scheduler.alive]
-        return f"worker stopped for {', '.join(dead)}" if dead else None
+        return f"worker stopped or unreachable for {', '.join(dead)}" if dead else None
 
     def resolve(self, requested: str | None, task: str) -> ServedModel:
         """The model a request names (or the default one for its task), checked to support the task."""

@@ -1,0 +1,89 @@
+"""One HTTP frontend process of `serve --frontends N` (server/frontends.py starts them).
+
+It runs the same FastAPI app and middleware as the single-process server, on the listening socket
+that the parent bound (the kernel hands each new connection to one frontend), over a state whose
+schedulers are `RemoteScheduler`s: HTTP parsing, validation, admission, tokenization, `finish` and
+JSON happen here, the batches in the engine process. Admission is decided here, without a round
+trip, against the whole server's budgets: every frontend's counts live in shared memory
+(scheduler/shared_budget.py).
+
+It never imports torch: the tokenizers come pickled from the engine process with the model specs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import sys
+from dataclasses import dataclass
+
+import uvicorn
+
+from m3engine.scheduler.admission import Admission
+from m3engine.scheduler.remote import EngineClient, RemoteScheduler
+from m3engine.scheduler.shared_budget import SharedBudget
+from m3engine.scheduler.wire import EngineStatus
+from m3engine.server import logs
+from m3engine.server.app import build_app
+from m3engine.server.cli import DrainingServer
+from m3engine.server.state import ServedModel, ServerState
+from m3engine.settings import ServerSettings
+
+log = logging.getLogger("m3engine.server")
+METRICS_TICK_S = 0.25  # this process's gauges (admitted requests and tokens, ready) in the shared files
+
+
+@dataclass(frozen=True)
+class FrontendConfig:
+    index: int
+    count: int
+    engine_socket: str  # the engine process's unix socket
+    settings: ServerSettings
+
+
+def frontend_main(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> None:
+    """The target of the spawned process."""
+    logs.configure(config.settings.log_level)
+    sys.exit(asyncio.run(serve_frontend(config, listener, budget)))
+
+
+async def serve_frontend(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> int:
+    settings = config.settings
+    client, models = await EngineClient.connect(config.engine_socket, config.index)
+    admission = Admission(
+        settings.max_concurrent_requests, settings.max_queued_tokens, shared=budget, slot=config.index
+    )
+    state = ServerState(settings, admission=admission, frontend=config.index)
+    for index, model in enumerate(models):
+        scheduler = RemoteScheduler(index, model, client, admission, state.tokenize_pool)
+        state.models.append(ServedModel(model.name, scheduler.view, scheduler))
+
+    def on_status(status: EngineStatus) -> None:
+        admission.tokens_per_s = status.tokens_per_s  # for Retry-After: all admitted tokens / this rate
+
+    client.on_status = on_status
+    app = build_app(state)
+    uv_config = uvicorn.Config(
+        app,
+        log_config=None,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+    )
+    server = DrainingServer(uv_config, state)
+    client.on_lost = lambda: state.on_fatal() if state.on_fatal else None
+    client.start()
+    ticker = asyncio.get_running_loop().create_task(_refresh_metrics(state))
+    log.info("frontend started", extra={"frontend": config.index, "of": config.count})
+    try:
+        await server.serve(sockets=[listener])
+    finally:
+        ticker.cancel()
+        await client.close()
+    return 1 if server.fatal else 0
+
+
+async def _refresh_metrics(state: ServerState) -> None:
+    while True:
+        state.metrics.ready.set(1 if state.ready else 0)
+        state.metrics.refresh()
+        await asyncio.sleep(METRICS_TICK_S)

@@ -1,0 +1,76 @@
+#!/bin/bash
+# One device call (H100/H200, 16 cores): `serve --frontends 1` against `--frontends 6` on the synthetic
+# BGE-M3 (fast backend, bf16, real XLM-R tokenizer), each under queries c64 (15 s), a 10x overload
+# (queries c640 against 64 admitted requests, 15 s) and passages c32 (15 s); clients in 4 processes.
+# $OUT gets f<N>-<run>.json (bench serve), f<N>-metrics.txt (/metrics after the runs), run.log (server
+# CPU seconds per run, exit codes). Needs .whl/ (fastapi, uvicorn, prometheus_client, httpx, ... for
+# Python 3.12) and .carry-run/xlmr-tokenizer/ beside the tree. Not run on the device yet; expected about
+# 5 minutes (two server starts, six 15 s runs); it must stay under 8. The CPU dry run below took 97 s.
+# A dry run on CPU: OUT=/tmp/out PY=.venv/bin/python MODEL=/tmp/tiny/bge-m3 DEVICE=cpu SERVE_ARGS="--backend fake"
+#   DURATION=3 bash tools/device_frontends.sh
+set -u
+export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+PY="${PY:-python3}"
+if [ -d .whl ]; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=src:/tmp/site || exit 1
+fi
+FRONTENDS="${FRONTENDS:-1 6}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
+PORT=8090
+URL=http://127.0.0.1:$PORT
+{ date -u; nproc; nvidia-smi --query-gpu=name --format=csv,noheader; } > $OUT/run.log 2>&1
+if [ -z "${MODEL:-}" ]; then
+  MODEL=/tmp/m3
+  $PY -c "
+from pathlib import Path
+from m3engine.bench.synthetic import build_synthetic
+build_synthetic('bge-m3', Path('/tmp/m3'), tokenizer=Path('.carry-run/xlmr-tokenizer'))" >> $OUT/run.log 2>&1
+fi
+
+cpu_s() {  # "MAIN CHILDREN": user + system CPU seconds of the server process and of its frontends
+  $PY - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+children = []
+for task in os.listdir(f"/proc/{root}/task"):
+    children += open(f"/proc/{root}/task/{task}/children").read().split()
+def cpu(pid):
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except FileNotFoundError:
+        return 0.0
+print(cpu(root), sum(cpu(pid) for pid in children))
+PY
+}
+ready() { $PY -c "import urllib.request as u; u.urlopen('$URL/ready', timeout=2)" 2>/dev/null; }
+
+for N in $FRONTENDS; do
+  START=$(date +%s)
+  $PY -m m3engine serve --model $MODEL --device $DEVICE --port $PORT --max-concurrent-requests 64 \
+    --frontends $N --log-level warning $SERVE_ARGS > /tmp/serve-$N.log 2>&1 &
+  SRV=$!
+  for i in $(seq 1 150); do ready && break; sleep 1; done
+  sleep 2  # the last frontends finish starting (one answering /ready is enough for the loop above)
+  echo "frontends=$N ready after $(( $(date +%s) - START ))s" >> $OUT/run.log
+  for spec in "queries 64 queries-c64" "queries 640 overload-c640" "passages 32 passages-c32"; do
+    set -- $spec
+    read E0 C0 <<< "$(cpu_s $SRV)"
+    timeout 90 $PY -m m3engine bench serve --url $URL --workload $1 --concurrency $2 --duration $DURATION \
+      --processes 4 --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
+    read E1 C1 <<< "$(cpu_s $SRV)"
+    $PY -c "
+import json
+r = json.load(open('$OUT/f$N-$3.json'))
+n, main, children = max(1, r['requests']), $E1 - $E0, $C1 - $C0
+print(f\"frontends=$N $3: {r['throughput_rps']} req/s, p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms, \"
+      f\"errors {r['errors_by_status']}, 429 p50 {r['error_latency_ms'].get('429', {}).get('p50')} ms; server CPU per request \"
+      f\"{1000 * (main + children) / n:.2f} ms (main process {1000 * main / n:.2f}, frontends {1000 * children / n:.2f})\")
+" >> $OUT/run.log 2>&1
+  done
+  $PY -c "import urllib.request as u; print(u.urlopen('$URL/metrics').read().decode())" > $OUT/f$N-metrics.txt 2>&1
+  kill -TERM $SRV
+  timeout 60 tail --pid=$SRV -f /dev/null; wait $SRV; echo "frontends=$N exit rc=$?" >> $OUT/run.log
+  grep -v "Loading weights" /tmp/serve-$N.log | tail -3 >> $OUT/run.log
+done
+cat $OUT/run.log
