@@ -172,20 +172,3 @@ def test_fp32_error_against_fp64_truth_no_worse_than_reference(bge_m3_dir: Path)
     fast_error = (states[torch.float32] - truth).abs().max().item()
     ref_error = (ref - truth).abs().max().item()
     assert 0 < fast_error <= 2 * ref_error, (fast_error, ref_error)
-
-
-def test_pipelined_tokenization_keeps_input_order(bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks tokenized ahead on a thread: every text's outputs still land at its own index."""
-    from m3engine import Engine, engine
-
-    monkeypatch.setattr(engine, "PIPELINE_CHUNK", 3)
-    texts = MULTILINGUAL[:10]
-    fast = Engine.load(str(bge_m3_dir), backend="fast", device="cpu", dtype="fp32", max_batch_tokens=64)
-    piped = fast.embed(texts, sparse=True)
-    monkeypatch.setattr(engine, "PIPELINE_CHUNK", 1000)
-    whole = fast.embed(texts, sparse=True)
-    for a, b in zip(piped, whole, strict=True):
-        assert a.num_tokens == b.num_tokens
-        np.testing.assert_allclose(a.dense, b.dense, atol=1e-6)
-        assert a.sparse is not None and b.sparse is not None
-        assert a.sparse.to_dict().keys() == b.sparse.to_dict().keys()

@@ -5,18 +5,19 @@
     >>> out[0].dense.shape, out[0].sparse.to_dict(), out[0].colbert.shape
 
 Inputs are validated and tokenized here, grouped by `plan_batches` under the token budget and run
-through the backend; results come back with exactly one record per input, in input order.
+through the backend; results come back with exactly one record per input, in input order. Work
+larger than a batch runs through pipeline.py: tokenized in pieces on a few threads while the device
+runs earlier batches, each batch launched before the one before it is collected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from m3engine import postprocess
+from m3engine import pipeline
 from m3engine.backends.base import Backend
 from m3engine.backends.registry import create_backend
 from m3engine.batching import plan_batches
@@ -24,15 +25,14 @@ from m3engine.device import resolve_backend, resolve_device, resolve_dtype
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
+from m3engine.pipeline import Progress, run_planned
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
-from m3engine.tasks import Prepared, TaskBuilder
-from m3engine.tokenization import TextTokenizer, check_texts
-from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
+from m3engine.tasks import Bulk, Prepared, TaskBuilder
+from m3engine.tokenization import TextTokenizer
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, TokenIds
 
 R = TypeVar("R")
-Progress = Callable[[int, int], None]  # called after each forward pass with (texts, tokens) done in it
-PIPELINE_CHUNK = 1024  # texts tokenized per step while the previous step runs (unpadded backends)
 
 
 class Engine:
@@ -41,7 +41,8 @@ class Engine:
         self.tasks = TaskBuilder(spec, tokenizer, settings)
         self.max_length = self.tasks.max_length
         self.query_max_length = self.tasks.query_max_length
-        self._lock = threading.Lock()  # one forward pass at a time per backend
+        self._lock = threading.Lock()  # one launch (or forward pass) at a time per backend
+        self._launcher = pipeline.Launcher(backend, self._lock)
 
     @classmethod
     def load(cls, model: str = "BAAI/bge-m3", **overrides: Any) -> Engine:
@@ -116,34 +117,7 @@ class Engine:
             "dimensions": dimensions,
             "normalize": normalize,
         }
-        if self.backend.info.padded or isinstance(texts, str) or len(texts) <= PIPELINE_CHUNK:
-            return self.execute(self.tasks.embed(texts, **options), progress)
-        return self._embed_pipelined(check_texts(texts), options, progress)
-
-    def _embed_pipelined(
-        self, items: list[str], options: dict[str, Any], progress: Progress | None
-    ) -> list[Embedding]:
-        """Tokenize chunk i + 1 on a worker thread while chunk i runs on the device.
-
-        The Rust tokenizers and the device waits both release the GIL, so the two overlap. Only for
-        unpadded backends: chunking sorts by length within a chunk, which would cost a padded
-        backend more padding, and costs a packed one nothing. Each record depends on its own text
-        only, so finishing chunk by chunk gives the same records as one pass.
-        """
-        chunk = PIPELINE_CHUNK
-        records: list[Embedding] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3engine-tokenize") as pool:
-            future = pool.submit(self.tasks.embed, items[:chunk], **options)
-            for start in range(0, len(items), chunk):
-                task = future.result()
-                if start + chunk < len(items):
-                    future = pool.submit(
-                        self.tasks.embed, items[start + chunk : start + 2 * chunk], **options
-                    )
-                for record in self.execute(task, progress):
-                    record.index += start
-                    records.append(record)
-        return records
+        return self._bulk(self.tasks.embed_bulk(texts, **options), progress)
 
     def score(
         self,
@@ -154,8 +128,8 @@ class Engine:
         max_length: int | None = None,
     ) -> list[HybridScore]:
         """FlagEmbedding's `compute_score` for (query, passage) pairs: dense, sparse, ColBERT, hybrids."""
-        return self.execute(
-            self.tasks.score(pairs, weights, query_max_length=query_max_length, max_length=max_length)
+        return self._bulk(
+            self.tasks.score_bulk(pairs, weights, query_max_length=query_max_length, max_length=max_length)
         )
 
     def rerank(
@@ -171,7 +145,7 @@ class Engine:
         return_documents: bool = False,
     ) -> list[RerankResult]:
         """Documents ranked by relevance to the query, best first; `index` is the input position."""
-        task = self.tasks.rerank(
+        task = self.tasks.rerank_bulk(
             query,
             documents,
             top_n=top_n,
@@ -181,19 +155,19 @@ class Engine:
             query_max_length=query_max_length,
             return_documents=return_documents,
         )
-        return self.execute(task)
+        return self._bulk(task)
 
     def score_pairs(
         self, pairs: Sequence[Sequence[str]], *, normalize: bool = True, truncate: bool = True
     ) -> list[float]:
         """FlagReranker's `compute_score`: one relevance score per (query, passage) pair, in order."""
-        return self.execute(self.tasks.score_pairs(pairs, normalize=normalize, truncate=truncate))
+        return self._bulk(self.tasks.score_pairs_bulk(pairs, normalize=normalize, truncate=truncate))
 
     def classify(
         self, texts: str | Sequence[str], *, truncate: bool = True, max_length: int | None = None
     ) -> list[Classification]:
         """The label of each text: softmax over labels (sigmoid for one label or multi-label models)."""
-        return self.execute(self.tasks.classify(texts, truncate=truncate, max_length=max_length))
+        return self._bulk(self.tasks.classify_bulk(texts, truncate=truncate, max_length=max_length))
 
     # ---- asyncio forms ----------------------------------------------------------------------
     async def aembed(self, texts: str | Sequence[str], **kwargs: Any) -> list[Embedding]:
@@ -219,11 +193,16 @@ class Engine:
         batches = plan_batches(
             lengths, self.settings.max_batch_tokens, self.settings.max_batch_size, self.backend.info.padded
         )
-        parts: list[tuple[list[int], BatchOutputs]] = []
-        for indices in batches:
-            with self._lock:
-                out = self.backend.forward(PackedBatch.from_encoded([encoded[i] for i in indices]), heads)
-            parts.append((indices, out))
-            if progress is not None:
-                progress(len(indices), sum(lengths[i] for i in indices))
-        return postprocess.gather(parts, len(encoded))
+        return run_planned(self._launcher, encoded, batches, heads, progress)
+
+    def _bulk(self, bulk: Bulk[R], progress: Progress | None = None) -> R:
+        """Many inputs: tokenized in pieces while the device runs (pipeline.py).
+
+        Not for a padded backend (it wants the whole list sorted at once: pieces would cost it
+        padding) nor for work smaller than the pipeline's first piece (one piece is the whole list).
+        """
+        budget, max_size = self.settings.max_batch_tokens, self.settings.max_batch_size
+        small = len(bulk.sizes) < 2 or sum(bulk.sizes) <= budget // pipeline.FIRST_PIECE
+        if self.backend.info.padded or small:
+            return self.execute(bulk.prepare(), progress)
+        return pipeline.run_bulk(bulk, self._launcher, budget, max_size, progress=progress)

@@ -12,9 +12,11 @@ calls `finish` when every sequence of a task has come back.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -29,6 +31,7 @@ from m3engine.types import BatchOutputs, Encoded, FloatArray, HeadRequest
 
 R = TypeVar("R")
 CHARS_PER_TOKEN_CAP = 250  # no tokenizer of these families averages 250 characters per token (TEI's cap)
+CHARS_PER_TOKEN_GUESS = 4  # for sizing pipeline pieces only: English ~4.5, XLM-R on the bench's texts 5.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,51 @@ class Prepared(Generic[R]):
         return sum(len(e) for e in self.encoded)
 
 
+@dataclass(frozen=True)
+class Bulk(Generic[R]):
+    """A validated task not tokenized yet, so that a pipeline can tokenize it in pieces.
+
+    `encode(start, stop)` tokenizes inputs start:stop, one Encoded each; any piece may be encoded on
+    any thread, in any order. `finish` takes every input's Encoded and the outputs for them, both in
+    input order. `prepare()` is the whole task tokenized at once (what the server's scheduler runs).
+    """
+
+    sizes: list[int]  # estimated tokens of each input (characters / 4, capped at the limit)
+    encode: Callable[[int, int], list[Encoded]]
+    heads: HeadRequest
+    finish: Callable[[list[Encoded], BatchOutputs], R]
+
+    def piece(self, start: int, stop: int) -> list[Encoded]:
+        """`encode(start, stop)`, with input errors naming the input by its index in the whole task."""
+        try:
+            encoded = self.encode(start, stop)
+        except InputError as error:
+            raise shift_index(error, start) from None
+        assert len(encoded) == stop - start, "one Encoded per input"
+        return encoded
+
+    def prepare(self) -> Prepared[R]:
+        encoded = self.encode(0, len(self.sizes))
+        return Prepared(encoded, self.heads, partial(self.finish, encoded))
+
+
+_INDEXED = re.compile(r"^(input|pair|query|passage|document) (\d+)\b")
+
+
+def shift_index(error: InputError, offset: int) -> InputError:
+    """The same error, its leading "input N" (or "pair N") naming input N + offset of the whole task."""
+    message = str(error)
+    if offset == 0 or not _INDEXED.match(message):
+        return error
+    shifted = _INDEXED.sub(lambda m: f"{m.group(1)} {int(m.group(2)) + offset}", message, count=1)
+    return type(error)(shifted)
+
+
+def estimate_tokens(texts: Sequence[str], limit: int) -> list[int]:
+    """A guess of each text's tokens from its characters, for cutting pipeline pieces."""
+    return [min(len(t) // CHARS_PER_TOKEN_GUESS + 2, limit) for t in texts]
+
+
 class TaskBuilder:
     """Validation, tokenization and result shaping of every task, for one model."""
 
@@ -54,7 +102,11 @@ class TaskBuilder:
         self.query_max_length = self.limit(settings.query_max_length, default_query, "query_max_length")
 
     # ---- embeddings -------------------------------------------------------------------------
-    def embed(
+    def embed(self, texts: str | Sequence[str], **options: Any) -> Prepared[list[Embedding]]:
+        """`embed_bulk`, tokenized at once."""
+        return self.embed_bulk(texts, **options).prepare()
+
+    def embed_bulk(
         self,
         texts: str | Sequence[str],
         *,
@@ -66,11 +118,17 @@ class TaskBuilder:
         truncate: bool = True,
         dimensions: int | None = None,
         normalize: bool | None = None,
-    ) -> Prepared[list[Embedding]]:
+    ) -> Bulk[list[Embedding]]:
         heads = self._embed_heads(dense, sparse, colbert, dimensions)
-        encoded = self.encode_texts(check_texts(texts), input_type, max_length, truncate)
+        items = check_texts(texts)
+        limit = self._text_limit(input_type, max_length)
         keep_norm = self.spec.normalize if normalize is None else normalize
-        return Prepared(encoded, heads, lambda out: _embeddings(encoded, out, dimensions, keep_norm))
+        return Bulk(
+            estimate_tokens(items, limit),
+            lambda a, b: self.encode_texts(items[a:b], input_type, max_length, truncate),
+            heads,
+            lambda encoded, out: _embeddings(encoded, out, dimensions, keep_norm),
+        )
 
     def embed_ids(
         self,
@@ -101,23 +159,39 @@ class TaskBuilder:
         return Prepared(encoded, heads, lambda out: _embeddings(encoded, out, dimensions, keep_norm))
 
     def score(
+        self, pairs: Sequence[Sequence[str]], *args: Any, **options: Any
+    ) -> Prepared[list[HybridScore]]:
+        """`score_bulk`, tokenized at once."""
+        return self.score_bulk(pairs, *args, **options).prepare()
+
+    def score_bulk(
         self,
         pairs: Sequence[Sequence[str]],
         weights: Sequence[float] = (1.0, 1.0, 1.0),
         *,
         query_max_length: int | None = None,
         max_length: int | None = None,
-    ) -> Prepared[list[HybridScore]]:
+    ) -> Bulk[list[HybridScore]]:
         """FlagEmbedding's `compute_score`: each distinct text runs once, queries under the query policy."""
         self.require("score", ModelKind.BGE_M3)
         queries, passages = split_pairs(pairs)
         unique_q, unique_p = list(dict.fromkeys(queries)), list(dict.fromkeys(passages))
-        # compute_score tokenizes the raw queries: the query length, no instruction
-        encoded = self.encode_texts(unique_q, "query", query_max_length, True, instruction=False)
-        encoded += self.encode_texts(unique_p, "passage", max_length, True)
+        nq = len(unique_q)
+        sizes = estimate_tokens(unique_q, self._text_limit("query", query_max_length))
+        sizes += estimate_tokens(unique_p, self._text_limit("passage", max_length))
         heads = HeadRequest(dense=True, sparse=True, colbert=True)
 
-        def finish(out: BatchOutputs) -> list[HybridScore]:
+        def encode(a: int, b: int) -> list[Encoded]:
+            # inputs 0:nq are the distinct queries, nq: the distinct passages;
+            # compute_score tokenizes the raw queries: the query length, no instruction
+            out = []
+            if a < nq:
+                out += self.encode_texts(unique_q[a : min(b, nq)], "query", query_max_length, True, False)
+            if b > nq:
+                out += self.encode_texts(unique_p[max(a - nq, 0) : b - nq], "passage", max_length, True)
+            return out
+
+        def finish(encoded: list[Encoded], out: BatchOutputs) -> list[HybridScore]:
             records = _embeddings(encoded, out, None, self.spec.normalize)
             q_rec = dict(zip(unique_q, records[: len(unique_q)], strict=True))
             p_rec = dict(zip(unique_p, records[len(unique_q) :], strict=True))
@@ -126,7 +200,7 @@ class TaskBuilder:
                 for q, p in zip(queries, passages, strict=True)
             ]
 
-        return Prepared(encoded, heads, finish)
+        return Bulk(sizes, encode, heads, finish)
 
     # ---- cross-encoders ---------------------------------------------------------------------
     def rerank(
@@ -143,6 +217,52 @@ class TaskBuilder:
         max_chunks_per_doc: int | None = None,
     ) -> Prepared[list[RerankResult]]:
         """`max_chunks_per_doc`: score long documents as windows and keep each one's best (Cohere v1)."""
+        if max_chunks_per_doc is None or max_chunks_per_doc <= 1:
+            bulk = self.rerank_bulk(
+                query,
+                documents,
+                top_n=top_n,
+                normalize=normalize,
+                truncate=truncate,
+                max_length=max_length,
+                query_max_length=query_max_length,
+                return_documents=return_documents,
+            )
+            return bulk.prepare()
+        query, docs = self._rerank_inputs(query, documents, top_n)
+        return self._rerank_chunks(
+            query, docs, max_chunks_per_doc, top_n, normalize, max_length, query_max_length, return_documents
+        )
+
+    def rerank_bulk(
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        top_n: int | None = None,
+        normalize: bool = True,
+        truncate: bool = True,
+        max_length: int | None = None,
+        query_max_length: int | None = None,
+        return_documents: bool = False,
+    ) -> Bulk[list[RerankResult]]:
+        query, docs = self._rerank_inputs(query, documents, top_n)
+        limit, _ = self._pair_limits(max_length, query_max_length)
+        sizes = estimate_tokens([query + d for d in docs], limit)
+
+        def encode(a: int, b: int) -> list[Encoded]:
+            return self._encode_pairs([query] * (b - a), docs[a:b], truncate, max_length, query_max_length)
+
+        def finish(encoded: list[Encoded], out: BatchOutputs) -> list[RerankResult]:
+            assert out.logits is not None
+            sizes = [(len(e), e.truncated) for e in encoded]
+            return _ranked(out.logits[:, 0], sizes, docs, normalize, top_n, return_documents)
+
+        return Bulk(sizes, encode, HeadRequest(logits=True), finish)
+
+    def _rerank_inputs(
+        self, query: str, documents: Sequence[str], top_n: int | None
+    ) -> tuple[str, list[str]]:
         self.require("rerank", ModelKind.RERANKER)
         if not isinstance(query, str):
             raise InvalidInputTypeError(f"the query is a {type(query).__name__}, not a string")
@@ -150,25 +270,7 @@ class TaskBuilder:
         docs = check_texts(documents, "document")
         if top_n is not None and top_n < 1:
             raise InputError(f"top_n must be >= 1, got {top_n}")
-        if max_chunks_per_doc is not None and max_chunks_per_doc > 1:
-            return self._rerank_chunks(
-                query,
-                docs,
-                max_chunks_per_doc,
-                top_n,
-                normalize,
-                max_length,
-                query_max_length,
-                return_documents,
-            )
-        encoded = self._encode_pairs([query] * len(docs), docs, truncate, max_length, query_max_length)
-
-        def finish(out: BatchOutputs) -> list[RerankResult]:
-            assert out.logits is not None
-            sizes = [(len(e), e.truncated) for e in encoded]
-            return _ranked(out.logits[:, 0], sizes, docs, normalize, top_n, return_documents)
-
-        return Prepared(encoded, HeadRequest(logits=True), finish)
+        return query, docs
 
     def _rerank_chunks(
         self,
@@ -195,31 +297,48 @@ class TaskBuilder:
 
         return Prepared(encoded, HeadRequest(logits=True), finish)
 
-    def score_pairs(
+    def score_pairs(self, pairs: Sequence[Sequence[str]], **options: Any) -> Prepared[list[float]]:
+        """`score_pairs_bulk`, tokenized at once."""
+        return self.score_pairs_bulk(pairs, **options).prepare()
+
+    def score_pairs_bulk(
         self, pairs: Sequence[Sequence[str]], *, normalize: bool = True, truncate: bool = True
-    ) -> Prepared[list[float]]:
+    ) -> Bulk[list[float]]:
         self.require("score_pairs", ModelKind.RERANKER)
         queries, passages = split_pairs(pairs)
-        encoded = self._encode_pairs(queries, passages, truncate, None, None)
+        sizes = estimate_tokens([q + p for q, p in zip(queries, passages, strict=True)], self.max_length)
 
-        def finish(out: BatchOutputs) -> list[float]:
+        def encode(a: int, b: int) -> list[Encoded]:
+            return self._encode_pairs(queries[a:b], passages[a:b], truncate, None, None)
+
+        def finish(encoded: list[Encoded], out: BatchOutputs) -> list[float]:
             assert out.logits is not None
             logits = out.logits[:, 0]
             return (postprocess.sigmoid(logits) if normalize else logits).tolist()  # type: ignore[no-any-return]
 
-        return Prepared(encoded, HeadRequest(logits=True), finish)
+        return Bulk(sizes, encode, HeadRequest(logits=True), finish)
 
-    def classify(
+    def classify(self, texts: str | Sequence[str], **options: Any) -> Prepared[list[Classification]]:
+        """`classify_bulk`, tokenized at once."""
+        return self.classify_bulk(texts, **options).prepare()
+
+    def classify_bulk(
         self,
         texts: str | Sequence[str],
         *,
         truncate: bool = True,
         max_length: int | None = None,
         raw_scores: bool = False,
-    ) -> Prepared[list[Classification]]:
+    ) -> Bulk[list[Classification]]:
         self.require("classify", ModelKind.CLASSIFIER, ModelKind.RERANKER)
-        encoded = self.encode_texts(check_texts(texts), "passage", max_length, truncate)
-        return Prepared(encoded, HeadRequest(logits=True), lambda out: self._labels(encoded, out, raw_scores))
+        items = check_texts(texts)
+        limit = self._text_limit("passage", max_length)
+        return Bulk(
+            estimate_tokens(items, limit),
+            lambda a, b: self.encode_texts(items[a:b], "passage", max_length, truncate),
+            HeadRequest(logits=True),
+            lambda encoded, out: self._labels(encoded, out, raw_scores),
+        )
 
     def classify_pairs(
         self, pairs: Sequence[Sequence[str]], *, truncate: bool = True, raw_scores: bool = False
@@ -274,10 +393,8 @@ class TaskBuilder:
         truncate: bool,
         instruction: bool = True,
     ) -> list[Encoded]:
-        if input_type not in ("query", "passage"):
-            raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
+        limit = self._text_limit(input_type, max_length)
         query = input_type == "query"
-        limit = self.limit(max_length, self.query_max_length if query else self.max_length, "max_length")
         if truncate:
             # TEI's pre-tokenizer cap: a text far longer than any token count can use is cut first,
             # so a 4 MB body does not hold a tokenizer thread for what truncation would drop anyway.
@@ -286,6 +403,12 @@ class TaskBuilder:
         if query and instruction:
             texts = [self.settings.query_instruction + t for t in texts]
         return self.tokenizer.encode(texts, limit, truncate)
+
+    def _text_limit(self, input_type: str, max_length: int | None) -> int:
+        if input_type not in ("query", "passage"):
+            raise InputError(f"input_type must be 'query' or 'passage', got {input_type!r}")
+        default = self.query_max_length if input_type == "query" else self.max_length
+        return self.limit(max_length, default, "max_length")
 
     def _encode_pairs(
         self,

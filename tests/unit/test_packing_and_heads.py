@@ -25,12 +25,20 @@ def test_pack_pad_round_trip() -> None:
 
 def test_sparse_keeps_the_max_per_id_and_drops_specials_and_non_positive() -> None:
     # text 0: <s> 7 9 7 </s> ; text 1: <s> 7 3(unk) 8 </s>
-    ids = torch.tensor([0, 7, 9, 7, 2, 0, 7, 3, 8, 2])
-    weights = torch.tensor([5.0, 0.2, 0.0, 0.6, 4.0, 5.0, 0.1, 9.0, 0.3, 4.0])
-    cu = torch.tensor([0, 5, 10])
-    seq, tok, w = sparse_weights(weights, ids, cu, torch.tensor([0, 1, 2, 3]), vocab_size=16)
-    assert seq.tolist() == [0, 1, 1] and tok.tolist() == [7, 7, 8]
-    assert torch.allclose(w, torch.tensor([0.6, 0.1, 0.3]))
+    ids = np.array([0, 7, 9, 7, 2, 0, 7, 3, 8, 2])
+    weights = np.array([5.0, 0.2, 0.0, 0.6, 4.0, 5.0, 0.1, 9.0, 0.3, 4.0], dtype=np.float32)
+    first, second = sparse_weights(weights, ids, (5, 5), np.array([0, 1, 2, 3]), vocab_size=16)
+    assert first.indices.tolist() == [7] and second.indices.tolist() == [7, 8]
+    np.testing.assert_allclose(first.values, [0.6])
+    np.testing.assert_allclose(second.values, [0.1, 0.3])
+    assert first.values.dtype == np.float32
+
+
+def test_sparse_of_a_text_with_no_kept_token_is_empty() -> None:
+    ids = np.array([0, 2, 0, 9, 2])
+    weights = np.array([1.0, 1.0, 1.0, 0.0, 1.0], dtype=np.float32)  # text 1's only content weight is 0
+    out = sparse_weights(weights, ids, (2, 3), np.array([0, 2]), vocab_size=16)
+    assert [len(v.indices) for v in out] == [0, 0]
 
 
 def test_colbert_skips_each_cls_and_keeps_eos() -> None:
@@ -40,13 +48,13 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
     with torch.inference_mode():  # as the backends call it
         out = head_outputs(
             hidden,
-            torch.tensor([0, 7, 2, 0, 2]),
+            np.array([0, 7, 2, 0, 2]),
             torch.tensor([0, 3, 5]),
             (3, 2),
             HeadRequest(colbert=True),
             "cls",
             heads,
-            torch.tensor([0, 1, 2, 3]),
+            np.array([0, 1, 2, 3]),
             vocab_size=16,
         )
     assert out.colbert is not None and [v.shape for v in out.colbert] == [(2, 3), (1, 3)]

@@ -22,6 +22,11 @@ class Backend(Protocol):
 
     `forward` must return one row per sequence of `batch`, in batch order. It may be called from
     one thread at a time.
+
+    Optional methods, found with getattr: `warmup()` (capture graphs before serving) and
+    `launch(batch, heads) -> Pending` (pending.py): queue the batch and return before it has run,
+    so that the engine can launch the next batch before it collects this one. Without `launch`
+    the engine calls `forward`.
     """
 
     info: BackendInfo

@@ -25,7 +25,7 @@ class ReferenceBackend:
         self.info = BackendInfo(name="reference", device=device, dtype=dtype, padded=True)
         self._pad_id = tokens.pad_id
         self._device = torch.device(device)
-        self._special = torch.tensor(sorted(tokens.special_ids), dtype=torch.long, device=self._device)
+        self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
         auto = AutoModelForSequenceClassification if spec.is_cross_encoder else AutoModel
         model: Any = auto.from_pretrained(str(spec.path))
         self._model = model.to(device=self._device, dtype=DTYPES[dtype]).eval()
@@ -52,7 +52,7 @@ class ReferenceBackend:
         packed = hidden[inputs["attention_mask"].bool()]  # (T, H), row-major = packing order
         return head_outputs(
             packed,
-            self._tensor(batch.input_ids),
+            batch.input_ids,
             self._tensor(batch.cu_seqlens),
             tuple(int(n) for n in batch.lengths),
             heads,

@@ -9,8 +9,11 @@ FlagEmbedding's (see ../shared/reference/semantics.md):
   weights <= 0 dropped;
 - ColBERT: colbert_linear(h) for every token but the first (CLS), EOS kept, L2-normalised.
 
-`head_outputs` runs them for every backend and copies the results to the host through pinned
-memory with one wait per batch. ColBERT returns ~4 KB per token, so at hundreds of thousands of
+`launch_heads` queues them for every backend, with the copies of their results to the host
+through pinned memory (pending.py), and returns a pending batch that is waited for once;
+`head_outputs` is the same, waited for at once. Sparse's max per (text, token id) runs on the host
+over the (T,) token weights: on the device it needs a data-dependent size (torch.unique), which
+would make every launch wait for its batch. ColBERT returns ~4 KB per token, so at hundreds of thousands of
 tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
 driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed
 for every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows
@@ -20,6 +23,7 @@ first) and the CLS rows are dropped by slicing on the host.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +33,18 @@ from torch.nn import functional as F
 
 from m3engine.errors import UnsupportedTaskError
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
-from m3engine.types import BatchOutputs, HeadRequest, SparseVector
+from m3engine.pending import Host, HostCopy, PendingOutputs
+from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
 
 
-def sequence_index(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """(T,) the index of the sequence each token belongs to."""
+def sequence_index(cu_seqlens: torch.Tensor, total: int | None = None) -> torch.Tensor:
+    """(T,) the index of the sequence each token belongs to.
+
+    `total` (T, when the caller knows it on the host) spares a device -> host sync on CUDA.
+    """
     lengths = cu_seqlens[1:] - cu_seqlens[:-1]
-    return torch.repeat_interleave(torch.arange(len(lengths), device=cu_seqlens.device), lengths)
+    index = torch.arange(len(lengths), device=cu_seqlens.device)
+    return torch.repeat_interleave(index, lengths, output_size=total)
 
 
 def cls_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
@@ -45,7 +54,7 @@ def cls_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
 def mean_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
     lengths = (cu_seqlens[1:] - cu_seqlens[:-1]).to(hidden.dtype)  # (N,)
     sums = torch.zeros(len(lengths), hidden.shape[1], dtype=hidden.dtype, device=hidden.device)
-    sums.index_add_(0, sequence_index(cu_seqlens), hidden)  # (N, H)
+    sums.index_add_(0, sequence_index(cu_seqlens, hidden.shape[0]), hidden)  # (N, H)
     return sums / lengths.clamp(min=1e-9)[:, None]
 
 
@@ -53,22 +62,29 @@ POOLERS = {"cls": cls_pool, "mean": mean_pool}
 
 
 def sparse_weights(
-    token_weights: torch.Tensor,  # (T,) relu(sparse_linear(h))
-    input_ids: torch.Tensor,  # (T,)
-    cu_seqlens: torch.Tensor,  # (N + 1,)
-    special_ids: torch.Tensor,  # (S,) ids never reported
+    token_weights: FloatArray,  # (T,) relu(sparse_linear(h))
+    input_ids: IntArray,  # (T,)
+    lengths: Sequence[int],  # (N,)
+    special_ids: IntArray,  # (S,) ids never reported
     vocab_size: int,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Max weight per (text, token id), dropping special ids and weights <= 0.
+) -> list[SparseVector]:
+    """Max weight per (text, token id), dropping special ids and weights <= 0; ids ascending per text.
 
-    Returns (seq, token_id, weight), each (K,), sorted by text then token id.
+    On the host: the device's part is the (T,) weights alone, so no data-dependent size (a sync)
+    stops a launched batch from being queued behind the previous one.
     """
-    keep = (token_weights > 0) & ~torch.isin(input_ids, special_ids)
-    key = sequence_index(cu_seqlens)[keep] * vocab_size + input_ids[keep]  # (K0,) unique per (text, id)
-    unique, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    weights = torch.zeros(len(unique), dtype=token_weights.dtype, device=token_weights.device)
-    weights.scatter_reduce_(0, inverse, token_weights[keep], reduce="amax", include_self=False)
-    return unique // vocab_size, unique % vocab_size, weights
+    seq = np.repeat(np.arange(len(lengths)), lengths)  # (T,)
+    keep = (token_weights > 0) & ~np.isin(input_ids, special_ids)
+    key = seq[keep] * vocab_size + input_ids[keep]  # (K0,) one value per (text, id)
+    weights = token_weights[keep]
+    order = np.argsort(key, kind="stable")
+    key, weights = key[order], weights[order]
+    starts = np.flatnonzero(np.diff(key, prepend=-1))  # (K,) first entry of each distinct key
+    best = np.maximum.reduceat(weights, starts) if len(starts) else weights[:0]
+    unique = key[starts]
+    bounds = np.searchsorted(unique // vocab_size, np.arange(len(lengths) + 1))
+    tokens = unique % vocab_size
+    return [SparseVector(tokens[a:b], best[a:b]) for a, b in itertools.pairwise(bounds.tolist())]
 
 
 class M3Heads(nn.Module):
@@ -96,56 +112,58 @@ class M3Heads(nn.Module):
         return torch.relu(self.sparse_linear(hidden)).squeeze(-1)  # (T,)
 
 
-def _to_host(tensor: torch.Tensor) -> torch.Tensor:
-    """Start an asynchronous copy into pinned memory; valid after the stream synchronises."""
-    if tensor.device.type != "cuda":
-        return tensor
-    host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
-    host.copy_(tensor, non_blocking=True)
-    return host
-
-
 def head_outputs(
     hidden: torch.Tensor,  # (T, H) final states, compute dtype
-    input_ids: torch.Tensor,  # (T,)
-    cu_seqlens: torch.Tensor,  # (N + 1,) int64
+    input_ids: IntArray,  # (T,) on the host
+    cu_seqlens: torch.Tensor,  # (N + 1,) int64, on the states' device
     lengths: tuple[int, ...],  # (N,) on the host
     request: HeadRequest,
     pooling: str,
     m3_heads: M3Heads | None,
-    special_ids: torch.Tensor,  # (S,)
+    special_ids: IntArray,  # (S,)
     vocab_size: int,
 ) -> BatchOutputs:
+    """The heads of one batch, waited for (`launch_heads(...).result()`)."""
+    return launch_heads(
+        hidden, input_ids, cu_seqlens, lengths, request, pooling, m3_heads, special_ids, vocab_size
+    ).result()
+
+
+def launch_heads(
+    hidden: torch.Tensor,  # (T, H) final states, compute dtype
+    input_ids: IntArray,  # (T,) on the host
+    cu_seqlens: torch.Tensor,  # (N + 1,) int64, on the states' device
+    lengths: tuple[int, ...],  # (N,) on the host
+    request: HeadRequest,
+    pooling: str,
+    m3_heads: M3Heads | None,
+    special_ids: IntArray,  # (S,)
+    vocab_size: int,
+    copy_stream: torch.cuda.Stream | None = None,
+) -> PendingOutputs:
+    """Queue the heads and their copies to the host; no step waits on the device."""
     if (request.sparse or request.colbert) and m3_heads is None:
         raise UnsupportedTaskError(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
-    pending: dict[str, torch.Tensor] = {}
+    device: dict[str, torch.Tensor] = {}
     needs_all_rows = request.sparse or request.colbert or pooling != "cls"
     # (T, H): heads in fp32 whatever the encoder ran in; CLS pooling alone converts only N rows
     states = hidden.float() if needs_all_rows else hidden
     if request.dense:
-        pending["dense"] = _to_host(POOLERS[pooling](states, cu_seqlens).float())  # (N, H)
+        device["dense"] = POOLERS[pooling](states, cu_seqlens).float()  # (N, H)
     if request.colbert and m3_heads is not None:
-        pending["colbert"] = _to_host(F.normalize(m3_heads.colbert_linear(states), dim=-1))  # (T, D)
-    sparse = None
+        device["colbert"] = F.normalize(m3_heads.colbert_linear(states), dim=-1)  # (T, D)
     if request.sparse and m3_heads is not None:
-        # torch.unique synchronises on its own; the small results then travel with the others
-        sparse = sparse_weights(
-            m3_heads.token_weights(states), input_ids, cu_seqlens, special_ids, vocab_size
-        )
-        pending.update(seq=_to_host(sparse[0]), tok=_to_host(sparse[1]), weight=_to_host(sparse[2]))
-    if hidden.device.type == "cuda":
-        torch.cuda.current_stream(hidden.device).synchronize()  # the one wait for every copy above
-    out = BatchOutputs()
-    if "dense" in pending:
-        out.dense = pending["dense"].numpy()
-    if "colbert" in pending:
-        rows = pending["colbert"].numpy()
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        out.colbert = [rows[a + 1 : b] for a, b in itertools.pairwise(starts)]
-    if sparse is not None:
-        seq, tok, weight = (pending[k].numpy() for k in ("seq", "tok", "weight"))
-        bounds = np.searchsorted(seq, np.arange(len(lengths) + 1))
-        out.sparse = [SparseVector(tok[a:b], weight[a:b]) for a, b in itertools.pairwise(bounds)]
-    return out
+        device["sparse"] = m3_heads.token_weights(states)  # (T,)
+
+    def build(host: Host) -> BatchOutputs:
+        out = BatchOutputs(dense=host.get("dense"))
+        if "colbert" in host:
+            starts = np.concatenate([[0], np.cumsum(lengths)])
+            out.colbert = [host["colbert"][a + 1 : b] for a, b in itertools.pairwise(starts)]
+        if "sparse" in host:
+            out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
+        return out
+
+    return PendingOutputs(HostCopy(device, copy_stream), build)

@@ -1,0 +1,212 @@
+"""The Engine's bulk path: inputs tokenized in pieces on a few threads while the device runs batches.
+
+    tokenize threads:  piece 0 | piece 1 | piece 2 | ...       (Rust encode_batch releases the GIL)
+    engine thread:     plan batch i from the window -> launch i -> collect i - 1 -> plan i + 1 ...
+    device:                        batch 0 | batch 1 | batch 2 ...
+
+Pieces are cut by estimated tokens: the first holds about a quarter of a batch, so the device starts
+after little tokenization, and each next piece doubles up to one batch. Tokenized pieces enter a
+window in input order; batches are planned from the window longest first under the token budget
+(`plan_batches`, so length-aware grouping holds within the window). A full batch leaves at once; a
+part-filled one when no more pieces will come, or when the device has finished the batch before it
+(waiting longer would leave it idle). A backend with `launch` gets batch i + 1 before batch i is
+collected, so building batch i's records on the host overlaps the device's work on batch i + 1.
+
+Outputs are gathered by input index: one record per input, in input order, whatever the batches.
+An error in any piece or batch is raised and nothing is returned; pieces not started are cancelled.
+Unlike the whole-list path, a forward may run before a later piece's input error is found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import TypeVar
+
+from m3engine import postprocess
+from m3engine.backends.base import Backend
+from m3engine.batching import plan_batches
+from m3engine.pending import Pending, Ready
+from m3engine.tasks import Bulk
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
+
+R = TypeVar("R")
+Progress = Callable[[int, int], None]  # called after each forward pass with (inputs, tokens) done in it
+
+FIRST_PIECE = 4  # the first piece holds about budget / FIRST_PIECE tokens
+MIN_PARTIAL = 8  # a part-filled batch leaves early only with budget / MIN_PARTIAL tokens or more
+LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
+POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
+
+
+def default_threads() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int, int]]:
+    """(start, stop) pieces of the inputs: about `first` tokens, then doubling up to `largest`."""
+    pieces: list[tuple[int, int]] = []
+    start, total, target = 0, 0, max(1, first)
+    for i, size in enumerate(sizes):
+        total += size
+        if total >= target:
+            pieces.append((start, i + 1))
+            start, total, target = i + 1, 0, min(2 * target, max(1, largest))
+    if start < len(sizes):
+        pieces.append((start, len(sizes)))
+    return pieces
+
+
+class Launcher:
+    """Runs batches on a backend, one launch at a time: `launch` where it has one, else `forward`."""
+
+    def __init__(self, backend: Backend, lock: threading.Lock) -> None:
+        self._backend, self._lock = backend, lock
+        self._launch: Callable[[PackedBatch, HeadRequest], Pending] | None = getattr(backend, "launch", None)
+
+    def __call__(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+        with self._lock:
+            if self._launch is not None:
+                return self._launch(batch, heads)
+            return Ready(self._backend.forward(batch, heads))
+
+
+class Collector:
+    """Keeps one launched batch in flight: each launch collects the batch launched before it."""
+
+    def __init__(self, launcher: Launcher, heads: HeadRequest, progress: Progress | None) -> None:
+        self._launcher, self._heads, self._progress = launcher, heads, progress
+        self.parts: list[tuple[list[int], BatchOutputs]] = []
+        self._in_flight: tuple[list[int], int, Pending] | None = None
+
+    def launch(self, indices: list[int], items: Sequence[Encoded]) -> None:
+        pending = self._launcher(PackedBatch.from_encoded(items), self._heads)
+        self.collect()
+        self._in_flight = (indices, sum(len(e) for e in items), pending)
+
+    def collect(self) -> None:
+        if self._in_flight is None:
+            return
+        indices, tokens, pending = self._in_flight
+        self._in_flight = None
+        self.parts.append((indices, pending.result()))
+        if self._progress is not None:
+            self._progress(len(indices), tokens)
+
+    def idle(self) -> bool:
+        """Whether the device has nothing of ours left to run."""
+        return self._in_flight is None or self._in_flight[2].done()
+
+    def abandon(self) -> None:
+        """After an error: wait out the batch in flight (its device work and copies), drop its outputs."""
+        if self._in_flight is not None:
+            pending, self._in_flight = self._in_flight[2], None
+            with contextlib.suppress(Exception):  # the error being raised says what went wrong
+                pending.result()
+
+
+def run_planned(
+    launcher: Launcher,
+    encoded: list[Encoded],
+    batches: list[list[int]],
+    heads: HeadRequest,
+    progress: Progress | None,
+) -> BatchOutputs:
+    """Batches planned ahead, launched one ahead of collection; outputs in input order."""
+    collector = Collector(launcher, heads, progress)
+    try:
+        for indices in batches:
+            collector.launch(indices, [encoded[i] for i in indices])
+        collector.collect()
+    except BaseException:
+        collector.abandon()
+        raise
+    return postprocess.gather(collector.parts, len(encoded))
+
+
+class Window:
+    """Tokenized inputs not yet in a batch: their input indices and token counts."""
+
+    def __init__(self) -> None:
+        self.indices: list[int] = []
+        self.lengths: list[int] = []
+        self.tokens = 0
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def add(self, start: int, items: list[Encoded]) -> None:
+        self.indices.extend(range(start, start + len(items)))
+        lengths = [len(e) for e in items]
+        self.lengths.extend(lengths)
+        self.tokens += sum(lengths)
+
+    def full(self, budget: int, max_size: int) -> bool:
+        return self.tokens >= budget or len(self.indices) >= max_size
+
+    def take(self, budget: int, max_size: int, padded: bool) -> list[int]:
+        """The longest batch `plan_batches` makes of the window, removed from it."""
+        chosen = plan_batches(self.lengths, budget, max_size, padded)[0]
+        picked = set(chosen)
+        batch = [self.indices[k] for k in chosen]
+        self.tokens -= sum(self.lengths[k] for k in chosen)
+        keep = [k for k in range(len(self.indices)) if k not in picked]
+        self.indices = [self.indices[k] for k in keep]
+        self.lengths = [self.lengths[k] for k in keep]
+        return batch
+
+
+def run_bulk(
+    bulk: Bulk[R],
+    launcher: Launcher,
+    budget: int,
+    max_size: int,
+    padded: bool = False,
+    progress: Progress | None = None,
+    threads: int | None = None,
+) -> R:
+    """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result."""
+    threads = threads or default_threads()
+    pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget)
+    encoded: list[Encoded | None] = [None] * len(bulk.sizes)
+    window = Window()
+    collector = Collector(launcher, bulk.heads, progress)
+    queue: deque[tuple[int, Future[list[Encoded]]]] = deque()  # pieces submitted, in input order
+    submitted = 0
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")
+    try:
+        while True:
+            while queue and queue[0][1].done():  # in input order: the first error raised is the first input's
+                start, future = queue.popleft()
+                items = future.result()
+                encoded[start : start + len(items)] = items
+                window.add(start, items)
+            while submitted < len(pieces) and len(queue) < 2 * threads:
+                if queue and window.tokens >= LOOKAHEAD * budget:
+                    break  # far enough ahead of the device: bound the memory of a huge corpus
+                start, stop = pieces[submitted]
+                queue.append((start, pool.submit(bulk.piece, start, stop)))
+                submitted += 1
+            exhausted = not queue and submitted == len(pieces)
+            if exhausted and not window:
+                break
+            part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
+            if exhausted or window.full(budget, max_size) or part_ready:
+                indices = window.take(budget, max_size, padded)
+                collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
+                continue
+            # No batch to launch yet: wait for the next piece, and while the device still works,
+            # look again soon, so a part-filled batch can leave as soon as the device runs dry.
+            wait([queue[0][1]], timeout=None if collector.idle() else POLL_S)
+        collector.collect()
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        collector.abandon()
+        raise
+    pool.shutdown(wait=True)
+    assert all(e is not None for e in encoded), "every input tokenized"
+    return bulk.finish(encoded, postprocess.gather(collector.parts, len(encoded)))  # type: ignore[arg-type]
