@@ -219,19 +219,26 @@ class TextTokenizer:
                 f"query_max_length {query_max_length} leaves no room for a passage within max_length "
                 f"{max_length}; lower query_max_length or raise max_length"
             )
-        q_encs = self._content(queries)
-        p_encs = self._content(passages)
-        out = []
-        for i, (q, p) in enumerate(zip(q_encs, p_encs, strict=True)):
-            total = len(q.ids) + len(p.ids) + self.pair_specials
-            cut = total > max_length or len(q.ids) > query_max_length
-            if cut and not truncate:
-                raise InputTooLongError(
-                    f"pair {i} has {total} tokens (query {len(q.ids)}), over the limit of {max_length} "
-                    f"(query at most {query_max_length}); enable truncation or shorten the texts"
-                )
+        # A rerank repeats one query for every passage: each distinct query is encoded (and capped)
+        # once, its Encoding shared by its pairs, which only read it.
+        distinct = list(dict.fromkeys(queries))
+        q_by_text, q_full = {}, {}  # the capped encoding, and its length before the cap
+        for text, q in zip(distinct, self._content(distinct), strict=True):
+            q_full[text] = len(q.ids)
             if len(q.ids) > query_max_length:
                 q.truncate(query_max_length)
+            q_by_text[text] = q
+        p_encs = self._content(passages)
+        out = []
+        for i, (text, p) in enumerate(zip(queries, p_encs, strict=True)):
+            q, q_len = q_by_text[text], q_full[text]
+            total = q_len + len(p.ids) + self.pair_specials
+            cut = total > max_length or q_len > query_max_length
+            if cut and not truncate:
+                raise InputTooLongError(
+                    f"pair {i} has {total} tokens (query {q_len}), over the limit of {max_length} "
+                    f"(query at most {query_max_length}); enable truncation or shorten the texts"
+                )
             room = max_length - len(q.ids) - self.pair_specials
             if len(p.ids) > room:
                 p.truncate(room)

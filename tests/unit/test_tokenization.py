@@ -90,3 +90,16 @@ def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, min
             assert built.ids == list(expected.ids) and built.type_ids == list(expected.type_ids)
         if path != bge_m3.spec.path:
             assert set(template.suffix_types) == {1} and template.second_type == 1  # BERT segments
+
+
+def test_a_repeated_query_is_encoded_once_and_gives_what_each_pair_alone_gives(reranker: Engine) -> None:
+    tok = reranker.tokenizer
+    queries = [LONG[:300], "short", LONG[:300], LONG[:300]]  # LONG[:300] is over the query cap of 20
+    passages = [LONG[:200], "a", LONG[:50], "b"]
+    together = tok.encode_pairs(queries, passages, 64, 20)
+    for i, (q, p) in enumerate(zip(queries, passages, strict=True)):
+        (alone,) = tok.encode_pairs([q], [p], 64, 20)
+        assert together[i] == alone, i
+    assert [e.truncated for e in together] == [True, False, True, True]
+    with pytest.raises(InputTooLongError, match=r"^pair 0 has"):
+        tok.encode_pairs(queries, passages, 64, 20, truncate=False)
