@@ -76,11 +76,13 @@ def _same_embeddings(a: list[Embedding], b: list[Embedding]) -> None:
 
 
 # ---- pieces and the window ------------------------------------------------------------------
-def test_pieces_start_small_double_and_cover_every_input_once() -> None:
+def test_pieces_start_small_double_taper_and_cover_every_input_once() -> None:
     pieces = pipeline.cut_pieces([10] * 100, first=25, largest=100)
-    assert pieces[0] == (0, 3) and pieces[1] == (3, 8) and pieces[2] == (8, 18) and pieces[3] == (18, 28)
-    assert [a for a, _ in pieces[1:]] == [b for _, b in pieces[:-1]] and pieces[-1][1] == 100
-    assert pipeline.cut_pieces([500], first=10, largest=10) == [(0, 1)]  # an input is never split
+    sizes = [b - a for a, b in pieces]
+    assert sizes[:4] == [2, 5, 10, 10] and sizes[-4:] == [6, 3, 2, 2], sizes  # tokens 20, 50, 100 ... 20
+    assert [a for a, _ in pieces[1:]] == [b for _, b in pieces[:-1]] and pieces[0][0] == 0
+    assert pieces[-1][1] == 100
+    assert pipeline.cut_pieces([500, 1], first=10, largest=10) == [(0, 1), (1, 2)]  # inputs stay whole
     assert pipeline.cut_pieces([], first=10, largest=10) == []
 
 

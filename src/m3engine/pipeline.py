@@ -5,7 +5,8 @@
     device:                        batch 0 | batch 1 | batch 2 ...
 
 Pieces are cut by estimated tokens: the first holds about a quarter of a batch, so the device starts
-after little tokenization, and each next piece doubles up to one batch. Tokenized pieces enter a
+after little tokenization; the next ones double up to half a batch, and the last ones taper again,
+so that the last batch waits for little tokenization too. Tokenized pieces enter a
 window in input order; batches are planned from the window longest first under the token budget
 (`plan_batches`, so length-aware grouping holds within the window). A full batch leaves at once; a
 part-filled one when no more pieces will come, or when the device has finished the batch before it
@@ -38,6 +39,7 @@ R = TypeVar("R")
 Progress = Callable[[int, int], None]  # called after each forward pass with (inputs, tokens) done in it
 
 FIRST_PIECE = 4  # the first piece holds about budget / FIRST_PIECE tokens
+LARGEST_PIECE = 2  # and none more than budget / LARGEST_PIECE: pieces enough to share among threads
 MIN_PARTIAL = 8  # a part-filled batch leaves early only with budget / MIN_PARTIAL tokens or more
 LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
 POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
@@ -48,14 +50,22 @@ def default_threads() -> int:
 
 
 def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int, int]]:
-    """(start, stop) pieces of the inputs: about `first` tokens, then doubling up to `largest`."""
+    """(start, stop) pieces of the inputs, each within a target of estimated tokens (or one input).
+
+    The target starts at `first` (the device starts after little tokenization), doubles up to
+    `largest`, and tapers again over the last inputs to at most half of what is left: the last
+    piece, which the last batch waits for, is small too.
+    """
     pieces: list[tuple[int, int]] = []
-    start, total, target = 0, 0, max(1, first)
+    remaining = sum(sizes)
+    start, total, grow = 0, 0, max(1, first)
     for i, size in enumerate(sizes):
+        target = min(grow, largest, max(first, remaining // 2))
+        if i > start and total + size > target:
+            pieces.append((start, i))
+            remaining -= total
+            start, total, grow = i, 0, min(2 * grow, largest)
         total += size
-        if total >= target:
-            pieces.append((start, i + 1))
-            start, total, target = i + 1, 0, min(2 * target, max(1, largest))
     if start < len(sizes):
         pieces.append((start, len(sizes)))
     return pieces
@@ -171,7 +181,7 @@ def run_bulk(
 ) -> R:
     """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result."""
     threads = threads or default_threads()
-    pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget)
+    pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget // LARGEST_PIECE)
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
     window = Window()
     collector = Collector(launcher, bulk.heads, progress)
