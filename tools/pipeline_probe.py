@@ -3,7 +3,7 @@
 For each workload (the bench's: 2,000 mixed passages, 24 long documents, one query + 100 passages)
 it times, in one process:
   tokenize   the whole list tokenized in one call (`tasks.X(...).prepare()`), nothing run;
-  device     the pre-tokenized batches alone (`forward` on each, in turn);
+  device     the pre-tokenized batches alone (launched one ahead of collection, as the engine does);
   serial     tokenize then run, no overlap (`engine.execute(prepared)`: the path before the pipeline);
   pipelined  the engine's public call (`engine.embed` / `engine.rerank`): what a user gets.
 A perfect overlap gives pipelined ~= max(tokenize, device); no overlap gives ~= tokenize + device.
@@ -108,16 +108,11 @@ def _median(fn: Callable[[], object], repeats: int) -> float:
     return STAT(times)
 
 
-def _device_only(engine: Engine, task: Prepared[Any]) -> Callable[[], None]:
+def _device_only(engine: Engine, task: Prepared[Any]) -> Callable[[], object]:
+    """The pre-tokenized batches, each launched before the one before it is collected."""
     lengths = [len(e) for e in task.encoded]
     plan = plan_batches(lengths, engine.settings.max_batch_tokens, engine.settings.max_batch_size, False)
-    batches = [PackedBatch.from_encoded([task.encoded[i] for i in b]) for b in plan]
-
-    def run() -> None:
-        for batch in batches:
-            engine.backend.forward(batch, task.heads)
-
-    return run
+    return lambda: pipeline.run_planned(engine._launcher, task.encoded, plan, task.heads, None)
 
 
 def probe(
@@ -213,6 +208,9 @@ def main() -> None:
     parser.add_argument("--rerank-passages", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="tokenizer threads (0: the default)")
+    for name in ("first_piece", "largest_piece", "min_partial"):  # pipeline.py's knobs: budget / N
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, type=int, default=getattr(pipeline, name.upper()))
     parser.add_argument("--only", choices=("embed", "rerank"), default=None)
     parser.add_argument("--scratch", type=Path, default=None, help="where to build the synthetic models")
     parser.add_argument("--json", type=Path, default=None)
@@ -222,9 +220,12 @@ def main() -> None:
     STAT = min if args.best else statistics.median
     if args.threads:
         pipeline.default_threads = lambda: int(args.threads)
+    pipeline.FIRST_PIECE, pipeline.LARGEST_PIECE = args.first_piece, args.largest_piece
+    pipeline.MIN_PARTIAL = args.min_partial
     tiny = Architecture(layers=1, hidden=64, heads=4, ffn=128)
     arch = Architecture() if args.backend == "fast" else tiny
-    print(f"pipeline threads {pipeline.default_threads()}, budget {args.max_batch_tokens}", flush=True)
+    knobs = f"first piece 1/{args.first_piece}, largest 1/{args.largest_piece}, part 1/{args.min_partial}"
+    print(f"pipeline threads {pipeline.default_threads()}, budget {args.max_batch_tokens}, {knobs}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = args.scratch or Path(tmp)
