@@ -214,6 +214,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("embed", "rerank"), default=None)
     parser.add_argument("--scratch", type=Path, default=None, help="where to build the synthetic models")
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--tiny", action="store_true", help="a 1-layer model (a smoke run of --backend fast)")
     parser.add_argument("--best", action="store_true", help="report the best of the repeats (a shared CPU)")
     args = parser.parse_args()
     global STAT
@@ -223,7 +224,7 @@ def main() -> None:
     pipeline.FIRST_PIECE, pipeline.LARGEST_PIECE = args.first_piece, args.largest_piece
     pipeline.MIN_PARTIAL = args.min_partial
     tiny = Architecture(layers=1, hidden=64, heads=4, ffn=128)
-    arch = Architecture() if args.backend == "fast" else tiny
+    arch = Architecture() if args.backend == "fast" and not args.tiny else tiny
     knobs = f"first piece 1/{args.first_piece}, largest 1/{args.largest_piece}, part 1/{args.min_partial}"
     print(f"pipeline threads {pipeline.default_threads()}, budget {args.max_batch_tokens}, {knobs}")
     rows = []
