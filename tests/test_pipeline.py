@@ -7,6 +7,7 @@ into many pieces and batches.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -208,3 +209,63 @@ def test_launch_before_collect_equals_forward(bge_m3_dir: Path) -> None:
             np.testing.assert_array_equal(g, w)
         assert got.sparse is not None and want.sparse is not None
         assert [s.to_dict() for s in got.sparse] == [s.to_dict() for s in want.sparse]
+
+
+def test_the_first_batch_runs_before_later_pieces_are_tokenized(
+    bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pieces after the first two wait until a batch has been launched: without overlap, a deadlock."""
+    engine, backend = _fake_engine(bge_m3_dir, max_batch_tokens=64)
+    launched = threading.Event()
+    original_piece, original_forward = Bulk.piece, backend.forward
+
+    def piece(self: Bulk[Any], start: int, stop: int) -> list[Encoded]:
+        if start > 4:
+            assert launched.wait(timeout=20), "no batch launched while pieces were pending"
+        return original_piece(self, start, stop)
+
+    def forward(batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
+        launched.set()
+        return original_forward(batch, heads)
+
+    monkeypatch.setattr(Bulk, "piece", piece)
+    backend.forward = forward  # type: ignore[method-assign]
+    assert [r.index for r in engine.embed(TEXTS)] == list(range(len(TEXTS)))
+
+
+def test_each_batch_is_launched_before_the_one_before_it_is_collected(fast_m3: Engine) -> None:
+    events: list[str] = []
+    backend = fast_m3.backend
+    assert isinstance(backend, FastBackend)
+
+    class Recorded:
+        def __init__(self, n: int, inner: Any) -> None:
+            self.n, self.inner = n, inner
+
+        def done(self) -> bool:
+            return bool(self.inner.done())
+
+        def result(self) -> BatchOutputs:
+            events.append(f"collect {self.n}")
+            return self.inner.result()  # type: ignore[no-any-return]
+
+    def launch(batch: PackedBatch, heads: HeadRequest) -> Recorded:
+        n = sum(e.startswith("launch") for e in events)
+        events.append(f"launch {n}")
+        return Recorded(n, backend.launch(batch, heads))
+
+    launcher = pipeline.Launcher(backend, threading.Lock())
+    launcher._launch = launch
+    encoded = fast_m3.tokenizer.encode(TEXTS[:12], 64)
+    out = pipeline.run_planned(launcher, encoded, [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10, 11]], ALL, None)
+    assert events == [
+        "launch 0",
+        "launch 1",
+        "collect 0",
+        "launch 2",
+        "collect 1",
+        "launch 3",
+        "collect 2",
+        "collect 3",
+    ]
+    assert out.dense is not None and out.dense.shape[0] == 12
