@@ -98,14 +98,18 @@ class _SimPending:
 STAT: Callable[[list[float]], float] = statistics.median
 
 
-def _median(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up: graph captures, allocator, thread pools
-    times = []
+def _interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Seconds per call of each fn (STAT of `repeats`), the fns taken in turn so that drift in the
+    machine's load (a shared CPU) falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()  # warm-up: graph captures, allocator, thread pools
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return STAT(times)
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: STAT(values) for name, values in times.items()}
 
 
 def _device_only(engine: Engine, task: Prepared[Any]) -> Callable[[], object]:
@@ -124,15 +128,14 @@ def probe(
 ) -> dict[str, Any]:
     task = prepare()
     tokens = task.num_tokens
-    row: dict[str, Any] = {
-        "workload": name,
-        "inputs": len(task.encoded),
-        "tokens": tokens,
-        "tokenize_ms": _median(prepare, repeats) * 1e3,
-        "device_ms": _median(_device_only(engine, task), repeats) * 1e3,
-        "serial_ms": _median(lambda: engine.execute(prepare()), repeats) * 1e3,
-        "pipelined_ms": _median(public, repeats) * 1e3,
+    fns = {
+        "tokenize": prepare,
+        "device": _device_only(engine, task),
+        "serial": lambda: engine.execute(prepare()),
+        "pipelined": public,
     }
+    row: dict[str, Any] = {"workload": name, "inputs": len(task.encoded), "tokens": tokens}
+    row.update({f"{k}_ms": v * 1e3 for k, v in _interleaved(fns, repeats).items()})
     floor = max(row["tokenize_ms"], row["device_ms"])
     row["pipelined_over_max"] = row["pipelined_ms"] / floor
     row["pipelined_over_sum"] = row["pipelined_ms"] / (row["tokenize_ms"] + row["device_ms"])
