@@ -20,9 +20,9 @@ from m3engine.backends.fake import FakeBackend
 from m3engine.backends.fast import FastBackend
 from m3engine.errors import BackendError, InputTooLongError
 from m3engine.models.spec import inspect_model
+from m3engine.prepared import Bulk
 from m3engine.results import Embedding
 from m3engine.settings import EngineSettings
-from m3engine.tasks import Bulk
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 from tests.texts import LONG, MULTILINGUAL

@@ -40,8 +40,8 @@ from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
 from m3engine.models.spec import ModelSpec, inspect_model
+from m3engine.prepared import Prepared
 from m3engine.settings import EngineSettings
-from m3engine.tasks import Prepared
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, SparseVector
 

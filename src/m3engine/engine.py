@@ -26,9 +26,10 @@ from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
 from m3engine.pipeline import Progress, run_planned
+from m3engine.prepared import Bulk, Prepared
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
-from m3engine.tasks import Bulk, Prepared, TaskBuilder
+from m3engine.tasks import TaskBuilder
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, TokenIds
 

@@ -32,7 +32,7 @@ from m3engine import postprocess
 from m3engine.backends.base import Backend
 from m3engine.batching import plan_batches
 from m3engine.pending import Pending, Ready
-from m3engine.tasks import Bulk
+from m3engine.prepared import Bulk
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
 R = TypeVar("R")
