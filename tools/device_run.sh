@@ -21,4 +21,7 @@ timeout 120 python3 -m m3engine bench --synthetic bge-reranker-v2-m3 --tokenizer
   --out $OUT/bench >> $OUT/run.log 2>&1
 echo "rerank bench rc=$?" >> $OUT/run.log
 timeout 60 python3 tools/batch1_probe.py $TOK >> $OUT/run.log 2>&1
+timeout 100 python3 tools/pipeline_probe.py --tokenizer $TOK --backend fast --device cuda --dtype bf16 \
+  --only embed --scratch /tmp/m3probe --json $OUT/pipeline.json > $OUT/pipeline.log 2>&1
+echo "pipeline probe rc=$?" >> $OUT/run.log; tail -12 $OUT/pipeline.log >> $OUT/run.log
 grep -vE "Loading weights|^\s*$" $OUT/run.log | tail -40
