@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -29,6 +28,7 @@ from m3engine.errors import (
 )
 from m3engine.metrics import Metrics
 from m3engine.scheduler.batcher import BatchFormer, Item, Job
+from m3engine.scheduler.forward_thread import ForwardThread
 from m3engine.scheduler.sequences import pack
 from m3engine.types import BatchOutputs
 
@@ -57,7 +57,7 @@ class Worker:
     def __init__(self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics) -> None:
         self.name, self.backend, self.former, self.metrics = name, backend, former, metrics
         # One thread: backends are called from one thread at a time (base.Backend's contract).
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{name}")
+        self._forward = ForwardThread(f"forward-{name}")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alive = False
@@ -65,6 +65,7 @@ class Worker:
         # Labelled children looked up once: .labels() costs a dict lookup and a lock per call.
         self._queue_depth = metrics.queue_depth.labels(model=name)
         self._tokens = metrics.tokens.labels(model=name)
+        self._depth_shown = -1
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
         self.on_death: Callable[[], None] | None = None  # e.g. make the process exit, to be restarted
 
@@ -76,7 +77,7 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._forward.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -109,7 +110,9 @@ class Worker:
             for job in self.former.expired(time.monotonic()):
                 job.future.set_exception(DeadlineExceededError(_deadline_message()))
             batch = self.former.next_batch()
-            self._queue_depth.set(self.former.pending)
+            if self.former.pending != self._depth_shown:  # a gauge write is an mmap write here
+                self._depth_shown = self.former.pending
+                self._queue_depth.set(self._depth_shown)
             if not batch:
                 self._wake.clear()
                 await self._wake.wait()
@@ -124,9 +127,8 @@ class Worker:
             if not item.job.started:
                 item.job.started, item.job.started_at = True, now
         packed = pack([(it.job.encoded, it.index) for it in batch])
-        loop = asyncio.get_running_loop()
         try:
-            out = await loop.run_in_executor(self._pool, self.backend.forward, packed, batch[0].job.heads)
+            out = await self._forward.run(self.backend.forward, packed, batch[0].job.heads)
         except Exception as error:
             if may_split and len(batch) > 1 and is_oom(error):
                 self.metrics.oom_splits.inc()
