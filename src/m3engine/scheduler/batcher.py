@@ -9,40 +9,69 @@ expired jobs are dropped here, before the backend ever sees them.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
+from m3engine.scheduler.sequences import Sequences
 from m3engine.types import BatchOutputs, Encoded, HeadRequest
 
 WINDOW = 2048  # items of a lane considered per batch: bounds the work of forming one
 
 
-@dataclass(eq=False)
+class Outcome(Protocol):
+    """Where a job's outputs or error go: an asyncio.Future in one process (the submitter awaits
+    it), the engine service's reply in the engine process (it writes to the frontend at once)."""
+
+    def done(self) -> bool: ...
+
+    def cancel(self) -> bool: ...
+
+    def set_result(self, result: BatchOutputs, /) -> None: ...
+
+    def set_exception(self, exception: BaseException, /) -> None: ...
+
+
 class Job:
-    """One request's sequences, and the future its submitter waits on."""
+    """One request's sequences, and the outcome its submitter waits on."""
 
-    encoded: list[Encoded]
-    heads: HeadRequest
-    deadline: float  # time.monotonic() after which it may no longer start
-    future: asyncio.Future[BatchOutputs]
-    parts: list[tuple[list[int], BatchOutputs]] = field(default_factory=list)
-    remaining: int = 0
-    started: bool = False  # a batch holding one of its items has begun
-    enqueued_at: float = field(default_factory=time.monotonic)
-    started_at: float | None = None
-    forward_s: float = 0.0
+    __slots__ = (
+        "deadline",
+        "encoded",
+        "enqueued_at",
+        "forward_s",
+        "future",
+        "heads",
+        "parts",
+        "remaining",
+        "started",
+        "started_at",
+    )
 
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        encoded: Sequences | Sequence[Encoded],
+        heads: HeadRequest,
+        deadline: float,  # time.monotonic() after which it may no longer start
+        future: Outcome,
+    ) -> None:
+        self.encoded = encoded if isinstance(encoded, Sequences) else Sequences.from_encoded(encoded)
+        self.heads, self.deadline, self.future = heads, deadline, future
+        self.parts: list[tuple[list[int], BatchOutputs]] = []
         self.remaining = len(self.encoded)
+        self.started = False  # a batch holding one of its items has begun
+        self.enqueued_at = time.monotonic()
+        self.started_at: float | None = None
+        self.forward_s = 0.0
 
     @property
     def done(self) -> bool:
         return self.future.done()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Item:
     job: Job
     index: int  # position in job.encoded
@@ -64,9 +93,9 @@ class BatchFormer:
         self._counter = itertools.count()
 
     def add(self, job: Job) -> None:
-        for i, enc in enumerate(job.encoded):
-            item = Item(job, i, len(enc), next(self._counter))
-            (self.short if item.length <= self.short_tokens else self.long).append(item)
+        for i, length in enumerate(job.encoded.lengths):
+            item = Item(job, i, length, next(self._counter))
+            (self.short if length <= self.short_tokens else self.long).append(item)
 
     @property
     def pending(self) -> int:
@@ -84,8 +113,8 @@ class BatchFormer:
 
     def next_batch(self) -> list[Item]:
         """The next batch to run (empty when nothing is pending); done jobs' items are discarded."""
-        self.short = [it for it in self.short if not it.job.done]
-        self.long = [it for it in self.long if not it.job.done]
+        self.short = [it for it in self.short if not it.job.future.done()]
+        self.long = [it for it in self.long if not it.job.future.done()]
         if self.short and self.long:
             lane = self.short if self._short_turn else self.long
             self._short_turn = not self._short_turn
@@ -93,14 +122,31 @@ class BatchFormer:
             lane = self.short or self.long
         if not lane:
             return []
+        if self._fits_whole(lane):  # the usual case under load: no sorting, no second pass
+            chosen = lane[:]
+            lane.clear()
+            return chosen
         chosen = self._fill(lane)
         taken = {id(it) for it in chosen}
         lane[:] = [it for it in lane if id(it) not in taken]
         return chosen
 
+    def _fits_whole(self, lane: list[Item]) -> bool:
+        """Whether the whole lane is one batch: within the size, the tokens, and of one head request,
+        so `_fill` would choose every item of it anyway."""
+        if len(lane) > self.max_size:
+            return False
+        heads = lane[0].job.heads
+        if any(it.job.heads is not heads and it.job.heads != heads for it in lane):
+            return False
+        lengths = [it.length for it in lane]
+        cost = max(lengths) * len(lengths) if self.padded else sum(lengths)
+        return cost <= self.max_tokens
+
     def _fill(self, lane: list[Item]) -> list[Item]:
         seed = lane[0]
-        window = [it for it in lane[1:WINDOW] if it.job.heads == seed.job.heads]
+        heads = seed.job.heads
+        window = [it for it in lane[1:WINDOW] if it.job.heads is heads or it.job.heads == heads]
         window.sort(key=lambda it: (abs(it.length - seed.length), it.order))
         chosen, longest, total = [seed], seed.length, seed.length
         for it in window:

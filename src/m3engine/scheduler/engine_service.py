@@ -7,6 +7,11 @@ A frontend's cancel (its client disconnected) marks the job done, so its sequenc
 before any batch runs them; a deadline that passes before the job's batch starts fails it with
 503, as `Scheduler._wait` does in one process. A frontend that goes away has its jobs cancelled.
 
+This process's event loop is the server's one serial resource (every request of every frontend
+passes through it), so a job costs as little of it as it can: no asyncio future or timer per job
+(a `_Reply` writes the outcome to the frontend's outbox the moment the worker sets it; one timer
+serves every deadline), and the connection is a Protocol fed raw bytes.
+
     >>> service = EngineService.build(engines, settings, metrics)
     >>> await service.start("/tmp/m3engine-x/engine.sock", warmup=True)
 """
@@ -15,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
+import heapq
+import itertools
 import logging
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -25,26 +32,32 @@ from m3engine.metrics import Metrics
 from m3engine.scheduler.admission import Admission
 from m3engine.scheduler.batcher import Job
 from m3engine.scheduler.scheduler import Scheduler
+from m3engine.scheduler.sequences import Sequences
 from m3engine.scheduler.wire import (
-    Cancel,
-    EngineStatus,
-    Failure,
-    Hello,
+    CANCEL,
+    FAILURE,
+    HELLO,
+    RESULT,
+    SUBMIT,
+    WELCOME,
+    FrameReader,
+    Message,
     ModelDescription,
-    Result,
-    Submit,
-    Welcome,
-    read_frame,
+    encode_outputs,
+    heads_of,
     write_frame,
 )
 from m3engine.scheduler.worker import _deadline_message
 from m3engine.settings import ServerSettings
+from m3engine.types import BatchOutputs
 
 if TYPE_CHECKING:
     from m3engine.engine import Engine
 
 log = logging.getLogger("m3engine.engine_service")
 TICK_S = 0.5  # status frames to every frontend and the metric gauges of this process, this often
+# The loop runs a timer this close to its time (asyncio's clock resolution); the deadline check does too.
+_RESOLUTION = time.get_clock_info("monotonic").resolution
 
 
 class EngineService:
@@ -58,8 +71,9 @@ class EngineService:
         self.schedulers, self.models, self.admission, self.metrics = schedulers, models, admission, metrics
         self.stopping = False
         self.on_fatal: Callable[[], None] | None = None  # a worker died
+        self.deadlines = _Deadlines()
         self._connections: set[_Connection] = set()
-        self._server: asyncio.Server | None = None
+        self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
 
     @classmethod
@@ -76,9 +90,9 @@ class EngineService:
         models = [ModelDescription(e.spec.name, e.spec, e.settings, e.info(), e.tokenizer) for e in engines]
         return cls(schedulers, models, admission, metrics)
 
-    def status(self) -> EngineStatus:
-        alive = tuple(s.alive for s in self.schedulers)
-        return EngineStatus(self.admission.tokens_per_s, alive, self.stopping)
+    def status(self) -> tuple[float, tuple[bool, ...], bool]:
+        """An `EngineStatus`, as the plain tuple that goes in every frame."""
+        return self.admission.tokens_per_s, tuple(s.alive for s in self.schedulers), self.stopping
 
     @property
     def ready(self) -> bool:
@@ -88,8 +102,9 @@ class EngineService:
         for scheduler in self.schedulers:
             await scheduler.start(warmup=warmup)
             scheduler.worker.on_death = self._worker_died
-        self._server = await asyncio.start_unix_server(self._serve, path=socket_path)
-        self._ticker = asyncio.get_running_loop().create_task(self._tick())
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self), path=socket_path)
+        self._ticker = loop.create_task(self._tick())
 
     async def stop(self) -> None:
         self.stopping = True
@@ -100,6 +115,7 @@ class EngineService:
             self._server.close()
         for connection in list(self._connections):
             connection.close()
+        self.deadlines.clear()
         for scheduler in self.schedulers:
             await scheduler.stop()
 
@@ -120,72 +136,64 @@ class EngineService:
             self._broadcast_status()
             await asyncio.sleep(TICK_S)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = _Connection(self, writer)
-        self._connections.add(connection)
-        try:
-            while True:
-                for message in await read_frame(reader):
-                    connection.handle(message)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass  # the frontend exited (or was killed)
-        finally:
-            self._connections.discard(connection)
-            connection.close()
 
-
-class _Connection:
+class _Connection(asyncio.Protocol):
     """One frontend: its jobs in flight, and the messages due to it in this loop tick."""
 
-    def __init__(self, service: EngineService, writer: asyncio.StreamWriter) -> None:
-        self.service, self.writer = service, writer
+    def __init__(self, service: EngineService) -> None:
+        self.service = service
         self.loop = asyncio.get_running_loop()
-        self.jobs: dict[int, tuple[Job, asyncio.TimerHandle]] = {}
-        self.outbox: list[object] = []
+        self.transport: asyncio.Transport | None = None
+        self.jobs: dict[int, _Reply] = {}
+        self.outbox: list[Message] = []
         self.frontend: int | None = None
+        self._reader = FrameReader(self._handle)
         self._flush_scheduled = False
 
-    def handle(self, message: object) -> None:
-        if isinstance(message, Submit):
-            self._submit(message)
-        elif isinstance(message, Cancel):
-            entry = self.jobs.get(message.job)
-            if entry is not None:
-                entry[0].future.cancel()  # marks it done: the former drops its sequences
-        elif isinstance(message, Hello):
-            self.frontend = message.frontend
-            log.info("frontend connected", extra={"frontend": message.frontend, "pid": message.pid})
-            self.send(Welcome(self.service.models))
+    # ---- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.service._connections.add(self)
 
-    def _submit(self, message: Submit) -> None:
-        scheduler = self.service.schedulers[message.model]
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.service._connections.discard(self)  # the frontend exited (or was killed)
+        self.close()
+
+    # ---- messages
+    def _handle(self, messages: list[Message]) -> None:
+        for message in messages:
+            kind = message[0]
+            if kind == SUBMIT:
+                self._submit(message)
+            elif kind == CANCEL:
+                reply = self.jobs.get(message[1])
+                if reply is not None:
+                    reply.cancel()  # marks it done: the former drops its sequences
+            elif kind == HELLO:
+                _, self.frontend, pid = message
+                log.info("frontend connected", extra={"frontend": self.frontend, "pid": pid})
+                self.send((WELCOME, self.service.models))
+
+    def _submit(self, message: Message) -> None:
+        _, job_id, model, sequences, heads, deadline = message
+        scheduler = self.service.schedulers[model]
         if not scheduler.alive:
             error = NotReadyError(
                 f"model {scheduler.name} is not ready (its worker is not running); retry later"
             )
-            self.send(Failure(message.job, error))
+            self.send((FAILURE, job_id, error))
             return
-        job = scheduler.enqueue(message.encoded, message.heads, message.deadline)
-        timer = self.loop.call_at(message.deadline, _expire, job)  # loop.time() is time.monotonic()
-        self.jobs[message.job] = (job, timer)
-        job.future.add_done_callback(functools.partial(self._done, message.job))
+        reply = _Reply(self, job_id)
+        reply.job = Job(Sequences.from_wire(sequences), heads_of(heads), deadline, reply)
+        self.jobs[job_id] = reply
+        self.service.deadlines.add(deadline, reply)
+        scheduler.enqueue(reply.job)
 
-    def _done(self, job_id: int, future: asyncio.Future[object]) -> None:
-        entry = self.jobs.pop(job_id, None)
-        if entry is None or future.cancelled():
-            return  # cancelled by the frontend, or the frontend is gone: nobody waits for it
-        job, timer = entry
-        timer.cancel()
-        error = future.exception()
-        if error is None:
-            queue_s = (job.started_at or job.enqueued_at) - job.enqueued_at
-            self.send(Result(job_id, job.future.result(), queue_s, job.forward_s))
-        elif isinstance(error, M3EngineError):
-            self.send(Failure(job_id, error))
-        else:
-            self.send(Failure(job_id, BackendError("inference failed for this batch")))
-
-    def send(self, message: object) -> None:
+    def send(self, message: Message) -> None:
         self.outbox.append(message)
         self.flush_soon()
 
@@ -198,30 +206,118 @@ class _Connection:
     def _flush(self) -> None:
         self._flush_scheduled = False
         messages, self.outbox = self.outbox, []
-        if self.writer.is_closing():
+        if self.transport is None or self.transport.is_closing():
             return
         try:
-            write_frame(self.writer, (self.service.status(), messages))
-        except Exception:  # e.g. an output that does not pickle: fail those jobs, keep the connection
+            write_frame(self.transport, (self.service.status(), messages))
+        except Exception:  # e.g. an error that does not pickle: fail those jobs, keep the connection
             log.exception("could not send results to a frontend")
-            failed = [m.job for m in messages if isinstance(m, Result)]
+            failed = [m[1] for m in messages if m[0] == RESULT]
             for job_id in failed:
                 self.outbox.append(
-                    Failure(job_id, BackendError("the result could not be sent to the frontend"))
+                    (FAILURE, job_id, BackendError("the result could not be sent to the frontend"))
                 )
             if failed:
                 self.flush_soon()
 
     def close(self) -> None:
-        for job, timer in self.jobs.values():
-            timer.cancel()
-            job.future.cancel()
+        for reply in list(self.jobs.values()):
+            reply.cancel()
         self.jobs.clear()
-        with contextlib.suppress(Exception):
-            self.writer.close()
+        if self.transport is not None:
+            with contextlib.suppress(Exception):
+                self.transport.close()
 
 
-def _expire(job: Job) -> None:
-    """The deadline passed: a job whose batch has not started fails; a started one finishes."""
-    if not job.started and not job.done:
-        job.future.set_exception(DeadlineExceededError(_deadline_message()))
+class _Reply:
+    """The outcome of one frontend job (the `Outcome` of its `Job`): the worker's result or error
+    goes straight into the connection's outbox, with no future and no callback through the loop."""
+
+    __slots__ = ("_done", "connection", "id", "job")
+
+    def __init__(self, connection: _Connection, job_id: int) -> None:
+        self.connection, self.id = connection, job_id
+        self.job: Job | None = None
+        self._done = False
+
+    def done(self) -> bool:
+        return self._done
+
+    def cancel(self) -> bool:
+        """The frontend cancelled it, or went away: nobody waits for it, nothing is sent."""
+        return self._finish()
+
+    def set_result(self, result: BatchOutputs, /) -> None:
+        job = self.job
+        if not self._finish() or job is None:
+            return
+        queue_s = (job.started_at or job.enqueued_at) - job.enqueued_at
+        try:
+            message: Message = (RESULT, self.id, encode_outputs(result), queue_s, job.forward_s)
+        except Exception:
+            log.exception("could not encode a result for a frontend")
+            message = (FAILURE, self.id, BackendError("the result could not be sent to the frontend"))
+        self.connection.send(message)
+
+    def set_exception(self, exception: BaseException, /) -> None:
+        if not self._finish():
+            return
+        if not isinstance(exception, M3EngineError):
+            exception = BackendError("inference failed for this batch")
+        self.connection.send((FAILURE, self.id, exception))
+
+    def _finish(self) -> bool:
+        if self._done:
+            return False
+        self._done = True
+        self.job = None  # the deadline heap may hold this reply a while: not the job and its outputs
+        self.connection.jobs.pop(self.id, None)
+        return True
+
+    def expire(self) -> None:
+        """The deadline passed: a job whose batch has not started fails; a started one finishes."""
+        if self.job is not None and not self.job.started:
+            self.set_exception(DeadlineExceededError(_deadline_message()))
+
+
+class _Deadlines:
+    """Every job's deadline on one timer, armed for the earliest deadline still in flight.
+
+    A timer handle per job would cost a heap push, a cancel and the loop's clean-up of cancelled
+    handles for each request, though nearly every job finishes long before its deadline. Here a job
+    is a heap entry, and entries of finished jobs are popped whenever they reach the top, so the
+    timer fires only when a job is still in flight at the earliest deadline."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[float, int, _Reply]] = []
+        self._order = itertools.count()  # ties: never compare replies
+        self._timer: asyncio.TimerHandle | None = None
+        self._armed_at = float("inf")
+
+    def add(self, deadline: float, reply: _Reply) -> None:
+        heap = self._heap
+        while heap and heap[0][2]._done:
+            heapq.heappop(heap)
+        heapq.heappush(heap, (deadline, next(self._order), reply))
+        if deadline < self._armed_at:
+            self._arm(deadline)
+
+    def clear(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._heap.clear()
+
+    def _arm(self, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        # loop.time() is time.monotonic(), the clock of every deadline
+        self._timer = asyncio.get_running_loop().call_at(when, self._fire)
+        self._armed_at = when
+
+    def _fire(self) -> None:
+        self._timer, self._armed_at = None, float("inf")
+        heap, now = self._heap, asyncio.get_running_loop().time() + _RESOLUTION
+        while heap and (heap[0][0] <= now or heap[0][2]._done):
+            heapq.heappop(heap)[2].expire()
+        if heap:
+            self._arm(heap[0][0])

@@ -24,116 +24,131 @@ from typing import Any, TypeVar
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
 from m3engine.scheduler.admission import Admission, estimate_tokens
+from m3engine.scheduler.sequences import Sequences, Wire
 from m3engine.scheduler.submitter import Timings
 from m3engine.scheduler.wire import (
-    Cancel,
+    CANCEL,
+    FAILURE,
+    HELLO,
+    SUBMIT,
+    WELCOME,
     EngineStatus,
-    Failure,
-    Hello,
+    FrameReader,
+    Message,
     ModelDescription,
-    Result,
-    Submit,
-    Welcome,
-    read_frame,
+    decode_outputs,
+    heads_bits,
     write_frame,
 )
 from m3engine.settings import EngineSettings
 from m3engine.tasks import Prepared, TaskBuilder
 from m3engine.tokenization import TextTokenizer
-from m3engine.types import Encoded, HeadRequest
+from m3engine.types import BatchOutputs, HeadRequest
 
 R = TypeVar("R")
+# (outputs, queue_s, forward_s) of one job
+JobResult = tuple[BatchOutputs, float, float]
 
 
-class EngineClient:
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: EngineStatus
-    ) -> None:
-        self._reader, self._writer, self.status = reader, writer, status
+class EngineClient(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.status = EngineStatus(0.0, (), False)
         self.connected = True
-        self._pending: dict[int, asyncio.Future[Result]] = {}
+        self.models: asyncio.Future[list[ModelDescription]] = asyncio.get_running_loop().create_future()
+        self._transport: asyncio.Transport | None = None
+        self._reader = FrameReader(self._handle)
+        self._pending: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
-        self._outbox: list[object] = []
-        self._task: asyncio.Task[None] | None = None
+        self._outbox: list[Message] = []
+        self._started = False
         self.on_status: Callable[[EngineStatus], None] | None = None
         self.on_lost: Callable[[], None] | None = None  # the engine process went away
 
     @classmethod
     async def connect(cls, path: str, frontend: int) -> tuple[EngineClient, list[ModelDescription]]:
         """Connect, say hello, and receive the served models (specs, settings, tokenizers)."""
-        reader, writer = await asyncio.open_unix_connection(path)
-        write_frame(writer, [Hello(frontend, os.getpid())])
-        await writer.drain()
-        while True:  # status-only frames may come before the welcome
-            status, messages = await read_frame(reader)
-            welcome = next((m for m in messages if isinstance(m, Welcome)), None)
-            if welcome is not None:
-                return cls(reader, writer, status), welcome.models
+        _, client = await asyncio.get_running_loop().create_unix_connection(cls, path)
+        client._send((HELLO, frontend, os.getpid()))
+        return client, await client.models  # status-only frames may come before the welcome
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._read_loop(), name="engine-client")
+        """From here on a lost connection is reported (`on_lost`); frames are read from the start."""
+        self._started = True
+        if not self.connected and self.on_lost is not None:
+            self.on_lost()
 
     async def close(self) -> None:
         self.on_lost = None  # closing it ourselves is not losing it
-        if self._task is not None:
-            self._task.cancel()
-        self._writer.close()
+        if self._transport is not None:
+            self._transport.close()
 
     @property
     def in_flight(self) -> int:
         return len(self._pending)
 
     def submit(
-        self, model: int, encoded: list[Encoded], heads: HeadRequest, deadline: float
-    ) -> tuple[int, asyncio.Future[Result]]:
+        self, model: int, sequences: Wire, heads: HeadRequest, deadline: float
+    ) -> tuple[int, asyncio.Future[JobResult]]:
         if not self.connected:
             raise NotReadyError("this frontend lost its engine process; retry on another replica")
         job = next(self._ids)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self._pending[job] = future
-        self._send(Submit(job, model, encoded, heads, deadline))
+        self._send((SUBMIT, job, model, sequences, heads_bits(heads), deadline))
         return job, future
 
     def cancel(self, job: int) -> None:
         if self._pending.pop(job, None) is not None and self.connected:
-            self._send(Cancel(job))
+            self._send((CANCEL, job))
 
-    def _send(self, message: object) -> None:
+    def _send(self, message: Message) -> None:
         self._outbox.append(message)
         if len(self._outbox) == 1:  # the first of this tick: one frame carries the tick's messages
             asyncio.get_running_loop().call_soon(self._flush)
 
     def _flush(self) -> None:
         messages, self._outbox = self._outbox, []
-        if messages and not self._writer.is_closing():
-            write_frame(self._writer, messages)
+        if messages and self._transport is not None and not self._transport.is_closing():
+            write_frame(self._transport, messages)
 
-    async def _read_loop(self) -> None:
-        try:
-            while True:
-                status, messages = await read_frame(self._reader)
-                self.status = status
-                if self.on_status is not None:
-                    self.on_status(status)
-                for message in messages:
-                    future = self._pending.pop(message.job, None)
-                    if future is None or future.done():
-                        continue  # cancelled here meanwhile
-                    if isinstance(message, Failure):
-                        future.set_exception(message.error)
-                    else:
-                        future.set_result(message)
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            self.connected = False
-            lost = NotReadyError("this frontend lost its engine process; retry on another replica")
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(lost)
-            self._pending.clear()
-            if self.on_lost is not None:
-                self.on_lost()
+    # ---- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._reader.feed(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.connected = False
+        lost = NotReadyError("this frontend lost its engine process; retry on another replica")
+        if not self.models.done():
+            self.models.set_exception(ConnectionError("the engine process closed the connection"))
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(lost)
+        self._pending.clear()
+        if self._started and self.on_lost is not None:
+            self.on_lost()
+
+    def _handle(self, frame: tuple[tuple[float, tuple[bool, ...], bool], list[Message]]) -> None:
+        status, messages = frame
+        self.status = EngineStatus(*status)
+        if self.on_status is not None:
+            self.on_status(self.status)
+        for message in messages:
+            kind = message[0]
+            if kind == WELCOME:
+                if not self.models.done():
+                    self.models.set_result(message[1])
+                continue
+            future = self._pending.pop(message[1], None)
+            if future is None or future.done():
+                continue  # cancelled here meanwhile
+            if kind == FAILURE:
+                future.set_exception(message[2])
+            else:  # RESULT
+                future.set_result((decode_outputs(message[2]), message[3], message[4]))
 
 
 @dataclass
@@ -195,17 +210,26 @@ class RemoteScheduler:
         start = time.monotonic()
         permit = self.admission.reserve(estimate_tokens(char_counts, self._tasks.spec.max_length))
         try:
-            task = await asyncio.get_running_loop().run_in_executor(self._pool, prepare, self._tasks)
+            task, sequences = await asyncio.get_running_loop().run_in_executor(
+                self._pool, _prepare_for_wire, prepare, self._tasks
+            )
             timings.tokenize = time.monotonic() - start
             timings.tokens = task.num_tokens
             permit.resize(task.num_tokens)
-            job, future = self.client.submit(self.index, task.encoded, task.heads, start + deadline_s)
+            job, future = self.client.submit(self.index, sequences, task.heads, start + deadline_s)
             try:
-                result = await future
+                outputs, timings.queue, timings.forward = await future
             except asyncio.CancelledError:  # the client disconnected: drop the job before it runs
                 self.client.cancel(job)
                 raise
-            timings.queue, timings.forward = result.queue_s, result.forward_s
-            return task.finish(result.outputs)
+            return task.finish(outputs)
         finally:
             permit.release()
+
+
+def _prepare_for_wire(
+    prepare: Callable[[TaskBuilder], Prepared[R]], tasks: TaskBuilder
+) -> tuple[Prepared[R], Wire]:
+    """Tokenize, and flatten the ids for the socket, in the tokenizer pool: off the event loop."""
+    task = prepare(tasks)
+    return task, Sequences.from_encoded(task.encoded).to_wire()

@@ -108,8 +108,10 @@ class Scheduler:
             timings.tokenize = time.monotonic() - start
             timings.tokens = task.num_tokens
             permit.resize(task.num_tokens)
-            job = self.enqueue(task.encoded, task.heads, deadline)
-            outputs = await self._wait(job, deadline)
+            future: asyncio.Future[BatchOutputs] = loop.create_future()
+            job = Job(task.encoded, task.heads, deadline, future)
+            self.enqueue(job)
+            outputs = await self._wait(job, future, deadline)
             timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
             timings.forward = job.forward_s
             return task.finish(outputs)
@@ -118,22 +120,20 @@ class Scheduler:
             if job is not None and not job.future.done():
                 job.future.cancel()  # the former drops its remaining items
 
-    def enqueue(self, encoded: list[Encoded], heads: HeadRequest, deadline: float) -> Job:
-        """Queue tokenized sequences for the shared batches; the job's future gets their outputs.
+    def enqueue(self, job: Job) -> None:
+        """Queue a job's tokenized sequences for the shared batches; its outcome gets their outputs.
 
-        `deadline` is a time.monotonic() value (one clock for every process of the host)."""
-        job = Job(encoded, heads, deadline, asyncio.get_running_loop().create_future())
+        `job.deadline` is a time.monotonic() value (one clock for every process of the host)."""
         self.former.add(job)
         self.worker.wake()
-        return job
 
-    async def _wait(self, job: Job, deadline: float) -> BatchOutputs:
+    async def _wait(self, job: Job, future: asyncio.Future[BatchOutputs], deadline: float) -> BatchOutputs:
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), max(0.0, deadline - time.monotonic()))
+            return await asyncio.wait_for(asyncio.shield(future), max(0.0, deadline - time.monotonic()))
         except TimeoutError:
             if job.started:  # already on the device: it finishes soon, and dropping it would waste it
-                return await job.future
-            job.future.cancel()  # marks it done: the former drops its items
+                return await future
+            future.cancel()  # marks it done: the former drops its items
             raise DeadlineExceededError(_deadline_message()) from None
 
     def _observe_throughput(self, tokens: int, seconds: float) -> None:

@@ -1,9 +1,23 @@
 """The messages between HTTP frontend processes and the engine process, and how they are framed.
 
-A frame is an 8-byte length, then one pickle (protocol 5) of a list of messages: each side sends
-everything it has for the other once per event-loop tick, so one forward pass answers all of a
-frontend's jobs in it with one write. Every frame from the engine also carries its `EngineStatus`
-(throughput for Retry-After, which workers are alive), so readiness needs no polling.
+A frame is an 8-byte length, then one pickle (protocol 5): each side sends everything it has for the
+other once per event-loop tick, so one forward pass answers all of a frontend's jobs in it with one
+write. Every frame from the engine is `(status, messages)`: its `EngineStatus` (throughput for
+Retry-After, which workers are alive) rides along, so readiness needs no polling.
+
+The messages of every request are plain tuples tagged by an int, and arrays travel as bytes:
+pickling a NamedTuple, a dataclass or an ndarray runs Python code (or a reduce protocol) per object
+on both sides, which was most of the engine process's CPU per query.
+
+    frontend -> engine   (HELLO, frontend, pid)
+                         (SUBMIT, job, model, sequences.Wire, heads_bits(HeadRequest), deadline)
+                         (CANCEL, job)
+    engine -> frontend   (WELCOME, [ModelDescription, ...])
+                         (RESULT, job, encode_outputs(BatchOutputs), queue_s, forward_s)
+                         (FAILURE, job, M3EngineError)
+
+`job` is unique within the sending frontend; `model` indexes the welcome's models; `deadline` is a
+time.monotonic() value (one clock for every process of the host).
 
 Pickle runs code on load: the socket lives in a directory only this user can open (mkdtemp, 0700),
 and only processes the server started connect to it.
@@ -14,35 +28,21 @@ from __future__ import annotations
 import asyncio
 import pickle
 import struct
+from collections.abc import Callable
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from m3engine.models.spec import ModelSpec
 from m3engine.settings import EngineSettings
 from m3engine.tokenization import TextTokenizer
-from m3engine.types import BatchOutputs, Encoded, HeadRequest
+from m3engine.types import BatchOutputs, HeadRequest, SparseVector
 
 _LENGTH = struct.Struct("!Q")
+HELLO, SUBMIT, CANCEL, WELCOME, RESULT, FAILURE = range(6)
+Message = tuple[Any, ...]  # (TAG, ...): see the table above
 
 
-# ---- frontend -> engine -----------------------------------------------------------------------
-class Hello(NamedTuple):
-    frontend: int
-    pid: int
-
-
-class Submit(NamedTuple):
-    job: int  # unique within the sending frontend
-    model: int  # index into Welcome.models
-    encoded: list[Encoded]
-    heads: HeadRequest
-    deadline: float  # time.monotonic(), one clock for every process of the host
-
-
-class Cancel(NamedTuple):
-    job: int
-
-
-# ---- engine -> frontend -----------------------------------------------------------------------
 class ModelDescription(NamedTuple):
     """What a frontend needs to validate, tokenize and shape results for a model, without weights."""
 
@@ -53,35 +53,97 @@ class ModelDescription(NamedTuple):
     tokenizer: TextTokenizer  # pickled whole: loading it anew would import transformers and torch
 
 
-class Welcome(NamedTuple):
-    models: list[ModelDescription]
-
-
-class Result(NamedTuple):
-    job: int
-    outputs: BatchOutputs
-    queue_s: float
-    forward_s: float
-
-
-class Failure(NamedTuple):
-    job: int
-    error: Exception  # an M3EngineError: the frontend raises it as is
-
-
 class EngineStatus(NamedTuple):
     tokens_per_s: float  # recent throughput of all models, for Retry-After
     alive: tuple[bool, ...]  # per model: its worker runs
     stopping: bool  # the engine is shutting down
 
 
+# ---- heads and outputs ------------------------------------------------------------------------
+# Every HeadRequest there can be, by bit pattern: the engine hands out these very objects, so the
+# batch former compares heads by identity.
+_HEADS = [HeadRequest(bool(b & 1), bool(b & 2), bool(b & 4), bool(b & 8)) for b in range(16)]
+
+
+def heads_bits(heads: HeadRequest) -> int:
+    return heads.dense | heads.sparse << 1 | heads.colbert << 2 | heads.logits << 3
+
+
+def heads_of(bits: int) -> HeadRequest:
+    return _HEADS[bits]
+
+
+Array = tuple[str, tuple[int, ...], bytes]  # dtype, shape, data
+
+
+def _pack_array(a: np.ndarray[Any, Any]) -> Array:
+    return a.dtype.str, a.shape, a.tobytes()
+
+
+def _unpack_array(a: Array) -> np.ndarray[Any, Any]:
+    """Read-only over the received bytes: the frontend's `finish` only reads its outputs."""
+    dtype, shape, data = a
+    return np.frombuffer(data, dtype=dtype).reshape(shape)
+
+
+def encode_outputs(out: BatchOutputs) -> tuple[Any, ...]:
+    return (
+        None if out.dense is None else _pack_array(out.dense),
+        None if out.sparse is None else [(_pack_array(v.indices), _pack_array(v.values)) for v in out.sparse],
+        None if out.colbert is None else [_pack_array(c) for c in out.colbert],
+        None if out.logits is None else _pack_array(out.logits),
+    )
+
+
+def decode_outputs(wire: tuple[Any, ...]) -> BatchOutputs:
+    dense, sparse, colbert, logits = wire
+    return BatchOutputs(
+        dense=None if dense is None else _unpack_array(dense),
+        sparse=None
+        if sparse is None
+        else [SparseVector(_unpack_array(i), _unpack_array(v)) for i, v in sparse],
+        colbert=None if colbert is None else [_unpack_array(c) for c in colbert],
+        logits=None if logits is None else _unpack_array(logits),
+    )
+
+
 # ---- framing ----------------------------------------------------------------------------------
-def write_frame(writer: asyncio.StreamWriter, payload: object) -> None:
+def write_frame(transport: asyncio.WriteTransport, payload: object) -> None:
     data = pickle.dumps(payload, protocol=5)
-    writer.writelines((_LENGTH.pack(len(data)), data))
+    transport.write(_LENGTH.pack(len(data)) + data)
 
 
-async def read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next frame's payload; asyncio.IncompleteReadError when the other side has gone."""
-    (size,) = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))
-    return pickle.loads(await reader.readexactly(size))
+class FrameReader:
+    """Cuts the byte stream of a connection into frames and hands each payload on, unpickled.
+
+    Fed from a Protocol's data_received: no coroutine, future or StreamReader buffer per read."""
+
+    def __init__(self, on_frame: Callable[[Any], None]) -> None:
+        self._on_frame = on_frame
+        self._chunks: list[bytes] = []  # an incomplete frame, as received
+        self._have = 0
+        self._need = 0  # bytes of that frame (or its length prefix) to wait for before parsing
+
+    def feed(self, data: bytes) -> None:
+        if self._chunks:
+            self._chunks.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return  # a large frame arriving in pieces: join it once, when it is whole
+            data = b"".join(self._chunks)
+            self._chunks.clear()
+        view, offset, end = memoryview(data), 0, len(data)
+        while end - offset >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(data, offset)
+            stop = offset + _LENGTH.size + size
+            if stop > end:
+                self._need = stop - offset
+                break
+            self._on_frame(pickle.loads(view[offset + _LENGTH.size : stop]))
+            offset = stop
+        else:
+            self._need = _LENGTH.size
+        if offset < end:
+            rest = data[offset:]
+            self._chunks.append(rest)
+            self._have = len(rest)

@@ -14,7 +14,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
 
 from m3engine import postprocess
 from m3engine.backends.base import Backend
@@ -27,7 +28,9 @@ from m3engine.errors import (
 )
 from m3engine.metrics import Metrics
 from m3engine.scheduler.batcher import BatchFormer, Item, Job
-from m3engine.types import BatchOutputs, PackedBatch
+from m3engine.scheduler.forward_thread import ForwardThread
+from m3engine.scheduler.sequences import pack
+from m3engine.types import BatchOutputs
 
 log = logging.getLogger("m3engine.worker")
 
@@ -41,11 +44,12 @@ def is_oom(error: BaseException) -> bool:
 
 def select_rows(out: BatchOutputs, rows: list[int]) -> BatchOutputs:
     """The outputs of some sequences of a batch, in the order given."""
+    # float32 as postprocess.gather makes them, for a job whose rows skip the reassembly
     return BatchOutputs(
-        dense=None if out.dense is None else out.dense[rows],
+        dense=None if out.dense is None else out.dense[rows].astype(np.float32, copy=False),
         sparse=None if out.sparse is None else [out.sparse[r] for r in rows],
         colbert=None if out.colbert is None else [out.colbert[r] for r in rows],
-        logits=None if out.logits is None else out.logits[rows],
+        logits=None if out.logits is None else out.logits[rows].astype(np.float32, copy=False),
     )
 
 
@@ -53,11 +57,15 @@ class Worker:
     def __init__(self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics) -> None:
         self.name, self.backend, self.former, self.metrics = name, backend, former, metrics
         # One thread: backends are called from one thread at a time (base.Backend's contract).
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"forward-{name}")
+        self._forward = ForwardThread(f"forward-{name}")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alive = False
         self._running: list[Item] = []
+        # Labelled children looked up once: .labels() costs a dict lookup and a lock per call.
+        self._queue_depth = metrics.queue_depth.labels(model=name)
+        self._tokens = metrics.tokens.labels(model=name)
+        self._depth_shown = -1
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
         self.on_death: Callable[[], None] | None = None  # e.g. make the process exit, to be restarted
 
@@ -69,7 +77,7 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._forward.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -102,7 +110,9 @@ class Worker:
             for job in self.former.expired(time.monotonic()):
                 job.future.set_exception(DeadlineExceededError(_deadline_message()))
             batch = self.former.next_batch()
-            self.metrics.queue_depth.labels(model=self.name).set(self.former.pending)
+            if self.former.pending != self._depth_shown:  # a gauge write is an mmap write here
+                self._depth_shown = self.former.pending
+                self._queue_depth.set(self._depth_shown)
             if not batch:
                 self._wake.clear()
                 await self._wake.wait()
@@ -116,10 +126,9 @@ class Worker:
         for item in batch:
             if not item.job.started:
                 item.job.started, item.job.started_at = True, now
-        packed = PackedBatch.from_encoded([it.job.encoded[it.index] for it in batch])
-        loop = asyncio.get_running_loop()
+        packed = pack([(it.job.encoded, it.index) for it in batch])
         try:
-            out = await loop.run_in_executor(self._pool, self.backend.forward, packed, batch[0].job.heads)
+            out = await self._forward.run(self.backend.forward, packed, batch[0].job.heads)
         except Exception as error:
             if may_split and len(batch) > 1 and is_oom(error):
                 self.metrics.oom_splits.inc()
@@ -133,7 +142,7 @@ class Worker:
         elapsed = time.monotonic() - now
         self.metrics.batch_size.observe(packed.num_seqs)
         self.metrics.batch_tokens.observe(packed.num_tokens)
-        self.metrics.tokens.labels(model=self.name).inc(packed.num_tokens)
+        self._tokens.inc(packed.num_tokens)
         if self.on_tokens is not None:
             self.on_tokens(packed.num_tokens, elapsed)
         self._fan_out(batch, out, elapsed)
@@ -155,15 +164,22 @@ class Worker:
     def _fan_out(self, batch: list[Item], out: BatchOutputs, elapsed: float) -> None:
         rows_by_job: dict[int, tuple[Job, list[int], list[int]]] = {}
         for row, item in enumerate(batch):
-            entry = rows_by_job.setdefault(id(item.job), (item.job, [], []))
-            entry[1].append(item.index)
-            entry[2].append(row)
+            entry = rows_by_job.get(id(item.job))
+            if entry is None:
+                rows_by_job[id(item.job)] = (item.job, [item.index], [row])
+            else:
+                entry[1].append(item.index)
+                entry[2].append(row)
         for job, indices, rows in rows_by_job.values():
-            if job.done:  # cancelled or failed meanwhile: its results are dropped
+            if job.future.done():  # cancelled or failed meanwhile: its results are dropped
                 continue
-            job.parts.append((indices, select_rows(out, rows)))
             job.forward_s += elapsed
             job.remaining -= len(indices)
+            if job.remaining == 0 and not job.parts:  # all of it in this batch: no reassembly
+                order = sorted(range(len(rows)), key=indices.__getitem__)
+                job.future.set_result(select_rows(out, [rows[i] for i in order]))
+                continue
+            job.parts.append((indices, select_rows(out, rows)))
             if job.remaining == 0:
                 job.future.set_result(postprocess.gather(job.parts, len(job.encoded)))
 
