@@ -40,16 +40,24 @@ class FrontendConfig:
     count: int
     engine_socket: str  # the engine process's unix socket
     settings: ServerSettings
+    host: str  # the port the engine process reserved (the frontend listens on its own socket of it
+    port: int  # when it is given no shared one)
 
 
-def frontend_main(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> None:
+def frontend_main(config: FrontendConfig, listener: socket.socket | None, budget: SharedBudget) -> None:
     """The target of the spawned process."""
     logs.configure(config.settings.log_level)
     sys.exit(asyncio.run(serve_frontend(config, listener, budget)))
 
 
-async def serve_frontend(config: FrontendConfig, listener: socket.socket, budget: SharedBudget) -> int:
+async def serve_frontend(config: FrontendConfig, listener: socket.socket | None, budget: SharedBudget) -> int:
+    """Serve HTTP on `listener` (shared by every frontend), or without one on an own SO_REUSEPORT
+    socket of the reserved port."""
+    from m3engine.server.frontends import bind_listener
+
     settings = config.settings
+    if listener is None:
+        listener = bind_listener(config.host, config.port, reuse_port=True)
     client, models = await EngineClient.connect(config.engine_socket, config.index)
     admission = Admission(
         settings.max_concurrent_requests, settings.max_queued_tokens, shared=budget, slot=config.index

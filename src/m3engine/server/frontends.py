@@ -3,9 +3,11 @@
     this process (the engine)   loads the models, warms them up, runs each model's Scheduler (batch
                                 former + worker: every forward pass batches across all frontends),
                                 serves the frontends on a unix socket (scheduler/engine_service.py),
-                                and binds the one listening TCP socket
-    N frontends (spawned)       uvicorn on that socket (the kernel gives each new connection to one of
-                                them): HTTP, validation, admission, tokenization, JSON (server/frontend.py)
+                                and reserves the TCP port
+    N frontends (spawned)       uvicorn, each on its own listening socket of that port (SO_REUSEPORT:
+                                the kernel spreads new connections over them by a hash, evenly), or on
+                                one shared socket where SO_REUSEPORT does not balance (not Linux): HTTP,
+                                validation, admission, tokenization, JSON (server/frontend.py)
 
 One Python process tops out near a thousand small requests a second (the event loop's share of
 FastAPI, pydantic and the hand-offs); the frontends spread that work over cores while one process
@@ -29,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
@@ -64,11 +67,23 @@ def serve_with_frontends(engine: EngineSettings, server: ServerSettings) -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def bind_listener(host: str, port: int) -> socket.socket:
+def reuse_port_balances() -> bool:
+    """Whether SO_REUSEPORT spreads connections over the listening sockets (Linux does, by a hash of
+    each connection; a shared socket goes to whichever process wakes first: 32/16/15/1 connections
+    over 4 frontends were seen, so one frontend's event loop set the latency of a third of them)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_listener(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
+    """A TCP socket on (host, port). With `reuse_port`, more sockets may bind the same port; one that
+    does not listen only reserves it (the kernel gives connections to listening sockets only)."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(2048)
+    if listen:
+        sock.listen(2048)
     return sock
 
 
@@ -94,7 +109,12 @@ class Supervisor:
         service = EngineService.build(self.engines, self.settings, Metrics())
         service.on_fatal = self._worker_died
         await service.start(self.engine_socket, warmup=self.settings.warmup)
-        self.listener = bind_listener(self.settings.host, self.settings.port)
+        self.reuse_port = reuse_port_balances()
+        # With SO_REUSEPORT this socket only holds the port (a taken port fails here, once; port 0
+        # picks one for all); each frontend listens on its own socket of it.
+        self.listener = bind_listener(
+            self.settings.host, self.settings.port, reuse_port=self.reuse_port, listen=not self.reuse_port
+        )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, f"{sig.name}: draining", 0)
         for index in range(self.settings.frontends):
@@ -119,10 +139,11 @@ class Supervisor:
     def _spawn(self, index: int) -> None:
         from m3engine.server.frontend import FrontendConfig, frontend_main
 
-        config = FrontendConfig(index, self.settings.frontends, self.engine_socket, self.settings)
+        host, port = self.listener.getsockname()[:2]
+        config = FrontendConfig(index, self.settings.frontends, self.engine_socket, self.settings, host, port)
         process = self.context.Process(
             target=frontend_main,
-            args=(config, self.listener, self.budget),
+            args=(config, None if self.reuse_port else self.listener, self.budget),
             name=f"m3engine-frontend-{index}",
             daemon=True,
         )
