@@ -77,7 +77,11 @@ def reuse_port_balances() -> bool:
 def bind_listener(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
     """A TCP socket on (host, port). With `reuse_port`, more sockets may bind the same port; one that
     does not listen only reserves it (the kernel gives connections to listening sockets only)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
+    # they are TCP, and accepted sockets inherit it. Without it every response waited ~40 ms for the
+    # client's delayed ACK (measured: 44 ms for /live, 48 ms per request at any concurrency).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
