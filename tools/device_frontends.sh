@@ -27,22 +27,7 @@ from m3engine.bench.synthetic import build_synthetic
 build_synthetic('bge-m3', Path('/tmp/m3'), tokenizer=Path('.carry-run/xlmr-tokenizer'))" >> $OUT/run.log 2>&1
 fi
 
-cpu_s() {  # "MAIN CHILDREN": user + system CPU seconds of the server process and of its frontends
-  $PY - "$1" <<'PY'
-import os, sys
-root = sys.argv[1]
-children = []
-for task in os.listdir(f"/proc/{root}/task"):
-    children += open(f"/proc/{root}/task/{task}/children").read().split()
-def cpu(pid):
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    except FileNotFoundError:
-        return 0.0
-print(cpu(root), sum(cpu(pid) for pid in children))
-PY
-}
+cpu_s() { $PY tools/proc_cpu.py "$1"; }  # "PROCESS CHILDREN MAIN_THREAD" CPU seconds
 ready() { $PY -c "import urllib.request as u; u.urlopen('$URL/ready', timeout=2)" 2>/dev/null; }
 
 for N in $FRONTENDS; do
@@ -55,10 +40,10 @@ for N in $FRONTENDS; do
   echo "frontends=$N ready after $(( $(date +%s) - START ))s" >> $OUT/run.log
   for spec in "queries 64 queries-c64" "queries 640 overload-c640" "passages 32 passages-c32"; do
     set -- $spec
-    read E0 C0 <<< "$(cpu_s $SRV)"
+    read E0 C0 _ <<< "$(cpu_s $SRV)"
     timeout 90 $PY -m m3engine bench serve --url $URL --workload $1 --concurrency $2 --duration $DURATION \
       --processes 4 --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
-    read E1 C1 <<< "$(cpu_s $SRV)"
+    read E1 C1 _ <<< "$(cpu_s $SRV)"
     $PY -c "
 import json
 r = json.load(open('$OUT/f$N-$3.json'))

@@ -7,22 +7,7 @@ set -eu
 OUT=docs/bench/server-cpu-frontends
 PY="env HF_HUB_OFFLINE=1 PYTHONPATH=src /work/main/.venv/bin/python"
 MODEL=/tmp/fakem3  # tests.checkpoints' tiny BGE-M3 with the XLM-R tokenizer of ../shared/fixtures copied in
-cpu_s() {  # "ENGINE CHILDREN": user + system CPU seconds of the server process and of its children
-  $PY - "$1" <<'PY'
-import os, sys
-root = sys.argv[1]
-children = []
-for task in os.listdir(f"/proc/{root}/task"):
-    children += open(f"/proc/{root}/task/{task}/children").read().split()
-def cpu(pid):
-    try:
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except FileNotFoundError:
-        return 0.0
-print(cpu(root), sum(cpu(pid) for pid in children))
-PY
-}
+cpu_s() { $PY tools/proc_cpu.py "$1"; }  # "PROCESS CHILDREN MAIN_THREAD" CPU seconds
 uptime > $OUT/results.txt
 for N in 1 2; do
   $PY -m m3engine serve --model $MODEL --backend fake --device cpu --port 8099 --frontends $N \
@@ -31,10 +16,10 @@ for N in 1 2; do
   for i in $(seq 1 90); do curl -sf http://127.0.0.1:8099/ready > /dev/null && break; sleep 1; done
   sleep 3
   for C in 16 32; do
-    read E0 C0 <<< "$(cpu_s $SRV)"
+    read E0 C0 _ <<< "$(cpu_s $SRV)"
     $PY -m m3engine bench serve --url http://127.0.0.1:8099 --workload queries --concurrency $C \
       --duration 15 --output $OUT/f$N-queries-c$C.json > /dev/null
-    read E1 C1 <<< "$(cpu_s $SRV)"
+    read E1 C1 _ <<< "$(cpu_s $SRV)"
     $PY -c "
 import json
 r = json.load(open('$OUT/f$N-queries-c$C.json'))
