@@ -8,6 +8,7 @@ into many pieces and batches.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -231,6 +232,29 @@ def test_the_first_batch_runs_before_later_pieces_are_tokenized(
     monkeypatch.setattr(Bulk, "piece", piece)
     backend.forward = forward  # type: ignore[method-assign]
     assert [r.index for r in engine.embed(TEXTS)] == list(range(len(TEXTS)))
+
+
+def test_the_first_piece_is_tokenized_alone(bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No other piece starts before the first is done: beside others it took 4x longer (H200 host)."""
+    engine, _ = _fake_engine(bge_m3_dir, max_batch_tokens=64)
+    events: list[str] = []
+    lock = threading.Lock()
+    original = Bulk.piece
+
+    def piece(self: Bulk[Any], start: int, stop: int) -> list[Encoded]:
+        with lock:
+            events.append(f"start {start}")
+        if start == 0:
+            time.sleep(0.05)  # room for other threads to start pieces, were they allowed to
+        out = original(self, start, stop)
+        with lock:
+            events.append(f"done {start}")
+        return out
+
+    monkeypatch.setattr(Bulk, "piece", piece)
+    assert [r.index for r in engine.embed(TEXTS)] == list(range(len(TEXTS)))
+    assert events[:2] == ["start 0", "done 0"]
+    assert sum(e.startswith("start") for e in events) > 4  # many pieces, others in parallel after
 
 
 def test_each_batch_is_launched_before_the_one_before_it_is_collected(fast_m3: Engine) -> None:

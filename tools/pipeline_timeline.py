@@ -1,0 +1,131 @@
+"""A timeline of one bulk call through the pipeline: when each piece is tokenized (which thread), when
+each batch is launched and collected (tokens), relative to the call's start. For finding where a
+pipelined call waits (device machine: the reranker, 1 query x 100 passages; or long documents).
+
+    PYTHONPATH=src python3 tools/pipeline_timeline.py TOKENIZER_DIR SCRATCH_DIR [rerank|long]
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from m3engine import pipeline
+from m3engine.bench.synthetic import build_synthetic
+from m3engine.bench.texts import TextMaker
+from m3engine.engine import Engine
+from m3engine.prepared import Bulk
+from m3engine.settings import EngineSettings
+
+EVENTS: list[tuple[float, str, str]] = []
+
+
+def note(what: str) -> None:
+    EVENTS.append((time.perf_counter(), threading.current_thread().name, what))
+
+
+def instrument() -> None:
+    piece, launch, collect = Bulk.piece, pipeline.Launcher.__call__, pipeline.Collector.collect
+
+    def timed_piece(self: Bulk[Any], start: int, stop: int) -> Any:
+        note(f"piece {start}:{stop} start")
+        out = piece(self, start, stop)
+        note(f"piece {start}:{stop} done ({sum(len(e) for e in out)} tokens)")
+        return out
+
+    def timed_launch(self: pipeline.Launcher, batch: Any, heads: Any) -> Any:
+        note(f"launch {batch.num_seqs} seqs {batch.num_tokens} tokens")
+        out = launch(self, batch, heads)
+        note("launched")
+        return out
+
+    def timed_collect(self: pipeline.Collector) -> None:
+        if self._in_flight is not None:
+            note("collect wait")
+        collect(self)
+        note("collect done")
+
+    Bulk.piece = timed_piece  # type: ignore[method-assign]
+    pipeline.Launcher.__call__ = timed_launch  # type: ignore[method-assign]
+    pipeline.Collector.collect = timed_collect  # type: ignore[method-assign]
+
+
+def bare_launches(engine: Engine, workload: str) -> None:
+    """Three pre-tokenized batches launched back to back, no tokenizer threads: does a launch wait
+    for the device (host time of each launch, and of collecting them)?"""
+    import torch
+
+    from m3engine.types import HeadRequest, PackedBatch
+
+    if not torch.cuda.is_available():
+        return
+    maker = TextMaker(engine.tokenizer._tok)
+    n, lo, hi = (48, 300, 340) if workload == "rerank" else (2, 7000, 8000)
+    heads = HeadRequest(logits=True) if workload == "rerank" else HeadRequest(dense=True)
+    batches = [
+        PackedBatch.from_encoded(engine.tokenizer.encode(maker.texts(maker.uniform_lengths(n, lo, hi)), 8192))
+        for _ in range(3)
+    ]
+    for _ in range(2):
+        torch.cuda.synchronize()
+        marks, pending = [time.perf_counter()], []
+        for batch in batches:
+            pending.append(engine.backend.launch(batch, heads))  # type: ignore[attr-defined]
+            marks.append(time.perf_counter())
+        for p in pending:
+            p.result()
+            marks.append(time.perf_counter())
+    steps = [f"{(b - a) * 1e3:.1f}" for a, b in itertools.pairwise(marks)]
+    tokens = [b.num_tokens for b in batches]
+    print(f"bare launches of {tokens} tokens, host ms per launch then per collect: {steps}")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        pending = [engine.backend.launch(batch, heads) for batch in batches]  # type: ignore[attr-defined]
+        for p in pending:
+            p.result()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
+
+
+def main() -> None:
+    tokenizer, scratch = Path(sys.argv[1]), Path(sys.argv[2])
+    workload = sys.argv[3] if len(sys.argv) > 3 else "rerank"
+    model = "bge-reranker-v2-m3" if workload == "rerank" else "bge-m3"
+    path = scratch / model
+    if not (path / "config.json").is_file():
+        build_synthetic(model, path, tokenizer)
+    device = os.environ.get("DEVICE", "cuda")  # DEVICE=cpu: a dry run on a tiny checkpoint
+    dtype = "fp32" if device == "cpu" else "fp16" if workload == "rerank" else "bf16"
+    settings = EngineSettings(model=str(path), backend="fast", device=device, dtype=dtype)
+    engine = Engine.from_settings(settings)
+    maker = TextMaker(engine.tokenizer._tok)
+    if workload == "rerank":
+        query = maker.text(24)
+        passages = maker.texts(maker.uniform_lengths(100, 250, 350))
+        call = lambda: engine.rerank(query, passages, max_length=min(512, engine.tasks.max_length))  # noqa: E731
+    else:
+        docs = maker.texts(maker.uniform_lengths(24, 4000, 8000))
+        call = lambda: engine.embed(docs, max_length=min(8192, engine.tasks.max_length))  # noqa: E731
+    for _ in range(3):
+        call()
+    bare_launches(engine, workload)
+    if os.environ.get("SWITCH"):  # the GIL's switch interval (default 5 ms), to test a convoy
+        sys.setswitchinterval(float(os.environ["SWITCH"]))
+        print(f"switch interval {sys.getswitchinterval()}")
+    instrument()
+    for _ in range(3):
+        EVENTS.clear()
+        start = time.perf_counter()
+        note("call")
+        call()
+        note("return")
+    print(f"{workload}: last of 3 calls, {(EVENTS[-1][0] - start) * 1e3:.1f} ms")
+    for t, thread, what in EVENTS:
+        print(f"  {(t - start) * 1e3:7.2f} ms  {thread:22s} {what}")
+
+
+if __name__ == "__main__":
+    main()
