@@ -24,4 +24,11 @@ timeout 60 python3 tools/batch1_probe.py $TOK >> $OUT/run.log 2>&1
 timeout 100 python3 tools/pipeline_probe.py --tokenizer $TOK --backend fast --device cuda --dtype bf16 \
   --only embed --scratch /tmp/m3probe --json $OUT/pipeline.json > $OUT/pipeline.log 2>&1
 echo "pipeline probe rc=$?" >> $OUT/run.log; tail -12 $OUT/pipeline.log >> $OUT/run.log
+timeout 60 python3 tools/pipeline_probe.py --tokenizer $TOK --backend fast --device cuda --dtype fp16 \
+  --only rerank --repeats 5 --scratch /tmp/m3probe > $OUT/pipeline-rerank.log 2>&1
+echo "rerank pipeline probe rc=$?" >> $OUT/run.log; tail -1 $OUT/pipeline-rerank.log >> $OUT/run.log
+for w in rerank long; do
+  timeout 90 python3 tools/pipeline_timeline.py $TOK /tmp/m3probe $w > $OUT/timeline-$w.log 2>&1
+  grep -E "bare launches|calls" $OUT/timeline-$w.log >> $OUT/run.log
+done
 grep -vE "Loading weights|^\s*$" $OUT/run.log | tail -40
