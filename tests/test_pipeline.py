@@ -293,3 +293,11 @@ def test_each_batch_is_launched_before_the_one_before_it_is_collected(fast_m3: E
         "collect 3",
     ]
     assert out.dense is not None and out.dense.shape[0] == 12
+
+
+def test_long_inputs_get_fewer_tokenizer_threads(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    assert pipeline.default_threads([8192] * 24) == 2  # long documents: Rust spreads each one
+    assert pipeline.default_threads([300, 1500, 2048] * 100) == 4  # passages
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 1)
+    assert pipeline.default_threads([300] * 10) == 1

@@ -223,13 +223,13 @@ def main() -> None:
     global STAT
     STAT = min if args.best else statistics.median
     if args.threads:
-        pipeline.default_threads = lambda: int(args.threads)
+        pipeline.default_threads = lambda sizes: int(args.threads)
     pipeline.FIRST_PIECE, pipeline.LARGEST_PIECE = args.first_piece, args.largest_piece
     pipeline.MIN_PARTIAL = args.min_partial
     tiny = Architecture(layers=1, hidden=64, heads=4, ffn=128)
     arch = Architecture() if args.backend == "fast" and not args.tiny else tiny
     knobs = f"first piece 1/{args.first_piece}, largest 1/{args.largest_piece}, part 1/{args.min_partial}"
-    print(f"pipeline threads {pipeline.default_threads()}, budget {args.max_batch_tokens}, {knobs}")
+    print(f"pipeline threads {args.threads or 'default'}, budget {args.max_batch_tokens}, {knobs}")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = args.scratch or Path(tmp)

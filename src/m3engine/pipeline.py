@@ -45,17 +45,24 @@ FIRST_PIECE = 4  # the first piece holds about budget / FIRST_PIECE tokens
 LARGEST_PIECE = 2  # and none more than budget / LARGEST_PIECE: pieces enough to share among threads
 MIN_PARTIAL = 8  # a part-filled batch leaves early only with budget / MIN_PARTIAL tokens or more
 LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
+# Inputs whose estimate (about one token per character, so ~5x their tokens) averages this much are
+# long documents for `default_threads` (~750 XLM-R tokens of prose).
+LONG_MEAN = 4096
 POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
 
 
-def default_threads() -> int:
-    """Two tokenizer threads. Each `encode_batch` already spreads a piece over every core (Rust),
-    so more threads add little tokenization and take the GIL and the cores from the thread that
-    launches the batches. `tools/pipeline_probe.py --threads N` on an H200 host (16 cores),
-    1 / 2 / 4 threads: passages dense 496 / 713 / 719 k tok/s, all three 438 / 642 / 674 k; long
-    documents dense 365 / 358 / 347 k, all three 356 / 356 / 337 k; one query x 100 passages
-    (reranker) 55 / 52 / 59 ms; 12 threads: passages 346 k, long documents 263 k."""
-    return max(1, min(2, os.cpu_count() or 1))
+def default_threads(sizes: Sequence[int]) -> int:
+    """Tokenizer threads: four for short inputs, two for long ones (see LONG_MEAN).
+
+    A long text is already spread over every core by one `encode_batch` (its pieces, in Rust), so
+    more threads add no tokenization and take the GIL and the cores from the thread that launches
+    the batches; short texts have more Python work per token, which threads overlap.
+    `tools/pipeline_probe.py --threads N`, H200 host (16 cores), 1 / 2 / 4 threads: passages dense
+    496 / 713 / 719 k tok/s, all three 438 / 642 / 674 k; long documents dense 365 / 358 / 347 k,
+    all three 356 / 356 / 337 k; 12 threads: passages 346 k, long documents 263 k.
+    """
+    long = bool(sizes) and sum(sizes) >= LONG_MEAN * len(sizes)
+    return max(1, min(2 if long else 4, os.cpu_count() or 1))
 
 
 def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int, int]]:
@@ -189,7 +196,7 @@ def run_bulk(
     threads: int | None = None,
 ) -> R:
     """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result."""
-    threads = threads or default_threads()
+    threads = threads or default_threads(bulk.sizes)
     pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget // LARGEST_PIECE)
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
     window = Window()
