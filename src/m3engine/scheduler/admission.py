@@ -54,19 +54,32 @@ class Admission:
         with self._lock:
             requests, admitted = self.totals()
             if requests + 1 > self.max_requests or admitted + tokens > self.max_tokens:
-                raise OverloadedError(
-                    f"the server is at capacity ({requests} requests, {admitted} tokens admitted); "
-                    "retry after the Retry-After delay, or send fewer or shorter inputs per request",
-                    retry_after_s=self.retry_after_s(),
-                )
+                raise self._overloaded(requests, admitted)
             self._add(1, tokens)
         return Permit(self, tokens)
 
-    def retry_after_s(self) -> int:
-        """Seconds until the admitted tokens have likely drained, 1 to 30."""
+    def refusal(self) -> OverloadedError | None:
+        """The 429 that every request gets now (no request slot or no token left), else None.
+
+        The server's gate (server/gate.py) asks this before it reads a request's body: no lock, as a
+        hint; `reserve` still decides for each request that passes."""
+        requests, admitted = self.totals()
+        if requests >= self.max_requests or admitted >= self.max_tokens:
+            return self._overloaded(requests, admitted)
+        return None
+
+    def _overloaded(self, requests: int, admitted: int) -> OverloadedError:
+        return OverloadedError(
+            f"the server is at capacity ({requests} requests, {admitted} tokens admitted); "
+            "retry after the Retry-After delay, or send fewer or shorter inputs per request",
+            retry_after_s=self.retry_after_s(admitted),
+        )
+
+    def retry_after_s(self, admitted: int) -> int:
+        """Seconds until `admitted` tokens have likely drained at the recent throughput, 1 to 30."""
         if self.tokens_per_s <= 0:
             return 1
-        return max(1, min(30, math.ceil(self.totals()[1] / self.tokens_per_s)))
+        return max(1, min(30, math.ceil(admitted / self.tokens_per_s)))
 
     def _add(self, requests: int, tokens: int) -> None:
         self.requests += requests
