@@ -245,6 +245,15 @@ def test_worker_death_turns_every_frontend_unready_then_exits_3(bge_m3_dir: Path
         exiting.stop()
 
 
+def test_every_process_runs_uvloop_and_httptools(real: FrontendServer) -> None:
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    for name in ("0", "1"):
+        http = client_on(real.url, name)
+        assert http.get("/info").json()["runtime"] == {"loop": "uvloop.Loop", "http": "httptools"}
+        http.close()
+
+
 def test_a_frontend_never_imports_torch() -> None:
     code = "import sys, m3engine.server.frontend; assert 'torch' not in sys.modules, 'torch imported'"
     env = {**os.environ, "PYTHONPATH": str(Path("src").resolve())}
