@@ -111,5 +111,21 @@ def test_admission_budgets_and_release() -> None:
     big.release()
 
 
+def test_refusal_is_the_precheck_of_reserve() -> None:
+    admission = Admission(max_requests=2, max_tokens=100)
+    assert admission.refusal() is None
+    a = admission.reserve(99)
+    assert admission.refusal() is None  # one token left: a small request still fits
+    with pytest.raises(OverloadedError):
+        admission.reserve(5)  # the pre-check passes it, `reserve` decides
+    b = admission.reserve(1)
+    error = admission.refusal()  # every slot taken: what the gate answers without reading the body
+    assert error is not None and error.status == 429 and error.retry_after_s >= 1
+    b.release()
+    a.resize(50)
+    assert admission.refusal() is None
+    a.release()
+
+
 def test_estimate_is_an_upper_bound_capped() -> None:
     assert estimate_tokens([10, 5000], cap=512) == 14 + 512
