@@ -27,6 +27,7 @@ from m3engine.scheduler.wire import EngineStatus
 from m3engine.server import logs, runtime
 from m3engine.server.app import build_app
 from m3engine.server.cli import DrainingServer
+from m3engine.server.listen import bind_listener
 from m3engine.server.state import ServedModel, ServerState
 from m3engine.settings import ServerSettings
 
@@ -53,8 +54,6 @@ def frontend_main(config: FrontendConfig, listener: socket.socket | None, budget
 async def serve_frontend(config: FrontendConfig, listener: socket.socket | None, budget: SharedBudget) -> int:
     """Serve HTTP on `listener` (shared by every frontend), or without one on an own SO_REUSEPORT
     socket of the reserved port."""
-    from m3engine.server.frontends import bind_listener
-
     settings = config.settings
     if listener is None:
         listener = bind_listener(config.host, config.port, reuse_port=True)
