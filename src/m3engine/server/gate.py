@@ -37,16 +37,23 @@ class OverloadGate:
             if error is not None and self.state.ready:
                 scope.setdefault("state", {})["outcome"] = error.label
                 headers = {"Retry-After": str(error.retry_after_s)}
-                if not self._small_body(scope):
-                    # The server discards an unread body to keep the connection; past the body limit
-                    # (or of unknown length) that could be a long upload: close instead.
+                if not self._keeps_connection(scope):
                     headers["Connection"] = "close"
                 await send_error(send, scope["path"], error.status, error.label, str(error), headers)
                 return
         await self.app(scope, receive, send)
 
-    def _small_body(self, scope: Scope) -> bool:
+    def _keeps_connection(self, scope: Scope) -> bool:
+        """Whether the connection can serve the next request although this body was never read.
+
+        uvicorn reads and discards an unread body to keep the connection. Past the body limit, or of
+        unknown length, that could be a long upload: close instead. A client that sent `Expect:
+        100-continue` may never send its body after a final answer: its next request would be read
+        as this body, so close too."""
+        length = None
         for name, value in scope["headers"]:
             if name == b"content-length":
-                return value.isdigit() and int(value) <= self.body_limit
-        return False
+                length = value
+            elif name == b"expect":
+                return False
+        return length is not None and length.isdigit() and int(length) <= self.body_limit
