@@ -1,13 +1,20 @@
 #!/bin/bash
-# One device call (H100/H200, 16 cores): `serve --frontends 1` against `--frontends 6` on the synthetic
-# BGE-M3 (fast backend, bf16, real XLM-R tokenizer), each under queries c64 (15 s), a 10x overload
-# (queries c640 against 64 admitted requests, 15 s) and passages c32 (15 s); clients in 4 processes.
-# $OUT gets f<N>-<run>.json (bench serve), f<N>-metrics.txt (/metrics after the runs), run.log (server
-# CPU seconds per run, exit codes). Needs .whl/ (fastapi, uvicorn, prometheus_client, httpx, ... for
-# Python 3.12) and .carry-run/xlmr-tokenizer/ beside the tree. Not run on the device yet; expected about
-# 5 minutes (two server starts, six 15 s runs); it must stay under 8. The CPU dry run below took 97 s.
-# A dry run on CPU: OUT=/tmp/out PY=.venv/bin/python MODEL=/tmp/tiny/bge-m3 DEVICE=cpu SERVE_ARGS="--backend fake"
-#   DURATION=3 bash tools/device_frontends.sh
+# One device call (H100/H200, 16 cores): `serve --frontends N` (default N = 8) on the synthetic BGE-M3
+# (fast backend, bf16, real XLM-R tokenizer), --max-concurrent-requests 64, clients in 4 processes,
+# $DURATION s per run (default 15), in this order:
+#   queries-c64                  queries, 64 clients: the unloaded p99 the overload target is 2x of
+#   overload-c640                queries, 640 clients, a refused client retries at once (worst case)
+#   overload-c640-retry-after    the same, clients wait the 429's Retry-After (as the OpenAI SDK does)
+#   recovery-c64                 queries, 64 clients, right after the overload: it recovers at once
+#   passages-c32                 passages (8 per request), 32 clients
+# $OUT gets f<N>-<run>.json (bench serve), f<N>-metrics.txt (/metrics after the runs), run.log (one line
+# per run: throughput, admitted p50/p99, 429 p50/p99, server CPU per request; exit codes). Needs .whl/
+# (fastapi, uvicorn, uvloop, httptools, prometheus_client, ... for Python 3.12) and
+# .carry-run/xlmr-tokenizer/ beside the tree. Expected about 3-4 minutes for FRONTENDS=8 (one server
+# start, five 15 s runs); it must stay under 8. FRONTENDS="1 8" adds the single-process comparison.
+# A dry run on CPU (move .whl aside, or it installs the 3.12 wheels over the venv's):
+#   OUT=/tmp/out PY=/work/main/.venv/bin/python MODEL=/tmp/tiny/bge-m3 DEVICE=cpu SERVE_ARGS="--backend fake" \
+#   DURATION=2 FRONTENDS=2 bash tools/device_frontends.sh
 set -u
 export PYTHONPATH=src PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 PY="${PY:-python3}"
@@ -15,7 +22,7 @@ if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=src:/tmp/site || exit 1
 fi
-FRONTENDS="${FRONTENDS:-1 6}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
+FRONTENDS="${FRONTENDS:-8}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
 PORT=8090
 URL=http://127.0.0.1:$PORT
 { date -u; nproc; nvidia-smi --query-gpu=name --format=csv,noheader; } > $OUT/run.log 2>&1
@@ -29,6 +36,13 @@ fi
 
 cpu_s() { $PY tools/proc_cpu.py "$1"; }  # "PROCESS CHILDREN MAIN_THREAD" CPU seconds
 ready() { $PY -c "import urllib.request as u; u.urlopen('$URL/ready', timeout=2)" 2>/dev/null; }
+RUNS=(
+  "queries 64 queries-c64"
+  "queries 640 overload-c640"
+  "queries 640 overload-c640-retry-after --honour-retry-after"
+  "queries 64 recovery-c64"
+  "passages 32 passages-c32"
+)
 
 for N in $FRONTENDS; do
   START=$(date +%s)
@@ -37,20 +51,23 @@ for N in $FRONTENDS; do
   SRV=$!
   for i in $(seq 1 150); do ready && break; sleep 1; done
   sleep 2  # the last frontends finish starting (one answering /ready is enough for the loop above)
-  echo "frontends=$N ready after $(( $(date +%s) - START ))s" >> $OUT/run.log
-  for spec in "queries 64 queries-c64" "queries 640 overload-c640" "passages 32 passages-c32"; do
+  echo "frontends=$N ready after $(( $(date +%s) - START ))s; runtime $($PY -c "
+import json, urllib.request as u; print(json.load(u.urlopen('$URL/info'))['runtime'])" 2>&1)" >> $OUT/run.log
+  for spec in "${RUNS[@]}"; do
     set -- $spec
     read E0 C0 _ <<< "$(cpu_s $SRV)"
     timeout 90 $PY -m m3engine bench serve --url $URL --workload $1 --concurrency $2 --duration $DURATION \
-      --processes 4 --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
+      --processes 4 ${4:-} --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
     read E1 C1 _ <<< "$(cpu_s $SRV)"
     $PY -c "
 import json
 r = json.load(open('$OUT/f$N-$3.json'))
 n, main, children = max(1, r['requests']), $E1 - $E0, $C1 - $C0
-print(f\"frontends=$N $3: {r['throughput_rps']} req/s, p50 {r['latency_ms']['p50']} ms, p99 {r['latency_ms']['p99']} ms, \"
-      f\"errors {r['errors_by_status']}, 429 p50 {r['error_latency_ms'].get('429', {}).get('p50')} ms; server CPU per request \"
-      f\"{1000 * (main + children) / n:.2f} ms (main process {1000 * main / n:.2f}, frontends {1000 * children / n:.2f})\")
+lat, refused = r['latency_ms'], r['error_latency_ms'].get('429', {})
+print(f\"frontends=$N $3: {r['throughput_rps']} ok/s, admitted p50 {lat['p50']} p99 {lat['p99']} ms, \"
+      f\"errors {r['errors_by_status']}, 429 p50 {refused.get('p50')} p99 {refused.get('p99')} ms; \"
+      f\"server CPU per request {1000 * (main + children) / n:.3f} ms (main process {1000 * main / n:.3f}, \"
+      f\"frontends {1000 * children / n:.3f})\")
 " >> $OUT/run.log 2>&1
   done
   $PY -c "import urllib.request as u; print(u.urlopen('$URL/metrics').read().decode())" > $OUT/f$N-metrics.txt 2>&1

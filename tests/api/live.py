@@ -14,9 +14,9 @@ from m3engine.settings import ServerSettings
 
 
 class LiveServer:
-    def __init__(self, engines: list[Engine], settings: ServerSettings) -> None:
+    def __init__(self, engines: list[Engine], settings: ServerSettings, http: str = "auto") -> None:
         self.app = create_app(settings, engines)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on", http=http)
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not main thread
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -29,3 +29,20 @@ def test_bench_reports_throughput_latency_and_429s(m3_fake: Engine, tmp_path: Pa
     plot(samples, summary, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(summary)  # the report is plain JSON
+
+
+def test_clients_that_honour_retry_after_back_off(m3_fake: Engine) -> None:
+    """Immediate retries hammer a full server; clients that wait the Retry-After (>= 1 s) do not."""
+    backend_of(m3_fake).delay_s = 0.05
+    settings = dataclasses.replace(ServerSettings(warmup=False), max_concurrent_requests=2)
+    with LiveServer([m3_fake], settings) as server:
+        hammer, _ = asyncio.run(run(server.url, "queries", concurrency=10, duration=1.5))
+        polite, elapsed = asyncio.run(
+            run(server.url, "queries", concurrency=10, duration=1.5, honour_retry_after=True)
+        )
+    refused = [s for s in polite if s.status == 429]
+    # Each of 10 clients waits >= 1 s after a 429 within a 1.5 s run: at most 2 refusals each.
+    assert 0 < len(refused) <= 20 < sum(s.status == 429 for s in hammer)
+    assert all(s.status in (200, 429) for s in polite) and elapsed < 3.5  # no wait past the run's end
+    summary = summarize(polite, elapsed, {"workload": "queries", "concurrency": 10})
+    assert summary["latency_ms"]["p50"] and summary["error_latency_ms"]["429"]["p50"] >= 0

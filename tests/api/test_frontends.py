@@ -153,9 +153,14 @@ def test_the_servers_budget_holds_across_frontends_and_refuses_fast(slow: Fronte
         http = client_on(slow.url, name)
         start = time.monotonic()
         refused = http.post("/embed", json={"inputs": "no room"})
-        http.close()
         assert refused.status_code == 429 and time.monotonic() - start < SLOW_FORWARD_S / 2
         assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
+        # Refused before the body is read (server/gate.py, against the shared budget): not even JSON.
+        unread = http.post(
+            "/v1/embeddings", content=b"{not json", headers={"Content-Type": "application/json"}
+        )
+        assert unread.status_code == 429 and unread.json()["error"]["type"] == "overloaded"
+        http.close()
     for t in busy:
         t.join()
     assert results == {"0": 200, "1": 200}
@@ -238,6 +243,15 @@ def test_worker_death_turns_every_frontend_unready_then_exits_3(bge_m3_dir: Path
     finally:
         staying.stop()
         exiting.stop()
+
+
+def test_every_process_runs_uvloop_and_httptools(real: FrontendServer) -> None:
+    pytest.importorskip("uvloop")
+    pytest.importorskip("httptools")
+    for name in ("0", "1"):
+        http = client_on(real.url, name)
+        assert http.get("/info").json()["runtime"] == {"loop": "uvloop.Loop", "http": "httptools"}
+        http.close()
 
 
 def test_a_frontend_never_imports_torch() -> None:

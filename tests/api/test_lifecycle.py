@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -53,6 +54,9 @@ def test_sigterm_drains_in_flight_and_exits_zero(bge_m3_dir: Path) -> None:
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         wait_ready(url, proc)
+        if importlib.util.find_spec("uvloop") and importlib.util.find_spec("httptools"):
+            runtime = httpx.get(url + "/info").json()["runtime"]
+            assert runtime == {"loop": "uvloop.Loop", "http": "httptools"}  # server/runtime.py's choice
         results: dict[int, int] = {}
 
         def call(i: int) -> None:

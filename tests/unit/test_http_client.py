@@ -8,7 +8,7 @@ from m3engine.bench.http_client import Connection, host_port
 
 RESPONSES = [
     b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
-    b"HTTP/1.1 429 Too Many Requests\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
     b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
@@ -17,7 +17,7 @@ RESPONSES = [
 ]
 
 
-async def _exercise() -> tuple[list[int], int, list[bytes]]:
+async def _exercise() -> tuple[list[tuple[int, float | None]], int, list[bytes]]:
     queue = list(RESPONSES)
     connections = 0
     bodies: list[bytes] = []
@@ -41,7 +41,10 @@ async def _exercise() -> tuple[list[int], int, list[bytes]]:
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     conn = Connection(*host_port(f"http://127.0.0.1:{port}"), {"Authorization": "Bearer k"}, timeout=5)
-    statuses = [await conn.post("/v1/embeddings", b'{"input": "%d"}' % i) for i in range(len(RESPONSES))]
+    statuses = []
+    for i in range(len(RESPONSES)):
+        status = await conn.post("/v1/embeddings", b'{"input": "%d"}' % i)
+        statuses.append((status, conn.retry_after_s))
     await conn.close()
     server.close()
     await server.wait_closed()
@@ -50,6 +53,7 @@ async def _exercise() -> tuple[list[int], int, list[bytes]]:
 
 def test_statuses_bodies_and_reconnects() -> None:
     statuses, connections, bodies = asyncio.run(_exercise())
-    assert statuses == [200, 429, 503, 201, 0, 200]
+    assert [status for status, _ in statuses] == [200, 429, 503, 201, 0, 200]
+    assert [retry for _, retry in statuses] == [None, 2.0, None, None, None, None]  # only the 429's
     assert connections == 3  # reconnected after the server's close and after the drop
     assert bodies == [b'{"input": "%d"}' % i for i in range(len(RESPONSES))]

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from m3engine.server.frontends import bind_listener, reuse_port_balances
+from m3engine.server.listen import bind_listener, reuse_port_balances
 
 
 async def _nodelay_of_accepted(listener: socket.socket) -> int:

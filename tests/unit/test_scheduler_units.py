@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from dataclasses import dataclass
 
 import pytest
 
-from m3engine.errors import OverloadedError
-from m3engine.scheduler.admission import Admission, estimate_tokens
+from m3engine.errors import NotReadyError, OverloadedError
+from m3engine.scheduler.admission import Admission, admitted, estimate_tokens
 from m3engine.scheduler.batcher import BatchFormer, Job
+from m3engine.scheduler.submitter import Timings
 from m3engine.types import Encoded, HeadRequest
 
 DENSE = HeadRequest(dense=True)
@@ -109,6 +111,54 @@ def test_admission_budgets_and_release() -> None:
     big = admission.reserve(10**6)  # larger than the budget: runs alone, takes all of it
     assert big.tokens == 100
     big.release()
+
+
+def test_refusal_is_the_precheck_of_reserve() -> None:
+    admission = Admission(max_requests=2, max_tokens=100)
+    assert admission.refusal() is None
+    a = admission.reserve(99)
+    assert admission.refusal() is None  # one token left: a small request still fits
+    with pytest.raises(OverloadedError):
+        admission.reserve(5)  # the pre-check passes it, `reserve` decides
+    b = admission.reserve(1)
+    error = admission.refusal()  # every slot taken: what the gate answers without reading the body
+    assert error is not None and error.status == 429 and error.retry_after_s >= 1
+    b.release()
+    a.resize(50)
+    assert admission.refusal() is None
+    a.release()
+
+
+@dataclass
+class Tokenized:
+    num_tokens: int
+
+
+def test_admitted_bracket_reserves_shrinks_and_always_releases() -> None:
+    asyncio.run(_bracket_checks())
+
+
+async def _bracket_checks() -> None:
+    admission = Admission(max_requests=4, max_tokens=1000)
+    timings = Timings()
+    async with admitted(admission, "m", True, [40, 40], 512, None, lambda: Tokenized(12), timings) as task:
+        assert task.num_tokens == 12 and timings.tokens == 12
+        assert admission.requests == 1 and admission.tokens == 12  # reserved 88, shrunk to the real 12
+    assert admission.requests == 0 and admission.tokens == 0
+
+    def fails() -> Tokenized:
+        raise ValueError("tokenizer error")
+
+    with pytest.raises(ValueError):
+        async with admitted(admission, "m", True, [40], 512, None, fails, Timings()):
+            pass
+    with pytest.raises(RuntimeError):
+        async with admitted(admission, "m", True, [40], 512, None, lambda: Tokenized(3), Timings()):
+            raise RuntimeError("the job failed")
+    with pytest.raises(NotReadyError):  # not ready: refused before any reservation
+        async with admitted(admission, "m", False, [40], 512, None, lambda: Tokenized(3), Timings()):
+            pass
+    assert admission.requests == 0 and admission.tokens == 0
 
 
 def test_estimate_is_an_upper_bound_capped() -> None:

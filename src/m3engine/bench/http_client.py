@@ -32,9 +32,11 @@ class Connection:
         self._head = f"Host: {host}:{port}\r\nContent-Type: application/json\r\n{extra}"
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
+        self.retry_after_s: float | None = None  # the last response's Retry-After, in seconds
 
     async def post(self, path: str, body: bytes) -> int:
         """The response status, or 0 for a transport error or timeout (the connection is then reset)."""
+        self.retry_after_s = None
         try:
             return await asyncio.wait_for(self._post(path, body), self.timeout)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
@@ -53,6 +55,7 @@ class Connection:
         fields = {
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
         }
+        self.retry_after_s = _seconds(fields.get("retry-after", ""))
         if "content-length" in fields:
             await self._reader.readexactly(int(fields["content-length"]))
         elif fields.get("transfer-encoding", "").lower() == "chunked":
@@ -75,3 +78,12 @@ class Connection:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _seconds(value: str) -> float | None:
+    """Retry-After as delta-seconds; None when absent or an HTTP date (which no server here sends)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None

@@ -5,7 +5,12 @@
 
 Each of N clients sends its next request as soon as its previous one is answered (closed loop), for
 `duration` seconds. The report gives throughput, latency percentiles of successful requests, and
-errors by status (0 = transport error), as JSON (stdout and --output) and a PNG plot (--plot).
+errors by status (0 = transport error) with their own latencies (how fast a 429 came back), as JSON
+(stdout and --output) and a PNG plot (--plot).
+
+A refused client retries at once by default: the worst case a server must survive. With
+--honour-retry-after it first waits the response's Retry-After (up to 60 s), as the OpenAI and
+Cohere SDKs do; the wait is not part of any request's latency.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from m3engine.bench.http_workloads import WORKLOADS
 from m3engine.bench.inprocess import add_inprocess_parser
 
 PREPARED_BODIES = 64  # distinct requests per client, cycled
+MAX_RETRY_AFTER_S = 60.0  # the OpenAI SDK's cap: a longer Retry-After is not honoured as given
 
 
 async def run(
@@ -36,6 +42,7 @@ async def run(
     api_key: str | None = None,
     timeout: float = 60.0,
     seed: int = 0,
+    honour_retry_after: bool = False,
 ) -> tuple[list[Sample], float]:
     """`concurrency` closed-loop clients for `duration` seconds; client i's requests come from seed
     `seed * 1_000_003 + i`, so a run is repeatable and processes (distinct seeds) differ."""
@@ -58,7 +65,10 @@ async def run(
             i += 1
             start = time.perf_counter()
             status = await conn.post(path, body)
-            samples.append(Sample(start - begin, time.perf_counter() - start, status, inputs))
+            now = time.perf_counter()
+            samples.append(Sample(start - begin, now - start, status, inputs))
+            if honour_retry_after and status != 200 and conn.retry_after_s:
+                await asyncio.sleep(min(conn.retry_after_s, MAX_RETRY_AFTER_S, max(0.0, stop_at - now)))
         await conn.close()
 
     await asyncio.gather(*(client(seed * 1_000_003 + i) for i in range(concurrency)))
@@ -66,7 +76,7 @@ async def run(
 
 
 def _run_share(
-    job: tuple[str, str, int, float, str | None, str | None, float, int],
+    job: tuple[str, str, int, float, str | None, str | None, float, int, bool],
 ) -> tuple[list[Sample], float]:
     return asyncio.run(run(*job))
 
@@ -80,14 +90,21 @@ def run_processes(
     model: str | None,
     api_key: str | None,
     timeout: float,
+    honour_retry_after: bool = False,
 ) -> tuple[list[Sample], float]:
     """The clients split over `processes` processes, so that the load generator is not the limit."""
     if processes <= 1:
-        return asyncio.run(run(url, workload, concurrency, duration, model, api_key, timeout))
+        return asyncio.run(
+            run(url, workload, concurrency, duration, model, api_key, timeout, 0, honour_retry_after)
+        )
     import multiprocessing
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    jobs = [(url, workload, c, duration, model, api_key, timeout, i) for i, c in enumerate(shares) if c > 0]
+    jobs = [
+        (url, workload, c, duration, model, api_key, timeout, i, honour_retry_after)
+        for i, c in enumerate(shares)
+        if c > 0
+    ]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_run_share, jobs)
     return [s for samples, _ in results for s in samples], max(elapsed for _, elapsed in results)
@@ -104,6 +121,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         args.model,
         args.api_key,
         args.timeout,
+        args.honour_retry_after,
     )
     settings: dict[str, Any] = {
         "url": args.url,
@@ -111,6 +129,7 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         "concurrency": args.concurrency,
         "client_processes": processes,
         "model": args.model,
+        "honour_retry_after": args.honour_retry_after,
     }
     summary = summarize(samples, elapsed, settings)
     text = json.dumps(summary, indent=2)
@@ -137,6 +156,12 @@ def add_http_parsers(kinds: Any) -> None:
         type=int,
         default=0,
         help="Client processes sharing the concurrency (default: cores / 2).",
+    )
+    serve.add_argument(
+        "--honour-retry-after",
+        action="store_true",
+        help="After a refusal, wait its Retry-After before the next request (as the OpenAI and Cohere "
+        "SDKs do); by default a refused client retries at once (the worst case).",
     )
     serve.add_argument("--output", help="Also write the JSON report here.")
     serve.add_argument("--plot", help="Write a PNG plot of throughput and latency over time here.")

@@ -10,14 +10,28 @@ completion, error or cancellation.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from contextlib import asynccontextmanager
+from typing import Protocol, TypeVar
 
-from m3engine.errors import OverloadedError
+from m3engine.errors import NotReadyError, OverloadedError
 from m3engine.scheduler.shared_budget import SharedBudget
+from m3engine.scheduler.submitter import Timings
 
 SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
+
+
+class Counted(Protocol):
+    @property
+    def num_tokens(self) -> int: ...
+
+
+P = TypeVar("P", bound=Counted)
 
 
 def estimate_tokens(char_counts: Iterable[int], cap: int) -> int:
@@ -54,19 +68,32 @@ class Admission:
         with self._lock:
             requests, admitted = self.totals()
             if requests + 1 > self.max_requests or admitted + tokens > self.max_tokens:
-                raise OverloadedError(
-                    f"the server is at capacity ({requests} requests, {admitted} tokens admitted); "
-                    "retry after the Retry-After delay, or send fewer or shorter inputs per request",
-                    retry_after_s=self.retry_after_s(),
-                )
+                raise self._overloaded(requests, admitted)
             self._add(1, tokens)
         return Permit(self, tokens)
 
-    def retry_after_s(self) -> int:
-        """Seconds until the admitted tokens have likely drained, 1 to 30."""
+    def refusal(self) -> OverloadedError | None:
+        """The 429 that every request gets now (no request slot or no token left), else None.
+
+        The server's gate (server/gate.py) asks this before it reads a request's body: no lock, as a
+        hint; `reserve` still decides for each request that passes."""
+        requests, admitted = self.totals()
+        if requests >= self.max_requests or admitted >= self.max_tokens:
+            return self._overloaded(requests, admitted)
+        return None
+
+    def _overloaded(self, requests: int, admitted: int) -> OverloadedError:
+        return OverloadedError(
+            f"the server is at capacity ({requests} requests, {admitted} tokens admitted); "
+            "retry after the Retry-After delay, or send fewer or shorter inputs per request",
+            retry_after_s=self.retry_after_s(admitted),
+        )
+
+    def retry_after_s(self, admitted: int) -> int:
+        """Seconds until `admitted` tokens have likely drained at the recent throughput, 1 to 30."""
         if self.tokens_per_s <= 0:
             return 1
-        return max(1, min(30, math.ceil(self.totals()[1] / self.tokens_per_s)))
+        return max(1, min(30, math.ceil(admitted / self.tokens_per_s)))
 
     def _add(self, requests: int, tokens: int) -> None:
         self.requests += requests
@@ -100,3 +127,35 @@ class Permit:
         if not self.released:
             self.released = True
             self._admission._release(self.tokens)
+
+
+@asynccontextmanager
+async def admitted(
+    admission: Admission,
+    model: str,
+    alive: bool,
+    char_counts: Sequence[int],
+    max_length: int,
+    pool: Executor | None,
+    tokenize: Callable[[], P],
+    timings: Timings,
+) -> AsyncIterator[P]:
+    """One request's admission bracket, the same for a local and a remote scheduler: refuse when the
+    model is not ready, reserve by the estimated tokens (429 at once), tokenize in the pool, shrink
+    the reservation to the real count, and give it back when the block ends, however it ends.
+
+        async with admitted(admission, name, alive, sizes, limit, pool, prepare, timings) as task:
+            ...  # queue the task and wait for its outputs
+    """
+    if not alive:
+        raise NotReadyError(f"model {model} is not ready (its worker is not running); retry later")
+    start = time.monotonic()
+    permit = admission.reserve(estimate_tokens(char_counts, max_length))
+    try:
+        prepared = await asyncio.get_running_loop().run_in_executor(pool, tokenize)
+        timings.tokenize = time.monotonic() - start
+        timings.tokens = prepared.num_tokens
+        permit.resize(prepared.num_tokens)
+        yield prepared
+    finally:
+        permit.release()

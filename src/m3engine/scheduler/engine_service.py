@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from m3engine.errors import BackendError, DeadlineExceededError, M3EngineError, NotReadyError
 from m3engine.metrics import Metrics
@@ -152,8 +152,8 @@ class _Connection(asyncio.Protocol):
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance check).
+        self.transport = cast(asyncio.Transport, transport)
         self.service._connections.add(self)
 
     def data_received(self, data: bytes) -> None:

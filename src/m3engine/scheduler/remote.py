@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import Any, Generic, TypeVar, cast
 
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
-from m3engine.scheduler.admission import Admission, estimate_tokens
+from m3engine.scheduler.admission import Admission, admitted
 from m3engine.scheduler.sequences import Sequences, Wire
 from m3engine.scheduler.submitter import Timings
 from m3engine.scheduler.wire import (
@@ -113,8 +114,8 @@ class EngineClient(asyncio.Protocol):
 
     # ---- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # A stream transport (uvloop's is not an asyncio.Transport subclass, so no isinstance check).
+        self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._reader.feed(data)
@@ -204,32 +205,39 @@ class RemoteScheduler:
         deadline_s: float,
         timings: Timings | None = None,
     ) -> R:
-        if not self.alive:
-            raise NotReadyError(f"model {self.name} is not ready (its worker is not running); retry later")
         timings = timings if timings is not None else Timings()
-        start = time.monotonic()
-        permit = self.admission.reserve(estimate_tokens(char_counts, self._tasks.spec.max_length))
-        try:
-            task, sequences = await asyncio.get_running_loop().run_in_executor(
-                self._pool, _prepare_for_wire, prepare, self._tasks
-            )
-            timings.tokenize = time.monotonic() - start
-            timings.tokens = task.num_tokens
-            permit.resize(task.num_tokens)
-            job, future = self.client.submit(self.index, sequences, task.heads, start + deadline_s)
+        deadline = time.monotonic() + deadline_s
+        bracket = admitted(
+            self.admission,
+            self.name,
+            self.alive,
+            char_counts,
+            self._tasks.spec.max_length,
+            self._pool,
+            partial(_prepare_for_wire, prepare, self._tasks),
+            timings,
+        )
+        async with bracket as wired:
+            job, future = self.client.submit(self.index, wired.sequences, wired.task.heads, deadline)
             try:
                 outputs, timings.queue, timings.forward = await future
             except asyncio.CancelledError:  # the client disconnected: drop the job before it runs
                 self.client.cancel(job)
                 raise
-            return task.finish(outputs)
-        finally:
-            permit.release()
+            return wired.task.finish(outputs)
 
 
-def _prepare_for_wire(
-    prepare: Callable[[TaskBuilder], Prepared[R]], tasks: TaskBuilder
-) -> tuple[Prepared[R], Wire]:
+@dataclass
+class _WireTask(Generic[R]):
+    task: Prepared[R]
+    sequences: Wire  # the task's token ids, flat, for the socket
+
+    @property
+    def num_tokens(self) -> int:
+        return self.task.num_tokens
+
+
+def _prepare_for_wire(prepare: Callable[[TaskBuilder], Prepared[R]], tasks: TaskBuilder) -> _WireTask[R]:
     """Tokenize, and flatten the ids for the socket, in the tokenizer pool: off the event loop."""
     task = prepare(tasks)
-    return task, Sequences.from_encoded(task.encoded).to_wire()
+    return _WireTask(task, Sequences.from_encoded(task.encoded).to_wire())

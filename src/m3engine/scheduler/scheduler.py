@@ -16,11 +16,12 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
+from functools import partial
 from typing import TYPE_CHECKING, TypeVar
 
-from m3engine.errors import DeadlineExceededError, NotReadyError
+from m3engine.errors import DeadlineExceededError
 from m3engine.metrics import Metrics
-from m3engine.scheduler.admission import Admission, estimate_tokens
+from m3engine.scheduler.admission import Admission, admitted
 from m3engine.scheduler.batcher import BatchFormer, Job
 from m3engine.scheduler.submitter import Timings
 from m3engine.scheduler.worker import Worker, _deadline_message
@@ -95,30 +96,30 @@ class Scheduler:
         timings: Timings | None = None,
     ) -> R:
         """Run one request's task through admission, the shared batches and its `finish`."""
-        if not self.worker.alive:
-            raise NotReadyError(f"model {self.name} is not ready (its worker is not running); retry later")
         timings = timings if timings is not None else Timings()
-        start = time.monotonic()
-        deadline = start + deadline_s
-        permit = self.admission.reserve(estimate_tokens(char_counts, self.engine.spec.max_length))
-        job: Job | None = None
-        try:
-            loop = asyncio.get_running_loop()
-            task = await loop.run_in_executor(self._pool, prepare, self.tasks)
-            timings.tokenize = time.monotonic() - start
-            timings.tokens = task.num_tokens
-            permit.resize(task.num_tokens)
-            future: asyncio.Future[BatchOutputs] = loop.create_future()
+        deadline = time.monotonic() + deadline_s
+        bracket = admitted(
+            self.admission,
+            self.name,
+            self.worker.alive,
+            char_counts,
+            self.engine.spec.max_length,
+            self._pool,
+            partial(prepare, self.tasks),
+            timings,
+        )
+        async with bracket as task:
+            future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
             job = Job(task.encoded, task.heads, deadline, future)
             self.enqueue(job)
-            outputs = await self._wait(job, future, deadline)
+            try:
+                outputs = await self._wait(job, future, deadline)
+            finally:
+                if not future.done():
+                    future.cancel()  # the former drops its remaining items
             timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
             timings.forward = job.forward_s
             return task.finish(outputs)
-        finally:
-            permit.release()
-            if job is not None and not job.future.done():
-                job.future.cancel()  # the former drops its remaining items
 
     def enqueue(self, job: Job) -> None:
         """Queue a job's tokenized sequences for the shared batches; its outcome gets their outputs.

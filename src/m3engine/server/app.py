@@ -25,6 +25,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from m3engine import __version__
 from m3engine.server import errors, health, m3, openai, rerank, tei
+from m3engine.server.gate import OverloadGate
 from m3engine.server.middleware import Auth, BodyLimit, RequestContext
 from m3engine.server.state import ServerState
 from m3engine.settings import ServerSettings
@@ -35,6 +36,8 @@ if TYPE_CHECKING:  # a frontend process builds the app without loading torch
 log = logging.getLogger("m3engine.server")
 PUBLIC_ROUTES = ("/live", "/ready")
 ROUTERS = (health, openai, tei, rerank, m3)
+# POST routes that take no admission permit (the gate never refuses them); every other POST route does.
+UNADMITTED_ROUTES = ("/decode",)
 
 
 def create_app(settings: ServerSettings, engines: list[Engine]) -> FastAPI:
@@ -72,7 +75,11 @@ def build_app(state: ServerState) -> FastAPI:
     errors.install(app)
 
     public = set(PUBLIC_ROUTES) | ({"/metrics"} if settings.public_metrics else set())
+    api_routes = [r for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
+    admitted = [r.path for r in api_routes if "POST" in (r.methods or ()) and r.path not in UNADMITTED_ROUTES]
+    # Added innermost first: a request meets Auth, then OverloadGate, then BodyLimit, then the route.
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(OverloadGate, state=state, routes=admitted, body_limit=settings.max_request_bytes)
     app.add_middleware(Auth, keys=settings.api_keys, public=public)
     check_settings(settings)
     if settings.cors_origins:
@@ -83,7 +90,7 @@ def build_app(state: ServerState) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Request-Timeout"],
             allow_credentials=False,
         )
-    routes = [r.path for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
+    routes = [r.path for r in api_routes]
     app.add_middleware(RequestContext, metrics=state.metrics, routes=routes, frontend=state.frontend)
     return app
 

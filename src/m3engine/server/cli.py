@@ -62,6 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         return serve_with_frontends(engine_settings, server_settings)
     from m3engine.server.app import create_app  # after the branch: it imports prometheus_client
+    from m3engine.server.runtime import http_options
 
     app = create_app(server_settings, load_engines(engine_settings, server_settings))
     config = uvicorn.Config(
@@ -70,6 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=server_settings.port,
         log_config=None,  # logs.configure set JSON handlers already
         timeout_graceful_shutdown=max(1, round(server_settings.shutdown_timeout)),
+        **http_options(),  # httptools and uvloop when importable
         # No limit_concurrency: uvicorn would answer its own bare 503s before admission could give
         # a 429 with Retry-After; admission bounds the work, the body limit bounds each request.
     )

@@ -24,9 +24,10 @@ from m3engine.scheduler.admission import Admission
 from m3engine.scheduler.remote import EngineClient, RemoteScheduler
 from m3engine.scheduler.shared_budget import SharedBudget
 from m3engine.scheduler.wire import EngineStatus
-from m3engine.server import logs
+from m3engine.server import logs, runtime
 from m3engine.server.app import build_app
 from m3engine.server.cli import DrainingServer
+from m3engine.server.listen import bind_listener
 from m3engine.server.state import ServedModel, ServerState
 from m3engine.settings import ServerSettings
 
@@ -47,14 +48,12 @@ class FrontendConfig:
 def frontend_main(config: FrontendConfig, listener: socket.socket | None, budget: SharedBudget) -> None:
     """The target of the spawned process."""
     logs.configure(config.settings.log_level)
-    sys.exit(asyncio.run(serve_frontend(config, listener, budget)))
+    sys.exit(runtime.run(serve_frontend(config, listener, budget)))
 
 
 async def serve_frontend(config: FrontendConfig, listener: socket.socket | None, budget: SharedBudget) -> int:
     """Serve HTTP on `listener` (shared by every frontend), or without one on an own SO_REUSEPORT
     socket of the reserved port."""
-    from m3engine.server.frontends import bind_listener
-
     settings = config.settings
     if listener is None:
         listener = bind_listener(config.host, config.port, reuse_port=True)
@@ -76,6 +75,7 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket | None,
         app,
         log_config=None,
         timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
+        **runtime.http_options(),  # httptools when importable (uvloop: runtime.run above)
     )
     server = DrainingServer(uv_config, state)
     client.on_lost = lambda: state.on_fatal() if state.on_fatal else None

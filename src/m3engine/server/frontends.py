@@ -30,14 +30,13 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
-import sys
 import tempfile
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from m3engine.server.listen import bind_listener, reuse_port_balances
 from m3engine.settings import EngineSettings, ServerSettings
 
 # Nothing that imports prometheus_client at module level (m3engine.scheduler, .metrics, .server.app):
@@ -58,37 +57,15 @@ def serve_with_frontends(engine: EngineSettings, server: ServerSettings) -> int:
         # Read by prometheus_client when it is first imported (below, and in the frontends, which
         # inherit it): every process then writes its metrics to files that /metrics merges.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
+        from m3engine.server import runtime
         from m3engine.server.app import check_settings
         from m3engine.server.cli import load_engines
 
         check_settings(server)  # before any process starts: a bad flag fails once, here
-        return asyncio.run(Supervisor(server, load_engines(engine, server), workdir).run())
+        # uvloop when importable: this process's one loop carries every frontend's jobs and results.
+        return runtime.run(Supervisor(server, load_engines(engine, server), workdir).run())
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-
-
-def reuse_port_balances() -> bool:
-    """Whether SO_REUSEPORT spreads connections over the listening sockets (Linux does, by a hash of
-    each connection; a shared socket goes to whichever process wakes first: 32/16/15/1 connections
-    over 4 frontends were seen, so one frontend's event loop set the latency of a third of them)."""
-    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-
-
-def bind_listener(host: str, port: int, *, reuse_port: bool = False, listen: bool = True) -> socket.socket:
-    """A TCP socket on (host, port). With `reuse_port`, more sockets may bind the same port; one that
-    does not listen only reserves it (the kernel gives connections to listening sockets only)."""
-    # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on sockets that say
-    # they are TCP, and accepted sockets inherit it. Without it every response waited ~40 ms for the
-    # client's delayed ACK (measured: 44 ms for /live, 48 ms per request at any concurrency).
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(2048)
-    return sock
 
 
 class Supervisor:

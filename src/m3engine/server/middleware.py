@@ -1,7 +1,8 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and hide disconnects).
 
 Outermost first: RequestContext (request id, timing headers, metrics, access log) -> CORS (only when
-origins are configured) -> Auth -> BodyLimit -> the routes.
+origins are configured) -> Auth -> OverloadGate (server/gate.py: 429 while admission is full) ->
+BodyLimit -> the routes.
 """
 
 from __future__ import annotations

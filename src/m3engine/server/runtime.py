@@ -1,0 +1,66 @@
+"""The event loop and HTTP parser of the server processes: uvloop and httptools when importable.
+
+Every request, refused or admitted, is parsed by uvicorn on the process's one event loop before the
+app sees it; with the pure-Python defaults (asyncio's loop, h11) that parsing is a large share of a
+small request's CPU. uvloop (libuv) and httptools (llhttp) do it in C. Both are dependencies
+(uvloop not on Windows); a process without them runs uvicorn's pure-Python defaults.
+
+    >>> uvicorn.Config(app, **http_options())      # the single-process server (uvicorn runs the loop)
+    >>> run(serve_frontend(...))                   # a process that runs its own loop
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine
+from typing import Any, TypedDict, TypeVar
+
+T = TypeVar("T")
+
+
+class HttpOptions(TypedDict):
+    http: str  # uvicorn's HTTP protocol: "httptools" or "h11"
+    loop: str  # uvicorn's loop: "uvloop" or "asyncio"
+
+
+def _importable(name: str) -> bool:
+    # An import, not a look-up: a package that is there but cannot load (a wheel for another
+    # platform) must fall back too. Both are imported by uvicorn anyway once chosen.
+    try:
+        importlib.import_module(name)
+    except ImportError:
+        return False
+    return True
+
+
+def http_options() -> HttpOptions:
+    """uvicorn.Config's `http` and `loop`: the C implementations when present, else the defaults'."""
+    return {
+        "http": "httptools" if _importable("httptools") else "h11",
+        "loop": "uvloop" if _importable("uvloop") else "asyncio",
+    }
+
+
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when present; None: asyncio's default."""
+    if not _importable("uvloop"):
+        return None
+    import uvloop
+
+    return uvloop.new_event_loop
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop's loop when present (asyncio.Runner: Python 3.11+; 3.10 keeps asyncio's)."""
+    factory = loop_factory()
+    if factory is None or not hasattr(asyncio, "Runner"):
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def loop_name() -> str:
+    """The running loop's class, as /info shows it (e.g. `uvloop.Loop`)."""
+    loop = type(asyncio.get_running_loop())
+    return f"{loop.__module__}.{loop.__qualname__}"
