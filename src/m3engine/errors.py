@@ -31,6 +31,8 @@ Messages never echo the user's input back: they name the input by its index.
 
 from __future__ import annotations
 
+import random
+
 
 class M3EngineError(Exception):
     """Base of every error m3engine raises on purpose."""
@@ -122,6 +124,12 @@ class OverloadedError(ServiceError):
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        # The same delay spread over +-50 %, in ms: refused clients that honour it (the OpenAI SDK
+        # reads retry-after-ms first) come back spread out, not together a whole second later.
+        self.retry_after_ms = round(1000 * retry_after_s * random.uniform(0.5, 1.5))
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s), "retry-after-ms": str(self.retry_after_ms)}
 
 
 class DeadlineExceededError(ServiceError):

@@ -29,6 +29,9 @@ async def test_overload_gives_fast_429_and_recovers(make_client: MakeClient, m3_
     assert codes.count(200) >= 2 and codes.count(429) >= 4 and set(codes) <= {200, 429}
     refused = next(r for r in rs if r.status_code == 429)
     assert int(refused.headers["retry-after"]) >= 1 and refused.json()["error_type"] == "overloaded"
+    # the same delay, spread: refused clients that honour it do not all come back together
+    delays = {int(r.headers["retry-after-ms"]) for r in rs if r.status_code == 429}
+    assert all(500 <= d <= 1500 for d in delays) and len(delays) > 1
     assert state_of(client).admission.requests == 0 and state_of(client).admission.tokens == 0
     assert (await client.post("/embed", json={"inputs": "after"})).status_code == 200  # recovers at once
 

@@ -11,6 +11,7 @@ RESPONSES = [
     b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
+    b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nretry-after-ms: 750\r\nContent-Length: 0\r\n\r\n",
     b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
     b"",  # the server drops the connection mid-request: a transport error (status 0)
     b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -53,7 +54,8 @@ async def _exercise() -> tuple[list[tuple[int, float | None]], int, list[bytes]]
 
 def test_statuses_bodies_and_reconnects() -> None:
     statuses, connections, bodies = asyncio.run(_exercise())
-    assert [status for status, _ in statuses] == [200, 429, 503, 201, 0, 200]
-    assert [retry for _, retry in statuses] == [None, 2.0, None, None, None, None]  # only the 429's
+    assert [status for status, _ in statuses] == [200, 429, 503, 429, 201, 0, 200]
+    # only the 429s'; retry-after-ms before Retry-After, as the OpenAI SDK reads them
+    assert [retry for _, retry in statuses] == [None, 2.0, None, 0.75, None, None, None]
     assert connections == 3  # reconnected after the server's close and after the drop
     assert bodies == [b'{"input": "%d"}' % i for i in range(len(RESPONSES))]

@@ -55,7 +55,9 @@ class Connection:
         fields = {
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
         }
-        self.retry_after_s = _seconds(fields.get("retry-after", ""))
+        # retry-after-ms first, as the OpenAI SDK reads them
+        ms = _seconds(fields.get("retry-after-ms", ""))
+        self.retry_after_s = ms / 1000 if ms is not None else _seconds(fields.get("retry-after", ""))
         if "content-length" in fields:
             await self._reader.readexactly(int(fields["content-length"]))
         elif fields.get("transfer-encoding", "").lower() == "chunked":

@@ -32,7 +32,7 @@ def error_response(request: Request, error: M3EngineError) -> JSONResponse:
     request.state.outcome = error.label
     headers = {}
     if isinstance(error, OverloadedError):
-        headers["Retry-After"] = str(error.retry_after_s)
+        headers.update(error.headers())
     elif error.status == 503:
         headers["Retry-After"] = "1"
     elif error.status == 401:

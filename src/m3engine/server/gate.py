@@ -36,7 +36,7 @@ class OverloadGate:
             error = self.state.admission.refusal()
             if error is not None and self.state.ready:
                 scope.setdefault("state", {})["outcome"] = error.label
-                headers = {"Retry-After": str(error.retry_after_s)}
+                headers = error.headers()
                 if not self._keeps_connection(scope):
                     headers["Connection"] = "close"
                 await send_error(send, scope["path"], error.status, error.label, str(error), headers)
