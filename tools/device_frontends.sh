@@ -23,6 +23,8 @@ if [ -d .whl ]; then
     && export PYTHONPATH=src:/tmp/site || exit 1
 fi
 FRONTENDS="${FRONTENDS:-8}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
+PROCS="${PROCS:-4}"  # load-generator processes
+ONLY="${ONLY:-.}"  # a regex of the run names to keep (e.g. "queries-c64|retry-after")
 PORT=8090
 URL=http://127.0.0.1:$PORT
 { date -u; nproc; nvidia-smi --query-gpu=name --format=csv,noheader; } > $OUT/run.log 2>&1
@@ -55,9 +57,10 @@ for N in $FRONTENDS; do
 import json, urllib.request as u; print(json.load(u.urlopen('$URL/info'))['runtime'])" 2>&1)" >> $OUT/run.log
   for spec in "${RUNS[@]}"; do
     set -- $spec
+    [[ $3 =~ $ONLY ]] || continue
     read E0 C0 _ <<< "$(cpu_s $SRV)"
     timeout 90 $PY -m m3engine bench serve --url $URL --workload $1 --concurrency $2 --duration $DURATION \
-      --processes 4 ${4:-} --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
+      --processes $PROCS ${4:-} --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
     read E1 C1 _ <<< "$(cpu_s $SRV)"
     $PY -c "
 import json
