@@ -60,7 +60,7 @@ import json, urllib.request as u; print(json.load(u.urlopen('$URL/info'))['runti
     [[ $3 =~ $ONLY ]] || continue
     read E0 C0 _ <<< "$(cpu_s $SRV)"
     timeout 90 $PY -m m3engine bench serve --url $URL --workload $1 --concurrency $2 --duration $DURATION \
-      --processes $PROCS ${4:-} --output $OUT/f$N-$3.json > /dev/null 2>> $OUT/run.log
+      --processes $PROCS ${4:-} --output $OUT/f$N-$3.json --plot $OUT/f$N-$3.png > /dev/null 2>> $OUT/run.log
     read E1 C1 _ <<< "$(cpu_s $SRV)"
     $PY -c "
 import json
@@ -71,6 +71,9 @@ print(f\"frontends=$N $3: {r['throughput_rps']} ok/s, admitted p50 {lat['p50']} 
       f\"errors {r['errors_by_status']}, 429 p50 {refused.get('p50')} p99 {refused.get('p99')} ms; \"
       f\"server CPU per request {1000 * (main + children) / n:.3f} ms (main process {1000 * main / n:.3f}, \"
       f\"frontends {1000 * children / n:.3f})\")
+d = r['diagnostics']
+worst = max(d['latency_ms_by_frontend'].items(), key=lambda kv: kv[1].get('p99', 0), default=(None, {}))
+print(f\"  inside the app p50/p99 {d['server_time_ms']}; slowest frontend {worst[0]} {worst[1]}\")
 " >> $OUT/run.log 2>&1
   done
   $PY -c "import urllib.request as u; print(u.urlopen('$URL/metrics').read().decode())" > $OUT/f$N-metrics.txt 2>&1

@@ -26,13 +26,19 @@ def test_bench_reports_throughput_latency_and_429s(m3_fake: Engine, tmp_path: Pa
     assert summary["ok"] + sum(summary["errors_by_status"].values()) == summary["requests"]
     p = summary["latency_ms"]
     assert 0 < p["p50"] <= p["p90"] <= p["p99"]
+    # The server's own time (x-total-time) holds the backend's 20 ms and is within the client's.
+    inside = summary["diagnostics"]["server_time_ms"]
+    assert 20 <= inside["p50"] <= p["p50"]
+    assert summary["diagnostics"]["latency_ms_by_frontend"] == {}  # one process: no frontend header
+    by_second = summary["diagnostics"]["p99_ms_by_second"]
+    assert len(by_second) == 2 and all(v is None or v >= 20 for v in by_second)
     plot(samples, summary, tmp_path / "plot.png")
     assert (tmp_path / "plot.png").read_bytes()[:4] == b"\x89PNG"
     json.dumps(summary)  # the report is plain JSON
 
 
 def test_clients_that_honour_retry_after_back_off(m3_fake: Engine) -> None:
-    """Immediate retries hammer a full server; clients that wait the Retry-After (>= 1 s) do not."""
+    """Immediate retries hammer a full server; clients that wait the retry-after-ms (>= 0.5 s) do not."""
     backend_of(m3_fake).delay_s = 0.05
     settings = dataclasses.replace(ServerSettings(warmup=False), max_concurrent_requests=2)
     with LiveServer([m3_fake], settings) as server:
@@ -41,8 +47,8 @@ def test_clients_that_honour_retry_after_back_off(m3_fake: Engine) -> None:
             run(server.url, "queries", concurrency=10, duration=1.5, honour_retry_after=True)
         )
     refused = [s for s in polite if s.status == 429]
-    # Each of 10 clients waits >= 1 s after a 429 within a 1.5 s run: at most 2 refusals each.
-    assert 0 < len(refused) <= 20 < sum(s.status == 429 for s in hammer)
+    # Each of 10 clients waits >= 0.5 s after a 429 within a 1.5 s run: at most 3 refusals each.
+    assert 0 < len(refused) <= 30 < sum(s.status == 429 for s in hammer)
     assert all(s.status in (200, 429) for s in polite) and elapsed < 3.5  # no wait past the run's end
     summary = summarize(polite, elapsed, {"workload": "queries", "concurrency": 10})
     assert summary["latency_ms"]["p50"] and summary["error_latency_ms"]["429"]["p50"] >= 0

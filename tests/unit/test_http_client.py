@@ -7,7 +7,7 @@ import asyncio
 from m3engine.bench.http_client import Connection, host_port
 
 RESPONSES = [
-    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx-total-time: 3.25\r\nx-m3engine-frontend: 2\r\n\r\nhello",
     b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
     b"3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n",
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 2\r\nConnection: close\r\n\r\nno",
@@ -18,7 +18,7 @@ RESPONSES = [
 ]
 
 
-async def _exercise() -> tuple[list[tuple[int, float | None]], int, list[bytes]]:
+async def _exercise() -> tuple[list[tuple[int, float | None, float | None, str | None]], int, list[bytes]]:
     queue = list(RESPONSES)
     connections = 0
     bodies: list[bytes] = []
@@ -45,7 +45,7 @@ async def _exercise() -> tuple[list[tuple[int, float | None]], int, list[bytes]]
     statuses = []
     for i in range(len(RESPONSES)):
         status = await conn.post("/v1/embeddings", b'{"input": "%d"}' % i)
-        statuses.append((status, conn.retry_after_s))
+        statuses.append((status, conn.retry_after_s, conn.server_ms, conn.frontend))
     await conn.close()
     server.close()
     await server.wait_closed()
@@ -54,8 +54,10 @@ async def _exercise() -> tuple[list[tuple[int, float | None]], int, list[bytes]]
 
 def test_statuses_bodies_and_reconnects() -> None:
     statuses, connections, bodies = asyncio.run(_exercise())
-    assert [status for status, _ in statuses] == [200, 429, 503, 429, 201, 0, 200]
+    assert [status for status, *_ in statuses] == [200, 429, 503, 429, 201, 0, 200]
     # only the 429s'; retry-after-ms before Retry-After, as the OpenAI SDK reads them
-    assert [retry for _, retry in statuses] == [None, 2.0, None, 0.75, None, None, None]
+    assert [retry for _, retry, *_ in statuses] == [None, 2.0, None, 0.75, None, None, None]
+    # the server's own time and the frontend, from the response that sent them, reset after
+    assert [(ms, frontend) for *_, ms, frontend in statuses[:2]] == [(3.25, "2"), (None, None)]
     assert connections == 3  # reconnected after the server's close and after the drop
     assert bodies == [b'{"input": "%d"}' % i for i in range(len(RESPONSES))]

@@ -33,10 +33,12 @@ class Connection:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self.retry_after_s: float | None = None  # the last response's Retry-After, in seconds
+        self.server_ms: float | None = None  # its x-total-time: the server's own time in the app
+        self.frontend: str | None = None  # its x-m3engine-frontend: which HTTP process answered
 
     async def post(self, path: str, body: bytes) -> int:
         """The response status, or 0 for a transport error or timeout (the connection is then reset)."""
-        self.retry_after_s = None
+        self.retry_after_s = self.server_ms = self.frontend = None
         try:
             return await asyncio.wait_for(self._post(path, body), self.timeout)
         except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
@@ -58,6 +60,8 @@ class Connection:
         # retry-after-ms first, as the OpenAI SDK reads them
         ms = _seconds(fields.get("retry-after-ms", ""))
         self.retry_after_s = ms / 1000 if ms is not None else _seconds(fields.get("retry-after", ""))
+        self.server_ms = _seconds(fields.get("x-total-time", ""))
+        self.frontend = fields.get("x-m3engine-frontend")
         if "content-length" in fields:
             await self._reader.readexactly(int(fields["content-length"]))
         elif fields.get("transfer-encoding", "").lower() == "chunked":

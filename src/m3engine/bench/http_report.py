@@ -16,6 +16,36 @@ class Sample:
     latency: float  # seconds
     status: int  # HTTP status; 0 for a transport error (refused, reset, timed out)
     inputs: int
+    server_ms: float | None = None  # the server's x-total-time (inside the app), when it sent one
+    frontend: str | None = None  # the x-m3engine-frontend that answered (serve --frontends N)
+
+
+def _percentiles(values_ms: list[float], qs: tuple[int, ...] = (50, 99)) -> dict[str, float] | None:
+    if not values_ms:
+        return None
+    return {f"p{q}": round(float(np.percentile(values_ms, q)), 2) for q in qs}
+
+
+def diagnostics(ok: list[Sample], duration: float) -> dict[str, Any]:
+    """Where an admitted request's time goes, for finding a latency tail: the server's own time in
+    the app against the client's (the difference is sockets, HTTP parsing and event-loop waits, on
+    either side), the p99 per frontend process, and the p99 of each second of the run."""
+    inside = [s.server_ms for s in ok if s.server_ms is not None]
+    by_frontend: dict[str, list[float]] = {}
+    for s in ok:
+        if s.frontend is not None:
+            by_frontend.setdefault(s.frontend, []).append(s.latency * 1000)
+    by_second: list[list[float]] = [[] for _ in range(max(1, int(np.ceil(duration))))]
+    for s in ok:
+        by_second[min(len(by_second) - 1, int(s.start + s.latency))].append(s.latency * 1000)
+    return {
+        "server_time_ms": _percentiles(inside),
+        "latency_ms_by_frontend": {
+            name: {**(_percentiles(lat) or {}), "requests": len(lat)}
+            for name, lat in sorted(by_frontend.items())
+        },
+        "p99_ms_by_second": [round(float(np.percentile(lat, 99)), 2) if lat else None for lat in by_second],
+    }
 
 
 def summarize(samples: list[Sample], duration: float, settings: dict[str, Any]) -> dict[str, Any]:
@@ -44,6 +74,7 @@ def summarize(samples: list[Sample], duration: float, settings: dict[str, Any]) 
             for status, lat in _by_status(samples).items()
             if status != 200
         },
+        "diagnostics": diagnostics(ok, duration),
     }
 
 

@@ -66,7 +66,7 @@ async def run(
             start = time.perf_counter()
             status = await conn.post(path, body)
             now = time.perf_counter()
-            samples.append(Sample(start - begin, now - start, status, inputs))
+            samples.append(Sample(start - begin, now - start, status, inputs, conn.server_ms, conn.frontend))
             if honour_retry_after and status != 200 and conn.retry_after_s:
                 await asyncio.sleep(min(conn.retry_after_s, MAX_RETRY_AFTER_S, max(0.0, stop_at - now)))
         await conn.close()
