@@ -45,9 +45,11 @@ FIRST_PIECE = 4  # the first piece holds about budget / FIRST_PIECE tokens
 LARGEST_PIECE = 2  # and none more than budget / LARGEST_PIECE: pieces enough to share among threads
 MIN_PARTIAL = 8  # a part-filled batch leaves early only with budget / MIN_PARTIAL tokens or more
 LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
-# Inputs whose estimate (about one token per character, so ~5x their tokens) averages this much are
-# long documents for `default_threads` (~750 XLM-R tokens of prose).
-LONG_MEAN = 4096
+# Inputs whose estimate (`Bulk.sizes`: characters / 4, ~1.4x XLM-R tokens of prose) averages this
+# much are long documents for `default_threads`: ~1,500 tokens, between the two measured cases
+# (passages of ~280 tokens: four threads better; documents of ~6,400: two); lengths between them
+# were not measured.
+LONG_MEAN = 2048
 POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
 
 
@@ -211,6 +213,16 @@ def run_bulk(
                 items = future.result()
                 encoded[start : start + len(items)] = items
                 window.add(start, items)
+            exhausted = not queue and submitted == len(pieces)
+            if exhausted and not window:
+                break
+            # A batch that can leave is launched before more pieces are submitted: submitting (and
+            # the pool starting its threads) first delayed the first launch by ~5 ms (H200 host).
+            part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
+            if window and (exhausted or window.full(budget, max_size) or part_ready):
+                indices = window.take(budget, max_size, padded)
+                collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
+                continue
             while submitted < len(pieces) and len(queue) < 2 * threads:
                 if queue and window.tokens >= LOOKAHEAD * budget:
                     break  # far enough ahead of the device: bound the memory of a huge corpus
@@ -219,14 +231,6 @@ def run_bulk(
                 start, stop = pieces[submitted]
                 queue.append((start, pool.submit(bulk.piece, start, stop)))
                 submitted += 1
-            exhausted = not queue and submitted == len(pieces)
-            if exhausted and not window:
-                break
-            part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
-            if exhausted or window.full(budget, max_size) or part_ready:
-                indices = window.take(budget, max_size, padded)
-                collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
-                continue
             # No batch to launch yet: wait for the next piece, and while the device still works,
             # look again soon, so a part-filled batch can leave as soon as the device runs dry.
             wait([queue[0][1]], timeout=None if collector.idle() else POLL_S)
