@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import pytest
@@ -138,10 +141,19 @@ def test_admitted_bracket_reserves_shrinks_and_always_releases() -> None:
     asyncio.run(_bracket_checks())
 
 
+def bracket(
+    admission: Admission, alive: bool, chars: list[int], tokenize: Callable[[], Tokenized], timings: Timings
+) -> AbstractAsyncContextManager[Tokenized]:
+    return admitted(
+        admission, model="m", alive=alive, char_counts=chars, max_length=512, pool=None,
+        tokenize=tokenize, timings=timings,
+    )  # fmt: skip
+
+
 async def _bracket_checks() -> None:
     admission = Admission(max_requests=4, max_tokens=1000)
     timings = Timings()
-    async with admitted(admission, "m", True, [40, 40], 512, None, lambda: Tokenized(12), timings) as task:
+    async with bracket(admission, True, [40, 40], lambda: Tokenized(12), timings) as task:
         assert task.num_tokens == 12 and timings.tokens == 12
         assert admission.requests == 1 and admission.tokens == 12  # reserved 88, shrunk to the real 12
     assert admission.requests == 0 and admission.tokens == 0
@@ -150,14 +162,30 @@ async def _bracket_checks() -> None:
         raise ValueError("tokenizer error")
 
     with pytest.raises(ValueError):
-        async with admitted(admission, "m", True, [40], 512, None, fails, Timings()):
+        async with bracket(admission, True, [40], fails, Timings()):
             pass
     with pytest.raises(RuntimeError):
-        async with admitted(admission, "m", True, [40], 512, None, lambda: Tokenized(3), Timings()):
+        async with bracket(admission, True, [40], lambda: Tokenized(3), Timings()):
             raise RuntimeError("the job failed")
     with pytest.raises(NotReadyError):  # not ready: refused before any reservation
-        async with admitted(admission, "m", False, [40], 512, None, lambda: Tokenized(3), Timings()):
+        async with bracket(admission, False, [40], lambda: Tokenized(3), Timings()):
             pass
+    assert admission.requests == 0 and admission.tokens == 0
+
+    def slow() -> Tokenized:
+        time.sleep(0.3)
+        return Tokenized(3)
+
+    async def enter() -> None:
+        async with bracket(admission, True, [40], slow, Timings()):
+            raise AssertionError("cancelled while tokenizing: the block never runs")
+
+    task = asyncio.create_task(enter())  # a client that disconnects while its text is tokenized
+    await asyncio.sleep(0.05)
+    assert admission.requests == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert admission.requests == 0 and admission.tokens == 0
 
 

@@ -132,6 +132,7 @@ class Permit:
 @asynccontextmanager
 async def admitted(
     admission: Admission,
+    *,
     model: str,
     alive: bool,
     char_counts: Sequence[int],
@@ -144,7 +145,9 @@ async def admitted(
     model is not ready, reserve by the estimated tokens (429 at once), tokenize in the pool, shrink
     the reservation to the real count, and give it back when the block ends, however it ends.
 
-        async with admitted(admission, name, alive, sizes, limit, pool, prepare, timings) as task:
+        bracket = admitted(admission, model=name, alive=alive, char_counts=sizes, max_length=limit,
+                           pool=pool, tokenize=prepare, timings=timings)
+        async with bracket as task:
             ...  # queue the task and wait for its outputs
     """
     if not alive:

@@ -209,13 +209,13 @@ class RemoteScheduler:
         deadline = time.monotonic() + deadline_s
         bracket = admitted(
             self.admission,
-            self.name,
-            self.alive,
-            char_counts,
-            self._tasks.spec.max_length,
-            self._pool,
-            partial(_prepare_for_wire, prepare, self._tasks),
-            timings,
+            model=self.name,
+            alive=self.alive,
+            char_counts=char_counts,
+            max_length=self._tasks.spec.max_length,
+            pool=self._pool,
+            tokenize=partial(_prepare_for_wire, prepare, self._tasks),
+            timings=timings,
         )
         async with bracket as wired:
             job, future = self.client.submit(self.index, wired.sequences, wired.task.heads, deadline)

@@ -100,13 +100,13 @@ class Scheduler:
         deadline = time.monotonic() + deadline_s
         bracket = admitted(
             self.admission,
-            self.name,
-            self.worker.alive,
-            char_counts,
-            self.engine.spec.max_length,
-            self._pool,
-            partial(prepare, self.tasks),
-            timings,
+            model=self.name,
+            alive=self.worker.alive,
+            char_counts=char_counts,
+            max_length=self.engine.spec.max_length,
+            pool=self._pool,
+            tokenize=partial(prepare, self.tasks),
+            timings=timings,
         )
         async with bracket as task:
             future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
