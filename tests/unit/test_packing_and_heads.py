@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from m3engine.models.heads import M3Heads, head_outputs, mean_pool, sparse_weights
+from m3engine.models.heads import M3Heads, launch_heads, mean_pool, sparse_weights
 from m3engine.types import Encoded, HeadRequest, PackedBatch, SparseVector
 
 
@@ -46,7 +46,7 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
     heads = M3Heads(hidden_size=4, colbert_dim=3)
     hidden = torch.randn(5, 4)  # texts of 3 and 2 tokens
     with torch.inference_mode():  # as the backends call it
-        out = head_outputs(
+        out = launch_heads(
             hidden,
             np.array([0, 7, 2, 0, 2]),
             torch.tensor([0, 3, 5]),
@@ -56,7 +56,7 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
             heads,
             np.array([0, 1, 2, 3]),
             vocab_size=16,
-        )
+        ).result()
     assert out.colbert is not None and [v.shape for v in out.colbert] == [(2, 3), (1, 3)]
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(heads.colbert_linear(hidden[[1, 2, 4]]), dim=-1)

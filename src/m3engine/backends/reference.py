@@ -9,7 +9,7 @@ import torch
 
 from m3engine.backends.base import BackendInfo
 from m3engine.device import DTYPES
-from m3engine.models.heads import M3Heads, head_outputs
+from m3engine.models.heads import M3Heads, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -50,7 +50,7 @@ class ReferenceBackend:
             return BatchOutputs(logits=logits.float().cpu().numpy())
         hidden = self._model(**inputs).last_hidden_state  # (N, L, H)
         packed = hidden[inputs["attention_mask"].bool()]  # (T, H), row-major = packing order
-        return head_outputs(
+        return launch_heads(
             packed,
             batch.input_ids,
             self._tensor(batch.cu_seqlens),
@@ -60,4 +60,4 @@ class ReferenceBackend:
             self._m3,
             self._special,
             self.spec.vocab_size,
-        )
+        ).result()

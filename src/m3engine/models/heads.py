@@ -9,15 +9,15 @@ FlagEmbedding's (see ../shared/reference/semantics.md):
   weights <= 0 dropped;
 - ColBERT: colbert_linear(h) for every token but the first (CLS), EOS kept, L2-normalised.
 
-`launch_heads` queues them for every backend, with the copies of their results to the host
-through pinned memory (pending.py), and returns a pending batch that is waited for once;
-`head_outputs` is the same, waited for at once. Sparse's max per (text, token id) runs on the host
-over the (T,) token weights: on the device it needs a data-dependent size (torch.unique), which
-would make every launch wait for its batch. ColBERT returns ~4 KB per token, so at hundreds of thousands of
-tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
-driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed
-for every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows
-first) and the CLS rows are dropped by slicing on the host.
+`launch_heads` queues them for every backend, with the copies of their results to the host through
+pinned memory (pending.py), and returns a pending batch that is waited for once (`.result()`; a
+backend with no use for waiting later calls it at once). Sparse's max per (text, token id) runs on the
+host over the (T,) token weights: on the device it needs a data-dependent size (torch.unique), which
+would make every launch wait for its batch. ColBERT returns ~4 KB per token, so at hundreds of
+thousands of tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is
+staged by the driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors
+are computed for every row (CLS included: a (T, D) product is simpler and no slower than gathering T -
+N rows first) and the CLS rows are dropped by slicing on the host.
 """
 
 from __future__ import annotations
@@ -110,23 +110,6 @@ class M3Heads(nn.Module):
 
     def token_weights(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.sparse_linear(hidden)).squeeze(-1)  # (T,)
-
-
-def head_outputs(
-    hidden: torch.Tensor,  # (T, H) final states, compute dtype
-    input_ids: IntArray,  # (T,) on the host
-    cu_seqlens: torch.Tensor,  # (N + 1,) int64, on the states' device
-    lengths: tuple[int, ...],  # (N,) on the host
-    request: HeadRequest,
-    pooling: str,
-    m3_heads: M3Heads | None,
-    special_ids: IntArray,  # (S,)
-    vocab_size: int,
-) -> BatchOutputs:
-    """The heads of one batch, waited for (`launch_heads(...).result()`)."""
-    return launch_heads(
-        hidden, input_ids, cu_seqlens, lengths, request, pooling, m3_heads, special_ids, vocab_size
-    ).result()
 
 
 def launch_heads(

@@ -88,7 +88,7 @@ class FastBackend:
         # device -> host copies run beside the next batch's kernels (pending.py)
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None  # type: ignore[no-untyped-call]
         self._m3: M3Heads | None = None
-        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: head_outputs upcasts the states
+        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: launch_heads upcasts the states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
