@@ -58,9 +58,9 @@ class Connection:
             k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)
         }
         # retry-after-ms first, as the OpenAI SDK reads them
-        ms = _seconds(fields.get("retry-after-ms", ""))
-        self.retry_after_s = ms / 1000 if ms is not None else _seconds(fields.get("retry-after", ""))
-        self.server_ms = _seconds(fields.get("x-total-time", ""))
+        ms = _number(fields.get("retry-after-ms", ""))
+        self.retry_after_s = ms / 1000 if ms is not None else _number(fields.get("retry-after", ""))
+        self.server_ms = _number(fields.get("x-total-time", ""))
         self.frontend = fields.get("x-m3engine-frontend")
         if "content-length" in fields:
             await self._reader.readexactly(int(fields["content-length"]))
@@ -86,10 +86,11 @@ class Connection:
                 await writer.wait_closed()
 
 
-def _seconds(value: str) -> float | None:
-    """Retry-After as delta-seconds; None when absent or an HTTP date (which no server here sends)."""
+def _number(value: str) -> float | None:
+    """A header's non-negative number (delta-seconds, milliseconds); None when absent or not a number
+    (an HTTP date in Retry-After, which no server here sends)."""
     try:
-        seconds = float(value)
+        number = float(value)
     except ValueError:
         return None
-    return seconds if seconds >= 0 else None
+    return number if number >= 0 else None
