@@ -63,6 +63,11 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 # SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured: bench long docs).
 LONG_SEQUENCE = 2048
 
+# The kernel for mixed-length batches on CUDA: "flash" (varlen_attn, the default) or "triton"
+# (varlen_attention.py: an opt-in experiment, flipped by tools/varlen_triton_probe.py, not yet
+# measured to win). Never inside a CUDA-graph capture: graphed buckets keep flash attention.
+ATTENTION_KERNEL = "flash"
+
 
 def _per_sequence(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: tuple[int, ...]
@@ -89,6 +94,10 @@ def attention(
     if varlen and not long_only:
         from torch.nn.attention.varlen import varlen_attn
 
+        if ATTENTION_KERNEL == "triton" and not torch.cuda.is_current_stream_capturing():
+            from m3engine.backends.fast.varlen_attention import attention_triton
+
+            return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len)
         cu = inputs.cu_seqlens
         out = varlen_attn(q, k, v, cu, cu, inputs.max_len, inputs.max_len)
         assert isinstance(out, torch.Tensor)  # no aux outputs asked for

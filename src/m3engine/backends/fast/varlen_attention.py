@@ -1,0 +1,168 @@
+"""Non-causal attention over packed sequences of mixed, mostly short lengths: a Triton forward kernel.
+
+Why: on the bench's passages (median ~200 tokens) flash attention's varlen kernel (128 x 128 tiles,
+a grid of max_len / 128 query blocks for *every* sequence) ran at ~187 TFLOP/s on an H200, 22 % of
+the encoder's device time. Here the grid holds only the query blocks that exist:
+
+    grid = (slots, nh)      slot -> (sequence, query block) from a small int32 table
+
+and each program runs FlashAttention's online softmax over its sequence's keys in BLOCK_N steps
+(fp32 scores and accumulator; exp2 with log2(e) folded into the scale). Only the last key block of a
+sequence is masked; query rows past the sequence's end are computed on zeros and never stored, so
+nothing crosses a sequence boundary and rows past cu_seqlens[-1] (a graph bucket's padding) are not
+written.
+
+The table (`plan_blocks`) is built on the device from cu_seqlens by ~10 tiny torch ops (no host
+sync, so it could be captured in a graph): its length is an upper bound known from shapes alone, and
+slots past the real block count hold sequence index N, whose programs return at once. Build it once
+per batch and pass it to every layer's call to save those launches (~10 launches per call
+otherwise); `attention_triton` builds it when not given one.
+
+q, k, v may be strided views (the encoder's `qkv.view(T, 3, nh, hd).unbind(1)`: row stride
+3 * nh * hd, head stride hd); only the last dimension must be contiguous. Correctness is tested on
+the CPU with TRITON_INTERPRET=1 (tests/test_varlen_attention.py); speed is measured on the device
+by tools/varlen_triton_probe.py. Opt-in only: encoder.ATTENTION_KERNEL selects it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import triton
+import triton.language as tl
+
+LOG2E = 1.4426950408889634
+
+
+class Config(NamedTuple):
+    block_m: int  # query rows per program
+    block_n: int  # key rows per inner step
+    warps: int = 4
+    stages: int = 2
+
+
+# Candidates for tools/varlen_triton_probe.py; DEFAULT until the H200 says otherwise (not measured).
+CONFIGS = {
+    "64x64": Config(64, 64, 4, 2),
+    "64x64s3": Config(64, 64, 4, 3),
+    "64x32": Config(64, 32, 4, 2),
+    "32x64": Config(32, 64, 4, 2),
+    "128x64": Config(128, 64, 8, 3),
+    "128x32": Config(128, 32, 4, 3),
+}
+DEFAULT = CONFIGS["64x64"]
+
+
+@triton.jit
+def _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.constexpr):
+    # q: (BLOCK_M, D); k_ptrs, v_ptrs: (BLOCK_N, D) pointers; valid: (BLOCK_N,) keys inside the sequence
+    if MASKED:
+        k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=valid[:, None], other=0.0)
+    else:
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
+    s = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) fp32, in log2 units
+    if MASKED:
+        s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every key block holds one valid key
+    p = tl.math.exp2(s - m_new[:, None])
+    alpha = tl.math.exp2(m_i - m_new)  # 0 on the first block (m_i = -inf)
+    l_i = l_i * alpha + tl.sum(p, axis=1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return acc, m_new, l_i
+
+
+@triton.jit
+def _varlen_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
+    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
+    n_seqs, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    slot = tl.program_id(0)
+    head = tl.program_id(1).to(tl.int64)
+    seq = tl.load(table_ptr + 2 * slot)
+    if seq >= n_seqs:  # a slot past the real block count (the table's length is an upper bound)
+        return
+    block = tl.load(table_ptr + 2 * slot + 1)
+    start = tl.load(cu_ptr + seq).to(tl.int64)
+    end = tl.load(cu_ptr + seq + 1).to(tl.int64)
+    rows = start + block * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) packed token rows
+    dims = tl.arange(0, HEAD_DIM)
+    in_seq = rows < end
+    q = tl.load(q_ptr + rows[:, None] * sq_t + head * sq_h + dims[None, :], mask=in_seq[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    cols = tl.arange(0, BLOCK_N)
+    full_end = start + (end - start) // BLOCK_N * BLOCK_N  # key blocks before this need no mask
+    for n0 in range(start, full_end, BLOCK_N):
+        keys = n0 + cols
+        k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
+        v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False)
+    if full_end < end:  # the ragged last key block
+        keys = full_end + cols
+        k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
+        v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True)
+
+    out = acc / l_i[:, None]
+    o_ptrs = o_ptr + rows[:, None] * so_t + head * so_h + dims[None, :]
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
+
+
+def plan_blocks(cu_seqlens: torch.Tensor, total: int, max_len: int, block_m: int) -> torch.Tensor:
+    """(slots, 2) int32 on cu_seqlens' device: (sequence, query block) per program, (N, 0) past the end.
+
+    N >= 1. `total` (rows of q) and `max_len` bound the block count without reading cu_seqlens on the host:
+    sum ceil(n_i / B) <= (sum n_i + N (B - 1)) // B and <= N ceil(max_len / B).
+    """
+    n = cu_seqlens.numel() - 1
+    slots = max(1, min((total + n * (block_m - 1)) // block_m, n * triton.cdiv(max_len, block_m)))
+    cu = cu_seqlens.long()
+    blocks = (cu[1:] - cu[:-1] + block_m - 1) // block_m  # (N,) query blocks per sequence
+    ends = torch.cumsum(blocks, 0)  # (N,) one past each sequence's last slot
+    slot = torch.arange(slots, device=cu.device)
+    seq = torch.searchsorted(ends, slot, right=True)  # (slots,) in [0, N]
+    first = (ends - blocks)[seq.clamp(max=n - 1)]  # (slots,) each slot's sequence's first slot
+    return torch.stack([seq, slot - first], 1).to(torch.int32)
+
+
+def attention_triton(
+    q: torch.Tensor,  # (T, nh, hd), last dim contiguous
+    k: torch.Tensor,
+    v: torch.Tensor,
+    cu_seqlens: torch.Tensor,  # (N + 1,) int32
+    max_len: int,
+    config: Config = DEFAULT,
+    table: torch.Tensor | None = None,  # plan_blocks(cu_seqlens, T, max_len, config.block_m)
+) -> torch.Tensor:
+    """Bidirectional attention within each sequence, softmax(q k^T / sqrt(hd)) v; (T, nh, hd) contiguous.
+
+    Rows past cu_seqlens[-1] are left unwritten, as no sequence owns them.
+    """
+    t, nh, hd = q.shape
+    assert k.shape == v.shape == q.shape and q.dtype == k.dtype == v.dtype
+    assert q.stride(2) == k.stride(2) == v.stride(2) == 1, "head_dim must be contiguous"
+    assert hd >= 16 and hd & (hd - 1) == 0, "tl.dot needs a power-of-two head_dim >= 16"
+    out = torch.empty(t, nh, hd, dtype=q.dtype, device=q.device)
+    n = cu_seqlens.numel() - 1
+    if t == 0 or n == 0:
+        return out
+    if table is None:
+        table = plan_blocks(cu_seqlens, t, max_len, config.block_m)
+    grid = (table.shape[0], nh)
+    _varlen_fwd_kernel[grid](
+        q, k, v, out, cu_seqlens, table,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
+        out.stride(0), out.stride(1),
+        n, LOG2E / math.sqrt(hd),
+        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        num_warps=config.warps, num_stages=config.stages,
+    )  # fmt: skip
+    return out
