@@ -141,6 +141,7 @@ def attention_triton(
     max_len: int,
     config: Config = DEFAULT,
     table: torch.Tensor | None = None,  # plan_blocks(cu_seqlens, T, max_len, config.block_m)
+    out: torch.Tensor | None = None,  # (T, nh, hd) contiguous, to write into; else a new one
 ) -> torch.Tensor:
     """Bidirectional attention within each sequence, softmax(q k^T / sqrt(hd)) v; (T, nh, hd) contiguous.
 
@@ -150,7 +151,9 @@ def attention_triton(
     assert k.shape == v.shape == q.shape and q.dtype == k.dtype == v.dtype
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1, "head_dim must be contiguous"
     assert hd >= 16 and hd & (hd - 1) == 0, "tl.dot needs a power-of-two head_dim >= 16"
-    out = torch.empty(t, nh, hd, dtype=q.dtype, device=q.device)
+    if out is None:
+        out = torch.empty(t, nh, hd, dtype=q.dtype, device=q.device)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
     n = cu_seqlens.numel() - 1
     if t == 0 or n == 0:
         return out

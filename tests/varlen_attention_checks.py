@@ -1,0 +1,99 @@
+"""Checks of the Triton varlen attention kernel, run by tests/test_varlen_attention.py in a child process
+with TRITON_INTERPRET=1 (chosen before triton.jit decorates; kept out of the test process).
+Usage: python -m tests.varlen_attention_checks. Prints one line per check, exits non-zero on a failure.
+
+bf16 is not checked here: Triton 3.6's interpreter computes bf16 dots wrongly (errors ~1e8 on this
+kernel, as small_gemm's checks found); fp16 stands in, and tests/gpu compares bf16 with varlen_attn.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+os.environ["TRITON_INTERPRET"] = "1"
+
+import torch
+
+from tests.triton_interpreter import allow_loaded_loop_bounds
+
+allow_loaded_loop_bounds()
+
+from m3engine.backends.fast.varlen_attention import Config, attention_triton, plan_blocks  # noqa: E402
+
+# 1-token and empty sequences, lengths around and off the block sizes, one of several blocks (200 =
+# 12.5 blocks of 16); two neighbours of length 1 and 3 where a leak across the boundary is loud.
+LENGTHS = (1, 17, 64, 65, 0, 3, 1, 130, 200, 5)
+PAD = 7  # rows past cu_seqlens[-1], as a CUDA-graph bucket has: no sequence owns them
+
+
+def reference(qkv: torch.Tensor, lengths: tuple[int, ...]) -> torch.Tensor:
+    """Plain per-sequence, per-head softmax attention in fp64; (sum(lengths), nh, hd)."""
+    q, k, v = qkv.double().unbind(1)  # (T, nh, hd) each
+    out, start = [], 0
+    for n in lengths:
+        qs, ks, vs = (x[start : start + n].transpose(0, 1) for x in (q, k, v))  # (nh, n, hd)
+        w = torch.softmax(qs @ ks.transpose(1, 2) / math.sqrt(q.shape[-1]), dim=-1)  # (nh, n, n)
+        out.append((w @ vs).transpose(0, 1))
+        start += n
+    return torch.cat(out)
+
+
+def packed(lengths: tuple[int, ...], nh: int, hd: int, dtype: torch.dtype, seed: int) -> tuple:
+    """(qkv (T, 3, nh, hd), q, k, v strided views as the encoder makes them, cu_seqlens int32)."""
+    g = torch.Generator().manual_seed(seed)
+    total = sum(lengths)
+    qkv = torch.randn(total + PAD, 3 * nh * hd, generator=g)
+    qkv[total:] = 1e4  # padding rows: a kernel that read them would be far off
+    qkv = qkv.to(dtype).view(total + PAD, 3, nh, hd)
+    q, k, v = qkv.unbind(1)  # (T, nh, hd), row stride 3 nh hd, head stride hd
+    cu = torch.zeros(len(lengths) + 1, dtype=torch.int32)
+    cu[1:] = torch.tensor(lengths).cumsum(0)
+    return qkv, q, k, v, cu
+
+
+def check_values(dtype: torch.dtype, atol: float) -> None:
+    nh, hd = 2, 32
+    qkv, q, k, v, cu = packed(LENGTHS, nh, hd, dtype, seed=1)
+    total = sum(LENGTHS)
+    ref = reference(qkv[:total], LENGTHS)
+    # The data tells a leak apart: attending over the two neighbours 3 and 1 as one sequence, or
+    # over the whole batch, moves outputs by far more than atol.
+    merged = reference(qkv[:total], (*LENGTHS[:5], 4, *LENGTHS[7:]))
+    assert (merged - ref).abs().max() > 100 * atol
+    whole = reference(qkv[:total], (total,))
+    assert (whole - ref).abs().max() > 100 * atol
+    configs = (
+        (Config(16, 16), Config(32, 16), Config(64, 64)) if dtype == torch.float32 else (Config(16, 16),)
+    )
+    for c in configs:
+        # into a NaN-filled buffer: the padding rows must stay untouched (a store without its row
+        # mask would write the last sequence's spare query rows there)
+        out = torch.full_like(q, float("nan"))
+        assert attention_triton(q, k, v, cu, max(LENGTHS), c, out=out) is out
+        assert out[total:].isnan().all()
+        err = float((out[:total].double() - ref).abs().max())
+        assert err < atol, (dtype, c, err)
+        print(f"{dtype} {c.block_m}x{c.block_n} max |err| {err:.2e} (atol {atol:g})")
+
+
+def check_bge_m3_shape() -> None:
+    """nh = 16, hd = 64 as BGE-M3; a prebuilt table gives the same output as one built per call."""
+    lengths = (9, 70, 1, 33)
+    qkv, q, k, v, cu = packed(lengths, 16, 64, torch.float32, seed=2)
+    total = sum(lengths)
+    table = plan_blocks(cu, q.shape[0], max(lengths), 64)
+    out = attention_triton(q, k, v, cu, max(lengths), Config(64, 64), table=table)
+    err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())
+    assert err < 1e-5, err
+    again = attention_triton(q, k, v, cu, max(lengths), Config(64, 64))  # a new (T, nh, hd) output
+    assert again.shape == q.shape and again.dtype == q.dtype and again.is_contiguous()
+    assert torch.equal(out[:total], again[:total])
+    print(f"bge-m3 shape ok, max |err| {err:.2e}")
+
+
+if __name__ == "__main__":
+    check_values(torch.float32, 1e-5)
+    check_values(torch.float16, 4e-3)
+    check_bge_m3_shape()
+    print("varlen attention ok")
