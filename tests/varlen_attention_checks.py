@@ -92,8 +92,35 @@ def check_bge_m3_shape() -> None:
     print(f"bge-m3 shape ok, max |err| {err:.2e}")
 
 
+def check_engine_hook() -> None:
+    """encoder.attention() with ATTENTION_KERNEL = "triton" runs this kernel (here on the CPU)."""
+    from m3engine.backends.fast import encoder, varlen_attention
+
+    calls = []
+
+    def counted(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        return attention_triton(*args, **kwargs)  # type: ignore[arg-type]
+
+    lengths = (5, 40, 1)
+    qkv, q, k, v, cu = packed(lengths, 2, 16, torch.float32, seed=3)
+    ids = torch.zeros(q.shape[0], dtype=torch.long)
+    inputs = encoder.PackedInputs(ids, ids, ids, cu, max(lengths), lengths)
+    encoder.ATTENTION_KERNEL, varlen_attention.attention_triton = "triton", counted
+    try:
+        out = encoder.attention(q, k, v, inputs, varlen=True)
+    finally:
+        encoder.ATTENTION_KERNEL, varlen_attention.attention_triton = "flash", attention_triton
+    assert calls == [1]
+    total = sum(lengths)
+    err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())
+    assert err < 1e-5, err
+    print(f"engine hook ok, max |err| {err:.2e}")
+
+
 if __name__ == "__main__":
     check_values(torch.float32, 1e-5)
     check_values(torch.float16, 4e-3)
     check_bge_m3_shape()
+    check_engine_hook()
     print("varlen attention ok")

@@ -94,7 +94,8 @@ def attention(
     if varlen and not long_only:
         from torch.nn.attention.varlen import varlen_attn
 
-        if ATTENTION_KERNEL == "triton" and not torch.cuda.is_current_stream_capturing():
+        capturing = q.is_cuda and torch.cuda.is_current_stream_capturing()
+        if ATTENTION_KERNEL == "triton" and not capturing:
             from m3engine.backends.fast.varlen_attention import attention_triton
 
             return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len)
