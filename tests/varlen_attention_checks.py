@@ -82,7 +82,7 @@ def check_bge_m3_shape() -> None:
     lengths = (9, 70, 1, 33)
     qkv, q, k, v, cu = packed(lengths, 16, 64, torch.float32, seed=2)
     total = sum(lengths)
-    table = plan_blocks(cu, q.shape[0], max(lengths), 64)
+    table = plan_blocks(cu, q.shape[0], 64)
     out = attention_triton(q, k, v, cu, max(lengths), Config(64, 64), table=table)
     err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())
     assert err < 1e-5, err
@@ -90,6 +90,30 @@ def check_bge_m3_shape() -> None:
     assert again.shape == q.shape and again.dtype == q.dtype and again.is_contiguous()
     assert torch.equal(out[:total], again[:total])
     print(f"bge-m3 shape ok, max |err| {err:.2e}")
+
+
+def check_plan_blocks() -> None:
+    """Every (sequence, query block) in exactly one slot; the rest marked empty (sequence N)."""
+    cases = (
+        ([1, 0, 16, 17, 40], 16, 3),  # 1 token, empty, exact and ragged multiples; 3 padding rows
+        ([64] * 8, 64, 0),
+        ([1] * 30, 32, 0),
+        ([200, 3, 129], 64, 0),
+        ([16, 16, 16, 0, 0], 16, 40),  # graphs.py pads cu_seqlens with empty sequences, rows too
+        ([5], 16, 0),
+    )
+    for lengths, block, pad in cases:
+        cu = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+        total = sum(lengths) + pad
+        table = plan_blocks(cu, total, block)
+        assert table.dtype == torch.int32 and table.shape == (total // block + len(lengths) + 1, 2)
+        real = sorted((s, b) for s, b in table.tolist() if s < len(lengths))
+        want = [(i, b) for i, n in enumerate(lengths) for b in range(-(-n // block))]
+        assert real == want, (lengths, block, table.tolist())
+        assert ((table[:, 0] >= 0) & (table[:, 0] <= len(lengths))).all()
+    table = plan_blocks(torch.tensor([0, 1, 1, 17, 34, 74], dtype=torch.int32), 77, 16)
+    assert table[:, 0].tolist() == [0, 5, 2, 5, 3, 3, 4, 4, 4, 5]  # the layout the kernel doc gives
+    print("plan blocks ok")
 
 
 def check_engine_hook() -> None:
@@ -121,6 +145,7 @@ def check_engine_hook() -> None:
 if __name__ == "__main__":
     check_values(torch.float32, 1e-5)
     check_values(torch.float16, 4e-3)
+    check_plan_blocks()
     check_bge_m3_shape()
     check_engine_hook()
     print("varlen attention ok")

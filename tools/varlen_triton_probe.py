@@ -101,7 +101,7 @@ def triton_variant(config: Config) -> Attn:
 
 
 def prebuilt_variant(data: list[Batch], config: Config) -> Attn:
-    tables = {id(b): plan_blocks(b[3], b[0].shape[0], b[4], config.block_m) for b in data}
+    tables = {id(b): plan_blocks(b[3], b[0].shape[0], config.block_m) for b in data}
 
     def run(b: Batch) -> torch.Tensor:
         return attention_triton(b[0], b[1], b[2], b[3], b[4], config, table=tables[id(b)])

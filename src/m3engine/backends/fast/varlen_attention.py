@@ -12,11 +12,12 @@ sequence is masked; query rows past the sequence's end are computed on zeros and
 nothing crosses a sequence boundary and rows past cu_seqlens[-1] (a graph bucket's padding) are not
 written.
 
-The table (`plan_blocks`) is built on the device from cu_seqlens by ~10 tiny torch ops (no host
-sync, so it could be captured in a graph): its length is an upper bound known from shapes alone, and
-slots past the real block count hold sequence index N, whose programs return at once. Build it once
-per batch and pass it to every layer's call to save those launches (~10 launches per call
-otherwise); `attention_triton` builds it when not given one.
+The table (`plan_blocks`) is built on the device from cu_seqlens by one small Triton launch (no
+host sync, so it could be captured in a graph): its length is an upper bound known from shapes
+alone (T / BLOCK_M + N + 1), and its empty slots (at most 2 per sequence) hold sequence index N,
+whose programs return at once. `attention_triton` builds it per call (one extra launch per layer);
+a caller may build it once per batch and pass it to every layer (the probe times both).
+`max_len` is not needed by the kernel; it stays for the same contract as encoder.attention.
 
 q, k, v may be strided views (the encoder's `qkv.view(T, 3, nh, hd).unbind(1)`: row stride
 3 * nh * hd, head stride hd); only the last dimension must be contiguous. Correctness is tested on
@@ -116,21 +117,37 @@ def _varlen_fwd_kernel(
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
 
 
-def plan_blocks(cu_seqlens: torch.Tensor, total: int, max_len: int, block_m: int) -> torch.Tensor:
-    """(slots, 2) int32 on cu_seqlens' device: (sequence, query block) per program, (N, 0) past the end.
+@triton.jit
+def _plan_kernel(cu_ptr, table_ptr, n_seqs, slots, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
+    # Sequence i owns slots [cu[i] // BLOCK_M + i, cu[i + 1] // BLOCK_M + i + 1): at least its
+    # ceil(n_i / BLOCK_M) query blocks, at most 2 more, with no prefix sum over the other sequences.
+    i = tl.program_id(0)
+    start = tl.load(cu_ptr + i)
+    end = tl.load(cu_ptr + i + 1)
+    first = start // BLOCK_M + i
+    blocks = (end - start + BLOCK_M - 1) // BLOCK_M
+    # the next sequence's first slot; the last sequence also marks the table's tail
+    stop = tl.where(i == n_seqs - 1, slots, end // BLOCK_M + i + 1)
+    for s0 in range(first, stop, CHUNK):
+        slot = s0 + tl.arange(0, CHUNK)
+        block = slot - first
+        seq = tl.where(block < blocks, i, n_seqs)  # n_seqs: an empty slot, its programs return
+        tl.store(table_ptr + 2 * slot, seq, mask=slot < stop)
+        tl.store(table_ptr + 2 * slot + 1, block, mask=slot < stop)
 
-    N >= 1. `total` (rows of q) and `max_len` bound the block count without reading cu_seqlens on the host:
-    sum ceil(n_i / B) <= (sum n_i + N (B - 1)) // B and <= N ceil(max_len / B).
+
+def plan_blocks(cu_seqlens: torch.Tensor, total: int, block_m: int) -> torch.Tensor:
+    """(slots, 2) int32 on cu_seqlens' device: (sequence, query block) per program, (N, *) if empty.
+
+    One launch, no host sync (capturable). `total` (rows of q, >= cu_seqlens[-1]) bounds the table
+    from shapes alone: slots = total // block_m + N + 1, at most 2 empty slots per sequence.
     """
     n = cu_seqlens.numel() - 1
-    slots = max(1, min((total + n * (block_m - 1)) // block_m, n * triton.cdiv(max_len, block_m)))
-    cu = cu_seqlens.long()
-    blocks = (cu[1:] - cu[:-1] + block_m - 1) // block_m  # (N,) query blocks per sequence
-    ends = torch.cumsum(blocks, 0)  # (N,) one past each sequence's last slot
-    slot = torch.arange(slots, device=cu.device)
-    seq = torch.searchsorted(ends, slot, right=True)  # (slots,) in [0, N]
-    first = (ends - blocks)[seq.clamp(max=n - 1)]  # (slots,) each slot's sequence's first slot
-    return torch.stack([seq, slot - first], 1).to(torch.int32)
+    assert n >= 1 and cu_seqlens.dtype == torch.int32
+    slots = total // block_m + n + 1
+    table = torch.empty(slots, 2, dtype=torch.int32, device=cu_seqlens.device)
+    _plan_kernel[(n,)](cu_seqlens, table, n, slots, BLOCK_M=block_m, CHUNK=16, num_warps=1)
+    return table
 
 
 def attention_triton(
@@ -140,7 +157,7 @@ def attention_triton(
     cu_seqlens: torch.Tensor,  # (N + 1,) int32
     max_len: int,
     config: Config = DEFAULT,
-    table: torch.Tensor | None = None,  # plan_blocks(cu_seqlens, T, max_len, config.block_m)
+    table: torch.Tensor | None = None,  # plan_blocks(cu_seqlens, T, config.block_m)
     out: torch.Tensor | None = None,  # (T, nh, hd) contiguous, to write into; else a new one
 ) -> torch.Tensor:
     """Bidirectional attention within each sequence, softmax(q k^T / sqrt(hd)) v; (T, nh, hd) contiguous.
@@ -158,7 +175,7 @@ def attention_triton(
     if t == 0 or n == 0:
         return out
     if table is None:
-        table = plan_blocks(cu_seqlens, t, max_len, config.block_m)
+        table = plan_blocks(cu_seqlens, t, config.block_m)
     grid = (table.shape[0], nh)
     _varlen_fwd_kernel[grid](
         q, k, v, out, cu_seqlens, table,
