@@ -25,7 +25,14 @@ def test_kernel_under_interpreter() -> None:
     assert "varlen attention ok" in done.stdout
 
 
-def test_default_attention_stays_flash() -> None:
-    from m3engine.backends.fast import encoder
+def test_triton_attention_only_where_flash_would_run(bge_m3_dir: Path) -> None:
+    """CUDA in half precision takes the Triton kernel by default; the CPU and fp32 never do."""
+    from m3engine.backends.fast import FastBackend
+    from m3engine.models.spec import inspect_model
+    from m3engine.types import TokenIds
 
-    assert encoder.ATTENTION_KERNEL == "flash"
+    spec = inspect_model(bge_m3_dir)
+    backend = FastBackend(spec, TokenIds(1, frozenset({0, 1, 2})), device="cpu", dtype="fp32")
+    assert not backend.triton_attention and "attention" not in backend.precision
+    with pytest.raises(ValueError, match="'triton' or 'flash'"):
+        FastBackend(spec, TokenIds(1, frozenset({0, 1, 2})), attention="cudnn")

@@ -117,7 +117,7 @@ def check_plan_blocks() -> None:
 
 
 def check_engine_hook() -> None:
-    """encoder.attention() with ATTENTION_KERNEL = "triton" runs this kernel (here on the CPU)."""
+    """encoder.attention() runs this kernel when the inputs carry a plan (here on the CPU)."""
     from m3engine.backends.fast import encoder, varlen_attention
 
     calls = []
@@ -130,11 +130,11 @@ def check_engine_hook() -> None:
     qkv, q, k, v, cu = packed(lengths, 2, 16, torch.float32, seed=3)
     ids = torch.zeros(q.shape[0], dtype=torch.long)
     inputs = encoder.PackedInputs(ids, ids, ids, cu, max(lengths), lengths)
-    encoder.ATTENTION_KERNEL, varlen_attention.attention_triton = "triton", counted
+    varlen_attention.attention_triton = counted
     try:
-        out = encoder.attention(q, k, v, inputs, varlen=True)
+        out = encoder.attention(q, k, v, varlen_attention.plan_attention(inputs), varlen=True)
     finally:
-        encoder.ATTENTION_KERNEL, varlen_attention.attention_triton = "flash", attention_triton
+        varlen_attention.attention_triton = attention_triton
     assert calls == [1]
     total = sum(lengths)
     err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())

@@ -13,18 +13,12 @@ import torch
 from torch.nn import functional as F
 
 from m3engine.types import PackedBatch
-from tests.gpu.long_checkpoint import build_long_bge_m3
 from tests.gpu.test_fast_gpu import ALL, _backends, _check_gate, _random_text
 
 pytestmark = [
     pytest.mark.gpu,
     pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
 ]
-
-
-@pytest.fixture(scope="module")
-def long_dir(bge_m3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_long_bge_m3(bge_m3_dir, tmp_path_factory.mktemp("bge-m3-long-fused"))
 
 
 def test_row_kernels_match_torch_on_cuda() -> None:

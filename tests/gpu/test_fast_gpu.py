@@ -17,7 +17,6 @@ from m3engine.backends.reference import ReferenceBackend
 from m3engine.models.spec import inspect_model
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
-from tests.gpu.long_checkpoint import build_long_bge_m3
 from tests.texts import MULTILINGUAL
 
 pytestmark = [
@@ -156,11 +155,6 @@ def test_graph_replay_equals_eager(bge_m3_dir: Path) -> None:
     again = fast.hidden_states(batches[1], use_graphs=True).hidden.clone()  # a view of the static output
     first = fast.hidden_states(batches[1], use_graphs=True).hidden
     assert torch.equal(again, first)  # replays are deterministic
-
-
-@pytest.fixture(scope="module")
-def long_dir(bge_m3_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_long_bge_m3(bge_m3_dir, tmp_path_factory.mktemp("bge-m3-long"))
 
 
 def _random_text(rng: np.random.Generator, length: int) -> Encoded:

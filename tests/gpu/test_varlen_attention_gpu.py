@@ -1,13 +1,17 @@
 """The Triton varlen attention kernel on CUDA in bf16/fp16 (the interpreter cannot check bf16) against
-flash attention's varlen_attn and an fp32 reference, every candidate config, and the opt-in hook.
+flash attention's varlen_attn and an fp32 reference, every candidate config, the engine's hook, and
+the fast backend with each kernel (eager and graph-replayed batches).
 
-Run on the device machine: `pytest -m gpu tests/gpu/test_varlen_attention_gpu.py`. Not yet run.
+Run on the device machine: `pytest -m gpu tests/gpu/test_varlen_attention_gpu.py`.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,18 +60,39 @@ def test_matches_varlen_attn_every_config(dtype: torch.dtype) -> None:
         assert err <= 2 * flash_err + 1e-2, (name, err, flash_err)
 
 
-def test_hook_switches_the_kernel() -> None:
-    from m3engine.backends.fast import encoder
+def test_a_plan_switches_the_kernel() -> None:
     from m3engine.backends.fast.encoder import PackedInputs, attention
+    from m3engine.backends.fast.varlen_attention import plan_attention
 
     q, k, v, cu = _packed(torch.bfloat16)
     ids = torch.zeros(q.shape[0], dtype=torch.long, device="cuda")
     inputs = PackedInputs(ids, ids, ids, cu, max(LENGTHS), LENGTHS)
     flash = attention(q, k, v, inputs, varlen=True)
-    try:
-        encoder.ATTENTION_KERNEL = "triton"
-        triton_out = attention(q, k, v, inputs, varlen=True)
-    finally:
-        encoder.ATTENTION_KERNEL = "flash"
+    triton_out = attention(q, k, v, plan_attention(inputs), varlen=True)
     assert not torch.equal(flash, triton_out)  # a different kernel ran
     torch.testing.assert_close(triton_out.float(), flash.float(), atol=2e-2, rtol=0)
+
+
+def test_backend_outputs_agree_between_kernels(long_dir: Path) -> None:
+    """The whole model, graph-replayed (a short batch) and eager (a long one), Triton against flash."""
+    from m3engine.backends.fast import FastBackend
+    from m3engine.models.spec import inspect_model
+    from m3engine.types import HeadRequest, PackedBatch, TokenIds
+    from tests.gpu.test_fast_gpu import _random_text
+
+    spec, tokens = inspect_model(long_dir), TokenIds(pad_id=1, special_ids=frozenset({0, 1, 2, 3}))
+    options: dict[str, Any] = {"device": "cuda", "dtype": "bf16", "graph_max_tokens": 256}
+    triton_backend = FastBackend(spec, tokens, **options)
+    flash_backend = FastBackend(spec, tokens, **options, attention="flash")
+    assert triton_backend.triton_attention and "Triton varlen attention" in triton_backend.precision
+    assert not flash_backend.triton_attention
+    rng = np.random.default_rng(4)
+    short = PackedBatch.from_encoded([_random_text(rng, n) for n in (1, 37, 90)])
+    long = PackedBatch.from_encoded([_random_text(rng, int(n)) for n in rng.integers(1, 3000, 12)])
+    heads = HeadRequest(dense=True, sparse=True, colbert=True)
+    for batch in (short, long):
+        a, b = triton_backend.forward(batch, heads), flash_backend.forward(batch, heads)
+        assert a.dense is not None and b.dense is not None
+        cos = (a.dense * b.dense).sum(1) / (np.linalg.norm(a.dense, axis=1) * np.linalg.norm(b.dense, axis=1))
+        assert cos.min() > 0.9999, cos.min()
+    assert triton_backend.graphs is not None and len(triton_backend.graphs.captured) == 1  # the short one

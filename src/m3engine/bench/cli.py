@@ -29,6 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "fp8"])
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
+    parser.add_argument(
+        "--attention",
+        default="triton",
+        choices=["triton", "flash"],
+        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton)",
+    )
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
@@ -66,6 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         max_batch_tokens=args.max_batch_tokens,
+        attention=args.attention,
         latency_lengths=args.latency_lengths,
         batch_sizes=args.batch_sizes,
         passages=args.passages,
@@ -75,7 +82,9 @@ def run_command(args: argparse.Namespace) -> int:
         arch=arch,
     )
     report = run(config)
-    stem = f"{report['model'].replace('/', '_')}-{args.dtype}"
+    stem = f"{report['model'].replace('/', '_')}-{args.dtype}" + (
+        "-flash" if args.attention == "flash" else ""
+    )
     paths = write(report, args.out, stem)
     print(markdown(report))
     print("wrote", ", ".join(str(p) for p in paths))

@@ -28,6 +28,7 @@ class BenchConfig:
     device: str = "cuda"
     dtype: str = "bf16"
     max_batch_tokens: int = 16384
+    attention: str = "triton"  # the fast backend's attention kernel (FastBackend's `attention`)
     latency_lengths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096, 8192)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     passages: int = 2000  # lognormal lengths, median ~200 tokens, up to 2,048
@@ -96,7 +97,8 @@ def run(config: BenchConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         path, reranker = _model_path(config, Path(scratch))
         report["model"] = config.synthetic or str(config.model)
-        engine = load_engine(path, config.device, config.dtype, config.max_batch_tokens)
+        options = {} if config.attention == "triton" else {"attention": config.attention}
+        engine = load_engine(path, config.device, config.dtype, config.max_batch_tokens, **options)
         report["environment"]["precision"] = getattr(engine.backend, "precision", config.dtype)
         hf = HFBaseline(path, cross_encoder=reranker, device=config.device)
         maker = TextMaker(Tokenizer.from_file(str(path / "tokenizer.json")))

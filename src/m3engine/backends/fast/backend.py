@@ -49,8 +49,9 @@ class FastBackend:
     `graph_max_tokens` bounds the batches replayed through CUDA graphs (0 turns graphs off);
     larger batches run eagerly, where each kernel outlasts its launch anyway. `kernels`: "auto"
     runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch" the plain
-    encoder.py everywhere. dtype "fp8" runs the encoder's matrix products in e4m3 (fp8.py; CUDA
-    and Triton only) and says which layers in `info.precision`.
+    encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
+    where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
+    matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
     """
 
     def __init__(
@@ -63,6 +64,7 @@ class FastBackend:
         kernels: str = "auto",
         gelu_epilogue: bool = True,
         fp8_keep_bf16: frozenset[int] = frozenset(),
+        attention: str = "triton",
     ) -> None:
         self.spec = spec
         self.info = BackendInfo(name="fast", device=device, dtype=dtype, padded=False)
@@ -76,8 +78,16 @@ class FastBackend:
         if dtype == "fp8" and not self.fused:
             raise ValueError("dtype fp8 needs CUDA and Triton (the fused kernels quantise activations)")
         self._gelu_epilogue = gelu_epilogue
+        if attention not in ("triton", "flash"):
+            raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
+        hd = self.weights.config.head_dim  # tl.dot needs a power of two >= 16 (BGE-M3: 64)
+        self.triton_attention = (
+            attention == "triton" and self._varlen and hd >= 16 and hd & (hd - 1) == 0 and _triton_available()
+        )
         self.fp8 = None
         self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
+        if self._varlen:
+            self.precision += ", Triton varlen attention" if self.triton_attention else ", flash attention"
         if dtype == "fp8":
             from m3engine.backends.fast.fp8 import quantize_layers
 
@@ -104,6 +114,10 @@ class FastBackend:
             self.graphs.capture_ladder()
 
     def _encode(self, inputs: PackedInputs) -> torch.Tensor:
+        if self.triton_attention:  # one block table per batch, read by every layer
+            from m3engine.backends.fast.varlen_attention import plan_attention
+
+            inputs = plan_attention(inputs)
         if self.fused:
             from m3engine.backends.fast.fused import encode_fused
 

@@ -3,7 +3,10 @@
 Row-wise work (embeddings, LayerNorm, the matrix products) never mixes tokens, so only attention
 needs to know where each sequence starts: it gets `cu_seqlens`. On CUDA in fp16/bf16 that is
 `torch.nn.attention.varlen.varlen_attn` (flash attention over ragged sequences); elsewhere (CPU,
-fp32) a plain SDPA call per sequence, so CI tests the same packing and numerics.
+fp32) a plain SDPA call per sequence, so CI tests the same packing and numerics. When the inputs carry
+an `attention_plan` (varlen_attention.plan_attention), mixed-length batches run the Triton kernel of
+varlen_attention.py instead of flash attention (the fast backend's default on CUDA: 1.3-1.4x flash's
+speed on the bench's passages, 2.5x on query-sized inputs, H200).
 
 Rows past `cu_seqlens[-1]` (the padding of a CUDA-graph bucket) belong to no sequence: attention
 never reads them and every other step is row-wise, so whatever they hold never reaches a real row.
@@ -31,6 +34,7 @@ class PackedInputs:
     cu_seqlens: torch.Tensor  # (N + 1,) int32, as flash attention wants it
     max_len: int  # longest sequence (a host int: no device sync to read it)
     lengths: tuple[int, ...]  # per-sequence lengths on the host, for the CPU attention loop
+    attention_plan: torch.Tensor | None = None  # (slots, 2) int32 block table: the Triton kernel runs
 
 
 def host_arrays(batch: PackedBatch, position_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -63,11 +67,6 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 # SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured: bench long docs).
 LONG_SEQUENCE = 2048
 
-# The kernel for mixed-length batches on CUDA: "flash" (varlen_attn, the default) or "triton"
-# (varlen_attention.py: an opt-in experiment, flipped by tools/varlen_triton_probe.py, not yet
-# measured to win). Never inside a CUDA-graph capture: graphed buckets keep flash attention.
-ATTENTION_KERNEL = "flash"
-
 
 def _per_sequence(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lengths: tuple[int, ...]
@@ -92,13 +91,12 @@ def attention(
     """Bidirectional attention within each sequence; (T, nh, hd)."""
     long_only = bool(inputs.lengths) and min(inputs.lengths) >= LONG_SEQUENCE
     if varlen and not long_only:
-        from torch.nn.attention.varlen import varlen_attn
-
-        capturing = q.is_cuda and torch.cuda.is_current_stream_capturing()
-        if ATTENTION_KERNEL == "triton" and not capturing:
+        if inputs.attention_plan is not None:
             from m3engine.backends.fast.varlen_attention import attention_triton
 
-            return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len)
+            return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len, table=inputs.attention_plan)
+        from torch.nn.attention.varlen import varlen_attn
+
         cu = inputs.cu_seqlens
         out = varlen_attn(q, k, v, cu, cu, inputs.max_len, inputs.max_len)
         assert isinstance(out, torch.Tensor)  # no aux outputs asked for
