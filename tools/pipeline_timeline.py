@@ -1,8 +1,9 @@
 """A timeline of one bulk call through the pipeline: when each piece is tokenized (which thread), when
 each batch is launched and collected (tokens), relative to the call's start. For finding where a
-pipelined call waits (device machine: the reranker, 1 query x 100 passages; or long documents).
+pipelined call waits (device machine: the reranker, 1 query x 100 passages; long documents; or the
+bench's 2,000 mixed-length passages: dense, or all three outputs with ALL=1).
 
-    PYTHONPATH=src python3 tools/pipeline_timeline.py TOKENIZER_DIR SCRATCH_DIR [rerank|long]
+    PYTHONPATH=src python3 tools/pipeline_timeline.py TOKENIZER_DIR SCRATCH_DIR [rerank|long|passages]
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from m3engine.prepared import Bulk
 from m3engine.settings import EngineSettings
 
 EVENTS: list[tuple[float, str, str]] = []
+ALL = bool(os.environ.get("ALL"))
 
 
 def note(what: str) -> None:
@@ -65,7 +67,7 @@ def bare_launches(engine: Engine, workload: str) -> None:
     if not torch.cuda.is_available():
         return
     maker = TextMaker(engine.tokenizer._tok)
-    n, lo, hi = (48, 300, 340) if workload == "rerank" else (2, 7000, 8000)
+    n, lo, hi = {"rerank": (48, 300, 340), "long": (2, 7000, 8000), "passages": (64, 200, 260)}[workload]
     heads = HeadRequest(logits=True) if workload == "rerank" else HeadRequest(dense=True)
     batches = [
         PackedBatch.from_encoded(engine.tokenizer.encode(maker.texts(maker.uniform_lengths(n, lo, hi)), 8192))
@@ -106,6 +108,9 @@ def main() -> None:
         query = maker.text(24)
         passages = maker.texts(maker.uniform_lengths(100, 250, 350))
         call = lambda: engine.rerank(query, passages, max_length=min(512, engine.tasks.max_length))  # noqa: E731
+    elif workload == "passages":
+        texts = maker.texts(maker.lognormal_lengths(2000, 200, 0.8, 8, 2048))
+        call = lambda: engine.embed(texts, max_length=2048, sparse=ALL, colbert=ALL)  # noqa: E731
     else:
         docs = maker.texts(maker.uniform_lengths(24, 4000, 8000))
         call = lambda: engine.embed(docs, max_length=min(8192, engine.tasks.max_length))  # noqa: E731
