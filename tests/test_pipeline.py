@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +173,60 @@ def test_an_over_long_text_in_a_later_piece_fails_the_call(
         engine.embed(texts, truncate=False)
     assert pieces[0][0] == 0 and any(a > 0 for a, _ in pieces)
     assert len(engine.embed(TEXTS)) == len(TEXTS)  # the engine carries on
+
+
+def _one_slow_piece(
+    monkeypatch: pytest.MonkeyPatch, slow: Callable[[int, int], bool]
+) -> list[tuple[int, int]]:
+    """Pieces as they finish; the first piece for which `slow(start, stop)` holds takes 0.5 s longer."""
+    finished: list[tuple[int, int]] = []
+    original, lock, slowed = Bulk.piece, threading.Lock(), []
+
+    def piece(self: Bulk[Any], start: int, stop: int) -> list[Encoded]:
+        with lock:
+            wait = not slowed and slow(start, stop)
+            if wait:
+                slowed.append((start, stop))
+        if wait:
+            time.sleep(0.5)
+        try:
+            return original(self, start, stop)
+        finally:
+            finished.append((start, stop))
+
+    monkeypatch.setattr(Bulk, "piece", piece)
+    return finished
+
+
+def test_finished_pieces_feed_batches_while_an_earlier_piece_is_slow(
+    bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = _fake_engine(bge_m3_dir, max_batch_tokens=64)
+    finished = _one_slow_piece(monkeypatch, lambda start, stop: start > 0)
+    launches: list[tuple[int, list[tuple[int, int]]]] = []  # (last input in the batch, pieces done)
+    launch = pipeline.Collector.launch
+
+    def spy(self: pipeline.Collector, indices: list[int], items: Any) -> None:
+        launches.append((max(indices), list(finished)))
+        launch(self, indices, items)
+
+    monkeypatch.setattr(pipeline.Collector, "launch", spy)
+    records = engine.embed(TEXTS * 4)
+    assert [r.index for r in records] == list(range(4 * len(TEXTS)))
+    slow_start, slow_stop = min((p for p in finished if p[0] > 0), key=lambda p: p[0])
+    # a batch held inputs past the slow piece before that piece had finished
+    assert any(last >= slow_stop and (slow_start, slow_stop) not in done for last, done in launches)
+
+
+def test_an_error_names_the_first_input_whatever_piece_fails_first(
+    bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine, _ = _fake_engine(bge_m3_dir, max_batch_tokens=64)
+    finished = _one_slow_piece(monkeypatch, lambda start, stop: start <= 60 < stop)
+    texts = [*TEXTS, LONG, *TEXTS, *TEXTS, LONG, *TEXTS]  # inputs 60 and 181 are too long
+    with pytest.raises(InputTooLongError, match=r"^input 60 has"):
+        engine.embed(texts, truncate=False)
+    assert any(start <= 181 < stop for start, stop in finished)  # the later error was found first
 
 
 def test_a_failing_later_batch_fails_the_call(bge_m3_dir: Path) -> None:

@@ -9,7 +9,7 @@ after little tokenization; the next ones double up to half a batch, and the last
 so that the last batch waits for little tokenization too. The first piece is tokenized alone, the
 others once it is done: beside three others (they share the Rust pool and the GIL) the first of
 one query and 100 passages took 9 ms on an H200 host, and the device waited for it. Tokenized
-pieces enter a window in input order; batches are planned from the window longest first under the
+pieces enter a window as they finish; batches are planned from the window longest first under the
 token budget (`plan_batches`, so length-aware grouping holds within the window). A full batch
 leaves at once; a part-filled one when no more pieces will come, or when the device has finished
 the batch before it (waiting longer would leave it idle). A backend with `launch` gets batch i + 1
@@ -28,7 +28,7 @@ import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
 from m3engine import postprocess
@@ -104,35 +104,39 @@ class Launcher:
 
 
 class Collector:
-    """Keeps one launched batch in flight: each launch collects the batch launched before it."""
+    """Launched batches not yet collected, oldest first.
+
+    `launch` queues a batch and returns at once; `collect(keep)` waits for the oldest until at most
+    `keep` are in flight. Keeping one in flight while the next is launched lets the host build a
+    batch's records while the device runs the next one.
+    """
 
     def __init__(self, launcher: Launcher, heads: HeadRequest, progress: Progress | None) -> None:
         self._launcher, self._heads, self._progress = launcher, heads, progress
         self.parts: list[tuple[list[int], BatchOutputs]] = []
-        self._in_flight: tuple[list[int], int, Pending] | None = None
+        self._in_flight: deque[tuple[list[int], int, Pending]] = deque()
 
     def launch(self, indices: list[int], items: Sequence[Encoded]) -> None:
         pending = self._launcher(PackedBatch.from_encoded(items), self._heads)
-        self.collect()
-        self._in_flight = (indices, sum(len(e) for e in items), pending)
+        self._in_flight.append((indices, sum(len(e) for e in items), pending))
 
-    def collect(self) -> None:
-        if self._in_flight is None:
-            return
-        indices, tokens, pending = self._in_flight
-        self._in_flight = None
-        self.parts.append((indices, pending.result()))
-        if self._progress is not None:
-            self._progress(len(indices), tokens)
+    def collect(self, keep: int = 0) -> None:
+        while len(self._in_flight) > keep:
+            indices, tokens, pending = self._in_flight[0]
+            outputs = pending.result()
+            self._in_flight.popleft()
+            self.parts.append((indices, outputs))
+            if self._progress is not None:
+                self._progress(len(indices), tokens)
 
     def idle(self) -> bool:
         """Whether the device has nothing of ours left to run."""
-        return self._in_flight is None or self._in_flight[2].done()
+        return all(pending.done() for _, _, pending in self._in_flight)
 
     def abandon(self) -> None:
-        """After an error: wait out the batch in flight (its device work and copies), drop its outputs."""
-        if self._in_flight is not None:
-            pending, self._in_flight = self._in_flight[2], None
+        """After an error: wait out the batches in flight (device work and copies), drop their outputs."""
+        while self._in_flight:
+            pending = self._in_flight.popleft()[2]
             with contextlib.suppress(Exception):  # the error being raised says what went wrong
                 pending.result()
 
@@ -149,6 +153,7 @@ def run_planned(
     try:
         for indices in batches:
             collector.launch(indices, [encoded[i] for i in indices])
+            collector.collect(keep=1)
         collector.collect()
     except BaseException:
         collector.abandon()
@@ -203,37 +208,60 @@ def run_bulk(
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
     window = Window()
     collector = Collector(launcher, bulk.heads, progress)
-    queue: deque[tuple[int, Future[list[Encoded]]]] = deque()  # pieces submitted, in input order
+    queue: list[tuple[int, Future[list[Encoded]]]] = []  # pieces submitted, not yet in the window
     submitted = 0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")
+
+    def submit() -> None:
+        nonlocal submitted
+        while submitted < len(pieces) and len(queue) < 2 * threads:
+            if queue and window.tokens >= LOOKAHEAD * budget:
+                break  # far enough ahead of the device: bound the memory of a huge corpus
+            if submitted == 1 and queue:
+                break  # the first piece alone: the device starts sooner (see the docstring)
+            start, stop = pieces[submitted]
+            queue.append((start, pool.submit(bulk.piece, start, stop)))
+            submitted += 1
+
+    def drain() -> None:
+        """Every tokenized piece into the window, in whatever order they finished: waiting for
+        them in input order left finished pieces out while a slower earlier one ran (H200 host:
+        the device idled ~15 ms at the start of the passages). On an error, the first input's
+        error is raised: the pieces before the failed one are waited for."""
+        failed = next((k for k, (_, f) in enumerate(queue) if f.done() and f.exception() is not None), None)
+        if failed is not None:
+            for _, future in queue[: failed + 1]:
+                future.result()
+        for entry in [entry for entry in queue if entry[1].done()]:
+            queue.remove(entry)
+            start, items = entry[0], entry[1].result()
+            encoded[start : start + len(items)] = items
+            window.add(start, items)
+
     try:
         while True:
-            while queue and queue[0][1].done():  # in input order: the first error raised is the first input's
-                start, future = queue.popleft()
-                items = future.result()
-                encoded[start : start + len(items)] = items
-                window.add(start, items)
+            drain()
             exhausted = not queue and submitted == len(pieces)
             if exhausted and not window:
                 break
-            # A batch that can leave is launched before more pieces are submitted: submitting (and
-            # the pool starting its threads) first delayed the first launch by ~5 ms (H200 host).
+            # A batch that can leave is launched first (submitting first, the pool starting its
+            # threads, delayed the first launch by ~5 ms), then more pieces are submitted, then the
+            # batch before it is collected: the threads tokenize while the engine thread waits.
             part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
             if window and (exhausted or window.full(budget, max_size) or part_ready):
                 indices = window.take(budget, max_size, padded)
                 collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
+                submit()
+                collector.collect(keep=1)
                 continue
-            while submitted < len(pieces) and len(queue) < 2 * threads:
-                if queue and window.tokens >= LOOKAHEAD * budget:
-                    break  # far enough ahead of the device: bound the memory of a huge corpus
-                if submitted == 1 and queue:
-                    break  # the first piece alone: the device starts sooner (see the docstring)
-                start, stop = pieces[submitted]
-                queue.append((start, pool.submit(bulk.piece, start, stop)))
-                submitted += 1
-            # No batch to launch yet: wait for the next piece, and while the device still works,
-            # look again soon, so a part-filled batch can leave as soon as the device runs dry.
-            wait([queue[0][1]], timeout=None if collector.idle() else POLL_S)
+            submit()
+            # No batch to launch yet: wait for a piece, and while the device still works, look
+            # again soon, so a part-filled batch can leave as soon as the device runs dry.
+            wait(
+                [f for _, f in queue],
+                timeout=None if collector.idle() else POLL_S,
+                return_when=FIRST_COMPLETED,
+            )
         collector.collect()
     except BaseException:
         pool.shutdown(wait=False, cancel_futures=True)
