@@ -47,14 +47,3 @@ def test_a_mixed_query_workload_lands_in_the_warmed_buckets() -> None:
         lengths = [rng.randint(6, 48) for _ in range(rng.randint(1, 64))]
         key = choose_bucket(sum(lengths), len(lengths), max(lengths), 2048)
         assert key in warmed, key
-
-
-def test_a_full_batch_of_the_default_budget_pads_little() -> None:
-    """Batches the planner fills to 16,384 tokens land in a bucket at most 1,024 tokens larger."""
-    for tokens in (8193, 9000, 12000, 15360, 15361, 16051, 16384):
-        key = choose_bucket(tokens, 100, 2048, 16384)
-        assert key is not None and key.tokens in TOKEN_LADDER
-        assert tokens <= key.tokens < tokens + 1024
-    assert choose_bucket(16385, 100, 2048, 16384) is None
-    # one graph per token count up there, whatever the number of sequences
-    assert {choose_bucket(12000, n, 2048, 16384) for n in (5, 40, 100, 256)} == {BucketKey(12288, 256, 12288)}

@@ -158,13 +158,10 @@ def _engine(args: argparse.Namespace, path: Path) -> Engine:
         dtype=args.dtype,
         max_batch_tokens=args.max_batch_tokens,
     )
-    if args.backend == "fast" and (args.attention != "triton" or args.graph_max_tokens is not None):
+    if args.backend == "fast" and args.attention != "triton":
         from m3engine.bench.runner import load_engine
 
-        options: dict[str, Any] = {"attention": args.attention}
-        if args.graph_max_tokens is not None:
-            options["graph_max_tokens"] = args.graph_max_tokens
-        return load_engine(path, args.device, args.dtype, args.max_batch_tokens, **options)
+        return load_engine(path, args.device, args.dtype, args.max_batch_tokens, attention=args.attention)
     if args.backend == "fast":
         return Engine.from_settings(settings)
     spec = inspect_model(path)
@@ -214,7 +211,6 @@ def main() -> None:
     parser.add_argument("--batch-overhead-ms", type=float, default=0.2, help="sim: fixed cost per batch")
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--attention", choices=("triton", "flash"), default="triton")
-    parser.add_argument("--graph-max-tokens", type=int, default=None, help="FastBackend's (default: its own)")
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--rerank-passages", type=int, default=100)

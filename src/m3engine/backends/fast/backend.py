@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import BackendInfo
-from m3engine.backends.fast import encoder
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.staging import HostStager, unpack
@@ -22,7 +21,6 @@ from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16
 COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
-EAGER_LONG = 4096  # tokens past which a batch of only long sequences runs eagerly (class docstring)
 
 
 class DeviceStates(NamedTuple):
@@ -49,10 +47,9 @@ class FastBackend:
     >>> out = backend.forward(PackedBatch.from_encoded(encoded), HeadRequest(dense=True, sparse=True))
 
     `graph_max_tokens` bounds the batches replayed through CUDA graphs (0 turns graphs off);
-    larger batches run eagerly. So does a batch of only long sequences past EAGER_LONG tokens:
-    per-sequence SDPA (encoder.LONG_SEQUENCE) beats varlen attention there, and cannot be captured.
-    `kernels`: "auto" runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch"
-    the plain encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
+    larger batches run eagerly, where each kernel outlasts its launch anyway. `kernels`: "auto"
+    runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch" the plain
+    encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
     where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
     matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
     """
@@ -63,7 +60,7 @@ class FastBackend:
         tokens: TokenIds,
         device: str = "cpu",
         dtype: str = "fp32",
-        graph_max_tokens: int = 16384,
+        graph_max_tokens: int = 4096,
         kernels: str = "auto",
         gelu_epilogue: bool = True,
         fp8_keep_bf16: frozenset[int] = frozenset(),
@@ -133,9 +130,7 @@ class FastBackend:
         t, n = batch.num_tokens, batch.num_seqs
         offset = self.weights.config.position_offset
         lengths = tuple(int(x) for x in batch.lengths)
-        long_only = t > EAGER_LONG and int(batch.lengths.min()) >= encoder.LONG_SEQUENCE
-        graphed = self.graphs is not None and use_graphs and not long_only
-        key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and graphed) else None
+        key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and use_graphs) else None
         if key is not None and self.graphs is not None:
             captured = self.graphs.get(key)
             flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)

@@ -21,18 +21,8 @@ import torch
 from m3engine.backends.fast.encoder import PackedInputs
 from m3engine.backends.fast.staging import flat_size, unpack
 
-# Token counts a graph is captured for: dense at the small end, where launches dominate; steps of
-# 1,024 up to the default batch budget, where a full batch (planned to 16,0xx-16,384 tokens) pads ~1 %
-# and its eager launch cost ~6-17 ms of the engine thread's time (H200 host, passages timeline).
-TOKEN_LADDER = (
-    *(16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192),
-    *range(9216, 16384 + 1, 1024),
-)
-
-
-# Past BIG tokens a bucket holds at least BIG_SEQS sequences (the engine's default batch size cap),
-# so a corpus captures ~10 large graphs (each ~0.1 s to capture), not one per sequence count too.
-BIG, BIG_SEQS = 4096, 256
+# Token counts a graph is captured for: dense at the small end, where launches dominate.
+TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
 
 @dataclass(frozen=True)
@@ -52,8 +42,6 @@ def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int)
     if tokens is None or tokens > max_tokens:
         return None
     seqs = min(_pow2_at_least(num_seqs), tokens)
-    if tokens > BIG:  # one graph per token count: empty sequences cost attention nothing
-        seqs = max(seqs, BIG_SEQS)
     # max_seqlen is the bucket's token count: flash attention only launches blocks that find no work,
     # and a third key dimension would multiply the graphs that a mixed workload captures mid-run.
     return BucketKey(tokens=tokens, seqs=max(seqs, num_seqs), max_len=tokens)
