@@ -46,10 +46,10 @@ def instrument() -> None:
         note("launched")
         return out
 
-    def timed_collect(self: pipeline.Collector) -> None:
-        if self._in_flight is not None:
+    def timed_collect(self: pipeline.Collector, keep: int = 0) -> None:
+        if len(self._in_flight) > keep:
             note("collect wait")
-        collect(self)
+        collect(self, keep)
         note("collect done")
 
     Bulk.piece = timed_piece  # type: ignore[method-assign]
