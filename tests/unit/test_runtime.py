@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 
@@ -43,3 +45,29 @@ def test_falls_back_to_the_defaults_without_them() -> None:
     options, no_factory, loop = json.loads(out.stdout)
     assert options == {"http": "h11", "loop": "asyncio"} and no_factory
     assert loop.startswith("asyncio.") and "uvloop" not in loop
+
+
+@pytest.mark.parametrize("http", ["h11", "httptools"])
+def test_info_reports_the_http_implementation_that_runs(http: str) -> None:
+    if http == "httptools":
+        pytest.importorskip("httptools")
+    from m3engine.server.app import build_app
+    from m3engine.server.cli import DrainingServer
+    from m3engine.server.state import ServerState
+    from m3engine.settings import ServerSettings
+
+    app = build_app(ServerState(ServerSettings(warmup=False)))  # no models: /info still answers
+    server = DrainingServer(uvicorn.Config(app, port=0, log_config=None, http=http), app.state.server)
+
+    async def info_http() -> str:
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient() as client:
+            info = (await client.get(f"http://127.0.0.1:{port}/info")).json()
+        server.should_exit = True
+        await serving
+        return str(info["runtime"]["http"])
+
+    assert asyncio.run(info_http()) == http

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 
 from m3engine.errors import NotReadyError, OverloadedError
-from m3engine.scheduler.admission import Admission, admitted, estimate_tokens
+from m3engine.scheduler.admission import INLINE_TOKENIZE_CHARS, Admission, admitted, estimate_tokens
 from m3engine.scheduler.batcher import BatchFormer, Job
 from m3engine.scheduler.submitter import Timings
 from m3engine.types import Encoded, HeadRequest
@@ -177,7 +178,7 @@ async def _bracket_checks() -> None:
         return Tokenized(3)
 
     async def enter() -> None:
-        async with bracket(admission, True, [40], slow, Timings()):
+        async with bracket(admission, True, [INLINE_TOKENIZE_CHARS + 1], slow, Timings()):
             raise AssertionError("cancelled while tokenizing: the block never runs")
 
     task = asyncio.create_task(enter())  # a client that disconnects while its text is tokenized
@@ -186,7 +187,30 @@ async def _bracket_checks() -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
+    # The pool is still tokenizing it: the permit is held until it is done, so that admission
+    # bounds the pool's work under a storm of disconnects.
+    assert admission.requests == 1
+    for _ in range(100):
+        if admission.requests == 0:
+            break
+        await asyncio.sleep(0.01)
     assert admission.requests == 0 and admission.tokens == 0
+
+
+def test_short_requests_are_tokenized_on_the_loop_long_ones_in_the_pool() -> None:
+    async def run(chars: int) -> str:
+        def which_thread() -> Tokenized:
+            names.append(threading.current_thread().name)
+            return Tokenized(1)
+
+        names: list[str] = []
+        async with bracket(Admission(4, 10_000), True, [chars], which_thread, Timings()):
+            pass
+        return names[0]
+
+    main = threading.current_thread().name
+    assert asyncio.run(run(INLINE_TOKENIZE_CHARS)) == main
+    assert asyncio.run(run(INLINE_TOKENIZE_CHARS + 1)) != main
 
 
 def test_estimate_is_an_upper_bound_capped() -> None:

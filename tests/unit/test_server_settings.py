@@ -53,3 +53,34 @@ def test_piecewise_json_equals_whole() -> None:
     ]
     for payload in payloads:
         assert json.loads(encode(payload)) == payload
+
+
+def test_small_answers_are_built_on_the_loop_big_ones_in_a_thread() -> None:
+    import asyncio
+    import threading
+
+    import numpy as np
+
+    from m3engine.results import Embedding
+    from m3engine.server.respond import INLINE_VALUES, respond, values_of
+
+    query = Embedding(index=0, num_tokens=5, truncated=False, dense=np.zeros(1024, np.float32))
+    passages = [
+        Embedding(index=i, num_tokens=9, truncated=False, colbert=np.zeros((8, 1024))) for i in range(8)
+    ]
+    assert values_of([query]) == 1024 and values_of(passages) == 8 * 8 * 1024
+
+    async def built_on(values: int) -> str:
+        names: list[str] = []
+
+        def build() -> dict[str, int]:
+            names.append(threading.current_thread().name)
+            return {"n": 1}
+
+        response = await respond(build, values)
+        assert response.body == b'{"n":1}'
+        return names[0]
+
+    main = threading.current_thread().name
+    assert asyncio.run(built_on(values_of([query]))) == main
+    assert asyncio.run(built_on(INLINE_VALUES + 1)) != main

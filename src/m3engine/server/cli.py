@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import logging
 import signal
+import socket
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -93,6 +94,13 @@ class DrainingServer(uvicorn.Server):
         log.error("a worker died (or, in a frontend, the engine process went away): shutting down")
         self.fatal = True
         self.should_exit = True
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        from m3engine.server.runtime import http_name
+
+        # The config is loaded by now: its protocol class is the one that parses every request.
+        self.state.http = http_name(self.config.http_protocol_class)
+        await super().startup(sockets)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         self.state.draining = True

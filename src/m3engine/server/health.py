@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse
 
 from m3engine import __version__
 from m3engine.errors import NotReadyError
-from m3engine.server.runtime import http_options, loop_name
+from m3engine.server.runtime import loop_name
 from m3engine.server.submit import server_state
 
 router = APIRouter(tags=["Operations"])
@@ -57,7 +57,7 @@ async def info(request: Request) -> dict[str, object]:
         "auto_truncate": True,
         "server": state.settings.public(),
         # What this process runs on (server/runtime.py): uvloop and httptools, or the pure-Python ones.
-        "runtime": {"loop": loop_name(), "http": http_options()["http"]},
+        "runtime": {"loop": loop_name(), "http": state.http},
         "frontend": None
         if state.frontend is None
         else {"index": state.frontend, "of": state.settings.frontends, "pid": os.getpid()},

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.server import encoding
-from m3engine.server.respond import respond
+from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import submit
 
 router = APIRouter(tags=["m3engine"])
@@ -78,7 +78,7 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
             "created": int(time.time()),
         }
 
-    return await respond(build)
+    return await respond(build, values_of(records))
 
 
 class ScoreRequest(BaseModel):

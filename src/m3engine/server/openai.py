@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.server import encoding
-from m3engine.server.respond import respond
+from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import server_state, submit
 
 router = APIRouter(tags=["OpenAI"])
@@ -85,7 +85,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
             "created": int(time.time()),
         }
 
-    return await respond(build)
+    return await respond(build, values_of(records))
 
 
 @router.get("/v1/models", summary="List served models (OpenAI-compatible)")

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.results import RerankResult
-from m3engine.server.respond import respond
+from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import submit
 from m3engine.tasks import Prepared, TaskBuilder
 
@@ -80,7 +80,7 @@ async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "
         "model": served.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
-    return await respond(lambda: payload)
+    return await respond(lambda: payload, values_of(results))
 
 
 @router.post("/v1/rerank", summary="Rerank documents (Cohere v1, Jina)")

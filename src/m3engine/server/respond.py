@@ -1,4 +1,4 @@
-"""JSON responses built off the event loop, in pieces.
+"""JSON responses: small ones built on the event loop, big ones off it, in pieces.
 
 A response of many float vectors (ColBERT rows are ~1,000 floats per token) takes a second or more
 to turn into JSON. Done on the event loop, it would stall the coroutine that launches batches and
@@ -6,16 +6,25 @@ leave the device idle; TEI fans results out in spawn_blocking for the same reaso
 serialising run in a thread, and the serialiser (pydantic-core, ~6x faster than json.dumps on float
 lists) is called once per record: it holds the GIL while it runs, so one call for the whole answer
 would still block the loop for its full length. `docs/bench/server-cpu/loop_stall.py` measures it.
+
+A small answer (one query's vector) is built on the loop: the thread hop cost more CPU than the
+work (2-core VM: one 1,024-float answer 0.08-0.10 ms inline, 0.18-0.22 ms through `to_thread`), and
+the thread would not free the loop anyway, since the serialiser holds the GIL for far less than
+the interpreter's switch interval (5 ms).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fastapi import Response
 from pydantic_core import to_json
+
+# Numbers an answer may hold and still be built on the loop: four 1,024-wide vectors, about 0.5 ms
+# on the 2-core VM (docs/server.md, "frontend CPU per request").
+INLINE_VALUES = 4096
 
 
 def encode(payload: Any) -> bytes:
@@ -29,7 +38,24 @@ def encode(payload: Any) -> bytes:
     return to_json(payload)
 
 
-async def respond(build: Callable[[], Any]) -> Response:
-    """`build()` returns the JSON-ready payload; it runs, with the serialisation, in a worker thread."""
-    body = await asyncio.to_thread(lambda: encode(build()))
+def values_of(records: Iterable[Any]) -> int:
+    """About how many numbers the answer of these records holds: their vectors' values, sparse
+    weights as two each, and one for anything else (a score, a label)."""
+    total = 0
+    for record in records:
+        dense, sparse, colbert = (getattr(record, name, None) for name in ("dense", "sparse", "colbert"))
+        total += 0 if dense is None else dense.size
+        total += 0 if sparse is None else 2 * sparse.indices.size
+        total += 0 if colbert is None else colbert.size
+        total += dense is None and sparse is None and colbert is None
+    return total
+
+
+async def respond(build: Callable[[], Any], values: int) -> Response:
+    """`build()` returns the JSON-ready payload of about `values` numbers (`values_of`); it runs,
+    with the serialisation, on the loop for a small answer, else in a worker thread."""
+    if values <= INLINE_VALUES:
+        body = encode(build())
+    else:
+        body = await asyncio.to_thread(lambda: encode(build()))
     return Response(body, media_type="application/json")

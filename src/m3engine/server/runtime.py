@@ -60,6 +60,15 @@ def run(main: Coroutine[Any, Any, T]) -> T:
         return runner.run(main)
 
 
+def http_name(protocol_class: type) -> str:
+    """The HTTP implementation that a loaded uvicorn.Config runs (its `http_protocol_class`), as
+    /info shows it: "httptools", "h11", or the class's full name for any other."""
+    module = protocol_class.__module__
+    if module.startswith("uvicorn.protocols.http."):
+        return module.rsplit(".", 1)[1].removesuffix("_impl")
+    return f"{module}.{protocol_class.__qualname__}"
+
+
 def loop_name() -> str:
     """The running loop's class, as /info shows it (e.g. `uvloop.Loop`)."""
     loop = type(asyncio.get_running_loop())

@@ -101,6 +101,9 @@ class ServerState:
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
+        # The HTTP implementation uvicorn runs, set when it starts (server/cli.py's DrainingServer);
+        # None while the app is not served by it (an in-process ASGI client).
+        self.http: str | None = None
 
     def _worker_died(self) -> None:
         if self.settings.exit_on_worker_death and self.on_fatal is not None:

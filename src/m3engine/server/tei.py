@@ -16,7 +16,7 @@ from m3engine.errors import InputError
 from m3engine.results import Classification
 from m3engine.scheduler.admission import estimate_tokens
 from m3engine.server import encoding
-from m3engine.server.respond import respond
+from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.server.tokens import decode_ids, tokenize_detail
 from m3engine.tasks import Prepared, TaskBuilder
@@ -53,7 +53,9 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
         ),
         [len(x) for x in texts],
     )
-    return await respond(lambda: [r.dense.tolist() for r in records if r.dense is not None])
+    return await respond(
+        lambda: [r.dense.tolist() for r in records if r.dense is not None], values_of(records)
+    )
 
 
 @router.post("/embed_sparse", summary="BGE-M3 sparse weights as [{index, value}] (TEI)")
@@ -66,7 +68,10 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
         lambda t: t.embed(texts, dense=False, sparse=True, truncate=body.truncate),
         [len(x) for x in texts],
     )
-    return await respond(lambda: [encoding.sparse(r.sparse, "tei") for r in records if r.sparse is not None])
+    return await respond(
+        lambda: [encoding.sparse(r.sparse, "tei") for r in records if r.sparse is not None],
+        values_of(records),
+    )
 
 
 @router.post("/embed_all", summary="BGE-M3 ColBERT vectors per token (TEI's embed_all shape)")
@@ -79,7 +84,9 @@ async def embed_all(body: EmbedRequest, request: Request) -> Response:
         lambda t: t.embed(texts, dense=False, colbert=True, truncate=body.truncate),
         [len(x) for x in texts],
     )
-    return await respond(lambda: [r.colbert.tolist() for r in records if r.colbert is not None])
+    return await respond(
+        lambda: [r.colbert.tolist() for r in records if r.colbert is not None], values_of(records)
+    )
 
 
 class RerankRequest(BaseModel):
