@@ -113,9 +113,12 @@ class FastBackend:
     @torch.inference_mode()
     def hidden_states(self, batch: PackedBatch, use_graphs: bool = True) -> DeviceStates:
         """The final states of `batch`: through a captured graph when one fits, else eagerly."""
+        return self._hidden_states(batch, use_graphs)
+
+    def _hidden_states(self, batch: PackedBatch, use_graphs: bool) -> DeviceStates:
         t, n = batch.num_tokens, batch.num_seqs
         offset = self.weights.config.position_offset
-        lengths = tuple(int(x) for x in batch.lengths)
+        lengths = tuple(batch.lengths.tolist())
         key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and use_graphs) else None
         if key is not None and self.graphs is not None:
             captured = self.graphs.get(key)
@@ -138,7 +141,7 @@ class FastBackend:
         a later replay of the same graph writes its static buffers only after this batch's heads have
         read them, and what the heads produce (copied on the side stream) is never a graph buffer.
         """
-        states = self.hidden_states(batch)
+        states = self._hidden_states(batch, True)  # inference mode entered once, here
         if self.spec.is_cross_encoder:
             logits = classify(self.weights, states.hidden, states.cu_seqlens[:-1])  # (N, C) fp32
             copy = HostCopy({"logits": logits}, self._copy_stream)
