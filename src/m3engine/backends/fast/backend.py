@@ -119,7 +119,8 @@ class FastBackend:
         t, n = batch.num_tokens, batch.num_seqs
         offset = self.weights.config.position_offset
         lengths = tuple(batch.lengths.tolist())
-        key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and use_graphs) else None
+        max_len = max(lengths, default=0)  # batch.max_len is ~10 us of numpy at batch 1
+        key = self.graphs.bucket(t, n, max_len) if (self.graphs is not None and use_graphs) else None
         if key is not None and self.graphs is not None:
             captured = self.graphs.get(key)
             flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)
@@ -127,7 +128,7 @@ class FastBackend:
             hidden, tokens = captured.out[:t], key.tokens
         else:
             flat = self._stager.stage(batch, offset, t, n)
-            hidden, tokens = self._encode(unpack(flat, t, n, batch.max_len, lengths)), t
+            hidden, tokens = self._encode(unpack(flat, t, n, max_len, lengths)), t
         return DeviceStates(hidden, flat[:t], flat[3 * tokens : 3 * tokens + n + 1], lengths)
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
