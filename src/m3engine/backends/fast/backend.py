@@ -27,7 +27,6 @@ class DeviceStates(NamedTuple):
     """The final states of one batch and the device tensors the heads read."""
 
     hidden: torch.Tensor  # (T, H) compute dtype
-    input_ids: torch.Tensor  # (T,) int64
     cu_seqlens: torch.Tensor  # (N + 1,) int64
     lengths: tuple[int, ...]  # (N,) on the host
 
@@ -129,7 +128,7 @@ class FastBackend:
         else:
             flat = self._stager.stage(batch, offset, t, n)
             hidden, tokens = self._encode(unpack(flat, t, n, max_len, lengths)), t
-        return DeviceStates(hidden, flat[:t], flat[3 * tokens : 3 * tokens + n + 1], lengths)
+        return DeviceStates(hidden, flat[3 * tokens : 3 * tokens + n + 1], lengths)
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         return self.launch(batch, heads).result()
