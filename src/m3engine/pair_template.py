@@ -4,7 +4,7 @@ Building each pair through `post_processor.process` costs ~0.1 ms (new Encoding 
 and masks we never read): 10 ms for one rerank of 100 documents. The layout is fixed per tokenizer
 (XLM-R: <s> A </s></s> B </s>, all type 0; BERT: [CLS] A [SEP] B [SEP], types 0 then 1), so it is read
 once from two probe pairs and the ids are then concatenated. A single text's layout (<s> A </s>) is
-read the same way: `process` cost ~20-35 us of a 128-token text's ~0.2 ms tokenization (2-core VM).
+read the same way: `process` took ~20 us of a 128-token text's ~0.15 ms tokenization (2-core VM).
 A post-processor whose output the probe cannot reproduce keeps the per-item path.
 """
 
