@@ -7,7 +7,8 @@ The text is the bench's (`latency_ladder`: ~1.5 n + 16 tokens, cut to n by trunc
 runs once per round, round after round (so a busy machine slows them all alike); the medians are
 printed in microseconds, one JSON line per length:
 
-- floor_encode: a bare `tokenizers.Tokenizer` with truncation at n, `encode(text)`;
+- floor_encode: a bare `tokenizers.Tokenizer` with truncation at n, `encode(text)`; floor_prefix: the
+  same tokenizer's `encode_batch_fast` of the prefix the engine encodes (its Rust share of `tokenize`);
 - tokenize: `engine.tokenizer.encode`; prepare: `engine.tasks.embed` (validation and tokenization);
 - pack: `PackedBatch.from_encoded`; launch: `backend.launch` (staging, graph launch, heads and copies
   queued; on CUDA the device is waited for outside the timed span); collect: `.result()` once the
@@ -90,6 +91,10 @@ def replay_us(engine: Engine, packed: PackedBatch) -> float:
 
 def breakdown(engine: Engine, floor: Tokenizer, text: str, n: int, count: int, cuda: bool) -> dict[str, Any]:
     sync = torch.cuda.synchronize if cuda else lambda: None
+    tok = engine.tokenizer
+    prefix = tok._prefix(text, (n - tok.single_specials) * tok.chars_per_token)
+    bare = Tokenizer.from_str(floor.to_str())
+    bare.no_truncation()
     floor.enable_truncation(n)
     encoded = engine.tokenizer.encode([text], n)
     packed = PackedBatch.from_encoded(encoded)
@@ -106,6 +111,7 @@ def breakdown(engine: Engine, floor: Tokenizer, text: str, n: int, count: int, c
     outputs = engine.backend.forward(packed, heads)
     stages: dict[str, Callable[[], object]] = {
         "floor_encode": lambda: floor.encode(text),
+        "floor_prefix": lambda: bare.encode_batch_fast([prefix], add_special_tokens=False),
         "tokenize": lambda: engine.tokenizer.encode([text], n),
         "prepare": lambda: engine.tasks.embed([text], max_length=n),
         "pack": lambda: PackedBatch.from_encoded(encoded),

@@ -113,8 +113,8 @@ class TextTokenizer:
         """`_content`, with each long text cut at spaces into pieces that the Rust pool encodes in
         parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
         pre-tokenizers, where a word's tokens do not depend on its neighbours."""
-        if not self._splits_at_spaces:
-            return self._content(texts)
+        if not self._splits_at_spaces or all(len(text) <= 2 * self.piece_chars for text in texts):
+            return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
         pieces = [_split_at_spaces(text, self.piece_chars) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
         out, start = [], 0
