@@ -39,3 +39,15 @@ def test_flat_layout_round_trip() -> None:
     np.testing.assert_array_equal(out[2 * tokens : 2 * tokens + 8], 0)
     np.testing.assert_array_equal(out[3 * tokens :], [0, 3, 8, 8, 8])
     np.testing.assert_array_equal(out[8:tokens], 0)
+
+
+def test_flat_layout_of_one_text() -> None:
+    """One sequence takes fill_flat's own branch (positions without per-token starts)."""
+    batch = PackedBatch.from_encoded([Encoded(ids=[0, 7, 8, 2])])
+    tokens, seqs = 16, 2
+    out = np.full(flat_size(tokens, seqs), -1, dtype=np.int64)  # poisoned: every slot must be written
+    fill_flat(out, batch, 2, tokens, seqs)
+    np.testing.assert_array_equal(out[:tokens], [0, 7, 8, 2] + [0] * 12)
+    np.testing.assert_array_equal(out[tokens : 2 * tokens], [2, 3, 4, 5] + [0] * 12)
+    np.testing.assert_array_equal(out[2 * tokens : 3 * tokens], 0)
+    np.testing.assert_array_equal(out[3 * tokens :], [0, 4, 4])

@@ -164,6 +164,17 @@ def test_every_input_once_in_order_and_progress_adds_up(bge_m3_dir: Path) -> Non
         np.testing.assert_allclose(record.dense, vector / np.linalg.norm(vector), atol=1e-6)
 
 
+def test_one_text_runs_as_one_batch_like_in_a_batch(bge_m3_dir: Path) -> None:
+    """Batch 1 skips planning and the collector (engine._run): same record, progress once."""
+    engine, backend = _fake_engine(bge_m3_dir)
+    done: list[tuple[int, int]] = []
+    (record,) = engine.embed([TEXTS[3]], sparse=True, colbert=True, progress=lambda n, t: done.append((n, t)))
+    assert backend.batches == [1] and done == [(1, record.num_tokens)]
+    batched = engine.embed(TEXTS[:5], sparse=True, colbert=True)[3]
+    batched.index = 0
+    _same_embeddings([record], [batched])
+
+
 def test_an_over_long_text_in_a_later_piece_fails_the_call(
     bge_m3_dir: Path, pieces: list[tuple[int, int]]
 ) -> None:

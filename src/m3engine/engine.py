@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from m3engine import pipeline
+from m3engine import pipeline, postprocess
 from m3engine.backends.base import Backend
 from m3engine.backends.registry import create_backend
 from m3engine.batching import plan_batches
@@ -31,7 +31,7 @@ from m3engine.results import Classification, Embedding, HybridScore, RerankResul
 from m3engine.settings import EngineSettings
 from m3engine.tasks import TaskBuilder
 from m3engine.tokenization import TextTokenizer
-from m3engine.types import BatchOutputs, Encoded, HeadRequest, TokenIds
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 R = TypeVar("R")
 
@@ -190,6 +190,11 @@ class Engine:
 
     def _run(self, encoded: list[Encoded], heads: HeadRequest, progress: Progress | None) -> BatchOutputs:
         """Forward every input under the token budget; outputs come back in input order."""
+        if len(encoded) == 1:  # batch 1: one batch in input order, nothing to plan or overlap
+            out = self._launcher(PackedBatch.from_encoded(encoded), heads).result()
+            if progress is not None:
+                progress(1, len(encoded[0]))
+            return postprocess.gather([([0], out)], 1)
         lengths = [len(e) for e in encoded]
         batches = plan_batches(
             lengths, self.settings.max_batch_tokens, self.settings.max_batch_size, self.backend.info.padded

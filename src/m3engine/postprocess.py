@@ -14,6 +14,9 @@ from m3engine.types import BatchOutputs, FloatArray
 
 def gather(parts: Sequence[tuple[list[int], BatchOutputs]], count: int) -> BatchOutputs:
     """Merge per-batch outputs (each for the input indices given) into one, in input order."""
+    if len(parts) == 1 and parts[0][0] == list(range(count)):  # one batch, in input order: as it is
+        out = parts[0][1]
+        return BatchOutputs(_f32(out.dense), out.sparse, out.colbert, _f32(out.logits))
     merged = BatchOutputs()
     for indices, out in parts:
         if out.dense is not None:
@@ -34,6 +37,10 @@ def gather(parts: Sequence[tuple[list[int], BatchOutputs]], count: int) -> Batch
             for i, row in zip(indices, rows, strict=True):
                 target[i] = row
     return merged
+
+
+def _f32(rows: FloatArray | None) -> FloatArray | None:
+    return None if rows is None else np.asarray(rows, dtype=np.float32)
 
 
 def finish_dense(vectors: FloatArray, dimensions: int | None, normalize: bool) -> FloatArray:

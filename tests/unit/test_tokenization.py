@@ -92,6 +92,22 @@ def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, min
             assert set(template.suffix_types) == {1} and template.second_type == 1  # BERT segments
 
 
+def test_single_template_builds_what_the_post_processor_builds(bge_m3: Engine, minilm_dir: object) -> None:
+    """XLM-R (<s> A </s>) and BERT ([CLS] A [SEP])."""
+    from m3engine.pair_template import read_single_template
+    from m3engine.tokenization import TextTokenizer
+    from tests.texts import MULTILINGUAL
+
+    for path in (bge_m3.spec.path, minilm_dir):
+        tok = TextTokenizer.load(path)  # type: ignore[arg-type]
+        template = read_single_template(tok._tok)
+        assert template is not None and template.prefix and template.suffix
+        for text in [*MULTILINGUAL, LONG]:
+            a = tok._tok.encode(text, add_special_tokens=False)
+            expected = tok._post.process(a, None, add_special_tokens=True)
+            assert template.build(list(a.ids)) == list(expected.ids)
+
+
 def test_a_repeated_query_is_encoded_once_and_gives_what_each_pair_alone_gives(reranker: Engine) -> None:
     tok = reranker.tokenizer
     queries = [LONG[:300], "short", LONG[:300], LONG[:300]]  # LONG[:300] is over the query cap of 20

@@ -133,7 +133,11 @@ def launch_heads(
     needs_all_rows = request.sparse or request.colbert or pooling != "cls"
     # (T, H): heads in fp32 whatever the encoder ran in; CLS pooling alone converts only N rows
     states = hidden.float() if needs_all_rows else hidden
-    if request.dense:
+    if request.dense and pooling == "cls" and len(lengths) == 1:
+        # one text: its CLS row is row 0, a slice (no index kernel); copied, as `hidden` may be a
+        # CUDA graph's static output, which the next replay overwrites
+        device["dense"] = states[:1].to(torch.float32, copy=True)  # (1, H)
+    elif request.dense:
         device["dense"] = POOLERS[pooling](states, cu_seqlens).float()  # (N, H)
     if request.colbert and m3_heads is not None:
         device["colbert"] = F.normalize(m3_heads.colbert_linear(states), dim=-1)  # (T, D)

@@ -27,7 +27,6 @@ class DeviceStates(NamedTuple):
     """The final states of one batch and the device tensors the heads read."""
 
     hidden: torch.Tensor  # (T, H) compute dtype
-    input_ids: torch.Tensor  # (T,) int64
     cu_seqlens: torch.Tensor  # (N + 1,) int64
     lengths: tuple[int, ...]  # (N,) on the host
 
@@ -127,10 +126,14 @@ class FastBackend:
     @torch.inference_mode()
     def hidden_states(self, batch: PackedBatch, use_graphs: bool = True) -> DeviceStates:
         """The final states of `batch`: through a captured graph when one fits, else eagerly."""
+        return self._hidden_states(batch, use_graphs)
+
+    def _hidden_states(self, batch: PackedBatch, use_graphs: bool) -> DeviceStates:
         t, n = batch.num_tokens, batch.num_seqs
         offset = self.weights.config.position_offset
-        lengths = tuple(int(x) for x in batch.lengths)
-        key = self.graphs.bucket(t, n, batch.max_len) if (self.graphs is not None and use_graphs) else None
+        lengths = tuple(batch.lengths.tolist())
+        max_len = max(lengths, default=0)  # batch.max_len is ~10 us of numpy at batch 1
+        key = self.graphs.bucket(t, n, max_len) if (self.graphs is not None and use_graphs) else None
         if key is not None and self.graphs is not None:
             captured = self.graphs.get(key)
             flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)
@@ -138,8 +141,8 @@ class FastBackend:
             hidden, tokens = captured.out[:t], key.tokens
         else:
             flat = self._stager.stage(batch, offset, t, n)
-            hidden, tokens = self._encode(unpack(flat, t, n, batch.max_len, lengths)), t
-        return DeviceStates(hidden, flat[:t], flat[3 * tokens : 3 * tokens + n + 1], lengths)
+            hidden, tokens = self._encode(unpack(flat, t, n, max_len, lengths)), t
+        return DeviceStates(hidden, flat[3 * tokens : 3 * tokens + n + 1], lengths)
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         return self.launch(batch, heads).result()
@@ -152,7 +155,7 @@ class FastBackend:
         a later replay of the same graph writes its static buffers only after this batch's heads have
         read them, and what the heads produce (copied on the side stream) is never a graph buffer.
         """
-        states = self.hidden_states(batch)
+        states = self._hidden_states(batch, True)  # inference mode entered once, here
         if self.spec.is_cross_encoder:
             logits = classify(self.weights, states.hidden, states.cu_seqlens[:-1])  # (N, C) fp32
             copy = HostCopy({"logits": logits}, self._copy_stream)

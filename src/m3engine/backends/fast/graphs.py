@@ -13,6 +13,7 @@ Graphs are captured lazily on first use, share one memory pool, and are replayed
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -38,9 +39,10 @@ def _pow2_at_least(n: int) -> int:
 
 def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int) -> BucketKey | None:
     """The smallest bucket that holds the batch, or None when it is over `max_tokens` (run eager)."""
-    tokens = next((b for b in TOKEN_LADDER if b >= num_tokens), None)
-    if tokens is None or tokens > max_tokens:
+    step = bisect_left(TOKEN_LADDER, num_tokens)
+    if step == len(TOKEN_LADDER) or TOKEN_LADDER[step] > max_tokens:
         return None
+    tokens = TOKEN_LADDER[step]
     seqs = min(_pow2_at_least(num_seqs), tokens)
     # max_seqlen is the bucket's token count: flash attention only launches blocks that find no work,
     # and a third key dimension would multiply the graphs that a mixed workload captures mid-run.

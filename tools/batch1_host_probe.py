@@ -1,0 +1,157 @@
+"""The host's share of one short text at batch 1 (`Engine.embed`, dense), stage by stage.
+
+    PYTHONPATH=src python3 tools/batch1_host_probe.py TOKENIZER_DIR --device cuda   # H200: full-size model
+    PYTHONPATH=src python3 tools/batch1_host_probe.py TOKENIZER_DIR --device cpu    # host code alone
+
+The text is the bench's (`latency_ladder`: ~1.5 n + 16 tokens, cut to n by truncation). Every stage
+runs once per round, round after round (so a busy machine slows them all alike); the medians are
+printed in microseconds, one JSON line per length:
+
+- floor_encode: a bare `tokenizers.Tokenizer` with truncation at n, `encode(text)`; floor_prefix: the
+  same tokenizer's `encode_batch_fast` of the prefix the engine encodes (its Rust share of `tokenize`);
+- tokenize: `engine.tokenizer.encode`; prepare: `engine.tasks.embed` (validation and tokenization);
+- pack: `PackedBatch.from_encoded`; launch: `backend.launch` (staging, graph launch, heads and copies
+  queued; on CUDA the device is waited for outside the timed span); collect: `.result()` once the
+  device is done; finish: the records from the outputs;
+- embed: the whole `Engine.embed` call (on CUDA, waited for); on CUDA also replay (the graph alone,
+  device time) and host = embed - replay: what the host adds to the device's work.
+
+On CPU the model has one small layer and its CUDA graph is a no-op (`NoGraphs`): the backend takes
+its graph path (static buffers, no eager encoder), so `embed` is the host's work alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from tokenizers import Tokenizer
+
+from m3engine.backends.fast.graphs import BucketKey, choose_bucket
+from m3engine.backends.fast.staging import flat_size
+from m3engine.bench.synthetic import Architecture, build_synthetic
+from m3engine.bench.texts import TextMaker
+from m3engine.engine import Engine
+from m3engine.types import HeadRequest, PackedBatch
+
+
+class NoGraphs:
+    """GraphRunner's interface with static buffers and a replay that does nothing (CPU runs)."""
+
+    def __init__(self, hidden: int) -> None:
+        self._hidden = hidden
+        self._graphs: dict[BucketKey, Any] = {}
+
+    def bucket(self, num_tokens: int, num_seqs: int, max_len: int) -> BucketKey | None:
+        return choose_bucket(num_tokens, num_seqs, max_len, 4096)
+
+    def get(self, key: BucketKey) -> Any:
+        if key not in self._graphs:
+            flat = torch.zeros(flat_size(key.tokens, key.seqs), dtype=torch.int64)
+            out = torch.randn(key.tokens, self._hidden, generator=torch.Generator().manual_seed(0))
+            graph = SimpleNamespace(replay=lambda: None)
+            self._graphs[key] = SimpleNamespace(graph=graph, flat=flat, out=out)
+        return self._graphs[key]
+
+
+def rounds(stages: dict[str, Callable[[], object]], count: int, sync: Callable[[], None]) -> dict[str, float]:
+    """Median microseconds of each stage, the stages run in turn `count` times (after a warm-up)."""
+    times: dict[str, list[int]] = {name: [] for name in stages}
+    for i in range(count + 20):
+        for name, stage in stages.items():
+            sync()
+            start = time.perf_counter_ns()
+            stage()
+            if name in ("embed", "forward"):
+                sync()
+            if i >= 20:
+                times[name].append(time.perf_counter_ns() - start)
+    return {name: round(statistics.median(t) / 1e3, 1) for name, t in times.items()}
+
+
+def replay_us(engine: Engine, packed: PackedBatch) -> float:
+    graphs = engine.backend.graphs  # type: ignore[attr-defined]
+    captured = graphs.get(graphs.bucket(packed.num_tokens, packed.num_seqs, packed.max_len))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(100):
+        captured.graph.replay()
+    end.record()
+    end.synchronize()
+    return round(float(start.elapsed_time(end)) * 10, 1)  # ms per 100 replays -> us per replay
+
+
+def breakdown(engine: Engine, floor: Tokenizer, text: str, n: int, count: int, cuda: bool) -> dict[str, Any]:
+    sync = torch.cuda.synchronize if cuda else lambda: None
+    tok = engine.tokenizer
+    prefix = tok._prefix(text, (n - tok.single_specials) * tok.chars_per_token)
+    bare = Tokenizer.from_str(floor.to_str())
+    bare.no_truncation()
+    floor.enable_truncation(n)
+    encoded = engine.tokenizer.encode([text], n)
+    packed = PackedBatch.from_encoded(encoded)
+    heads = HeadRequest(dense=True)
+    task = engine.tasks.embed([text], max_length=n)
+    launched: list[Any] = []
+
+    def launch() -> None:
+        launched.append(engine.backend.launch(packed, heads))  # type: ignore[attr-defined]
+
+    def collect() -> None:
+        launched.pop().result()
+
+    outputs = engine.backend.forward(packed, heads)
+    stages: dict[str, Callable[[], object]] = {
+        "floor_encode": lambda: floor.encode(text),
+        "floor_prefix": lambda: bare.encode_batch_fast([prefix], add_special_tokens=False),
+        "tokenize": lambda: engine.tokenizer.encode([text], n),
+        "prepare": lambda: engine.tasks.embed([text], max_length=n),
+        "pack": lambda: PackedBatch.from_encoded(encoded),
+        "launch": launch,
+        "collect": collect,
+        "finish": lambda: task.finish(outputs),
+        "embed": lambda: engine.embed([text], max_length=n),
+    }
+    if cuda:
+        stages["forward"] = lambda: engine.backend.forward(packed, heads)
+    out: dict[str, Any] = {"tokens": packed.num_tokens, "device": "cuda" if cuda else "cpu"}
+    out.update(rounds(stages, count, sync))
+    if cuda:
+        out["replay"] = replay_us(engine, packed)
+        out["host"] = round(out["embed"] - out["replay"], 1)
+    return out
+
+
+def main() -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
+    parser.add_argument("tokenizer", type=Path)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--lengths", default="128")
+    args = parser.parse_args()
+    cuda = args.device == "cuda"
+    with tempfile.TemporaryDirectory() as scratch:
+        arch = None if cuda else Architecture(layers=1, hidden=64, heads=2, ffn=128)
+        path = build_synthetic("bge-m3", Path(scratch) / "m3", args.tokenizer, arch)
+        dtype = "bf16" if cuda else "fp32"
+        engine = Engine.load(str(path), backend="fast", device=args.device, dtype=dtype)
+        if not cuda:
+            engine.backend.graphs = NoGraphs(engine.spec.hidden_size)  # type: ignore[attr-defined]
+        floor = Tokenizer.from_file(str(path / "tokenizer.json"))
+        maker = TextMaker(Tokenizer.from_file(str(path / "tokenizer.json")))
+        for n in (int(x) for x in args.lengths.split(",")):
+            text = maker.text(int(n * 1.5) + 16)
+            print(json.dumps(breakdown(engine, floor, text, n, args.rounds, cuda)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
