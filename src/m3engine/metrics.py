@@ -39,6 +39,9 @@ class Metrics:
                 "(m3engine serve --frontends N does this itself)"
             )
         self._functions: list[tuple[Gauge, Callable[[], float]]] = []
+        # The labelled children of the per-request metrics (routes and outcomes are closed sets).
+        self._counters: dict[tuple[str, str], Counter] = {}
+        self._stages: dict[str, Histogram] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -96,10 +99,17 @@ class Metrics:
         )
 
     def count(self, route: str, outcome: str) -> None:
-        self.requests.labels(route=route, outcome=outcome if outcome in OUTCOMES else "internal").inc()
+        key = (route, outcome if outcome in OUTCOMES else "internal")
+        counter = self._counters.get(key)
+        if counter is None:  # labels() checks and locks on every call: once per label set instead
+            counter = self._counters[key] = self.requests.labels(route=key[0], outcome=key[1])
+        counter.inc()
 
     def observe_stage(self, stage: str, seconds: float) -> None:
-        self.stage_seconds.labels(stage=stage).observe(seconds)
+        histogram = self._stages.get(stage)
+        if histogram is None:
+            histogram = self._stages[stage] = self.stage_seconds.labels(stage=stage)
+        histogram.observe(seconds)
 
     def render(self) -> bytes:
         if self.multiprocess_dir is None:
