@@ -25,9 +25,9 @@ from m3engine.scheduler.shared_budget import SharedBudget
 from m3engine.scheduler.submitter import Timings
 
 SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
-# Requests of at most this many characters are tokenized on the event loop: one query takes
-# 0.04-0.08 ms there, less than the hop to the pool and back (about 0.12 ms of CPU on the 2-core VM;
-# docs/server.md, "frontend CPU per request").
+# Requests of at most this many characters are tokenized on the event loop: one query's tokens and
+# wire form cost ~0.08 ms of CPU there, ~0.20 ms through the pool (the hop: ~0.12 ms on the 2-core
+# VM); 256 characters take ~0.12 ms to tokenize. docs/server.md, "frontend CPU per request".
 INLINE_TOKENIZE_CHARS = 256
 
 

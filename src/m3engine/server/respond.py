@@ -8,7 +8,7 @@ lists) is called once per record: it holds the GIL while it runs, so one call fo
 would still block the loop for its full length. `docs/bench/server-cpu/loop_stall.py` measures it.
 
 A small answer (one query's vector) is built on the loop: the thread hop cost more CPU than the
-work (2-core VM: one 1,024-float answer 0.08-0.10 ms inline, 0.18-0.22 ms through `to_thread`), and
+work (2-core VM: one 1,024-float answer 0.10-0.12 ms of CPU inline, 0.18-0.32 ms through `to_thread`), and
 the thread would not free the loop anyway, since the serialiser holds the GIL for far less than
 the interpreter's switch interval (5 ms).
 """
