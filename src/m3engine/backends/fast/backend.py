@@ -79,10 +79,11 @@ class FastBackend:
         self._gelu_epilogue = gelu_epilogue
         if attention not in ("triton", "flash"):
             raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
-        hd = self.weights.config.head_dim  # tl.dot needs a power of two >= 16 (BGE-M3: 64)
-        self.triton_attention = (
-            attention == "triton" and self._varlen and hd >= 16 and hd & (hd - 1) == 0 and _triton_available()
-        )
+        self.triton_attention = attention == "triton" and self._varlen and _triton_available()
+        if self.triton_attention:  # else the module (which imports triton) stays unloaded
+            from m3engine.backends.fast.varlen_attention import supports_head_dim
+
+            self.triton_attention = supports_head_dim(self.weights.config.head_dim)
         self.fp8 = None
         self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
         if self._varlen:

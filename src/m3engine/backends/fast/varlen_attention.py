@@ -24,7 +24,8 @@ q, k, v may be strided views (the encoder's `qkv.view(T, 3, nh, hd).unbind(1)`: 
 the CPU with TRITON_INTERPRET=1 (tests/test_varlen_attention.py) and on CUDA in bf16/fp16 against
 varlen_attn (tests/gpu/test_varlen_attention_gpu.py).
 
-Measured (tools/varlen_triton_probe.py, H200, bf16, 16 x 64 heads, 2026-11-21, docs/bench/varlen/):
+Measured (tools/varlen_triton_probe.py, H200, bf16, 16 x 64 heads, 2026-11-21, docs/bench/round6/
+call1-varlen-probe.log and call2-varlen-probe.log):
 the bench's passages (lognormal, median 200, 8..2,048, 16 k-token batches) flash 5.61 ms per pass
 (188 TFLOP/s), this kernel 4.01 ms at 64x64 with 3 stages (263 TFLOP/s, 1.40x); query-sized inputs
 (8..64 tokens) flash 1.61 ms, this kernel 0.62-0.65 ms (2.5x). The fast backend uses it by default.
@@ -147,6 +148,11 @@ def _plan_kernel(cu_ptr, table_ptr, n_seqs, slots, BLOCK_M: tl.constexpr, CHUNK:
         tl.store(table_ptr + 2 * slot + 1, block, mask=slot < stop)
 
 
+def supports_head_dim(head_dim: int) -> bool:
+    """Whether the kernel runs at this head size: tl.dot needs a power of two >= 16 (BGE-M3: 64)."""
+    return head_dim >= 16 and head_dim & (head_dim - 1) == 0
+
+
 def plan_blocks(cu_seqlens: torch.Tensor, total: int, block_m: int) -> torch.Tensor:
     """(slots, 2) int32 on cu_seqlens' device: (sequence, query block) per program, (N, *) if empty.
 
@@ -178,7 +184,7 @@ def attention_triton(
     t, nh, hd = q.shape
     assert k.shape == v.shape == q.shape and q.dtype == k.dtype == v.dtype
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1, "head_dim must be contiguous"
-    assert hd >= 16 and hd & (hd - 1) == 0, "tl.dot needs a power-of-two head_dim >= 16"
+    assert supports_head_dim(hd), "tl.dot needs a power-of-two head_dim >= 16"
     if out is None:
         out = torch.empty(t, nh, hd, dtype=q.dtype, device=q.device)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
