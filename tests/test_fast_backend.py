@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3engine.backends.fast import FastBackend, pdl
+from m3engine.backends.fast import FastBackend
 from m3engine.backends.fast.encoder import host_arrays
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.backends.registry import create_backend
@@ -59,26 +59,6 @@ def test_registry_creates_fast(bge_m3_dir: Path) -> None:
         "fast", spec=spec, tokens=TokenIds(1, frozenset({0, 1, 2, 3})), device="cpu", dtype="fp32"
     )
     assert backend.info.name == "fast" and backend.info.padded is False
-
-
-def test_pdl_is_off_on_the_cpu_and_refused_when_asked(bge_m3_dir: Path) -> None:
-    """PDL (pdl.py) is a CUDA >= 9.0 launch mode: auto leaves it off here, asking for it is an error."""
-    spec = inspect_model(bge_m3_dir)
-    tokens = TokenIds(1, frozenset({0, 1, 2, 3}))
-    assert FastBackend(spec, tokens).pdl is False
-    with pytest.raises(ValueError, match="compute capability"):
-        FastBackend(spec, tokens, pdl=True)
-
-
-def test_pdl_launch_options_come_with_the_wait_compiled_in() -> None:
-    """The launch flag is never given without USE_PDL (the kernel's gdc_wait), and only in the block."""
-    assert pdl.options() == {"USE_PDL": False}
-    with pdl.enabled(True):
-        assert pdl.options() == {"USE_PDL": True, "launch_pdl": True}
-        with pdl.enabled(False):
-            assert pdl.options() == {"USE_PDL": False}
-        assert pdl.options()["launch_pdl"] is True
-    assert "launch_pdl" not in pdl.options()
 
 
 def test_m3_parity_with_reference(m3_pair: tuple[FastBackend, ReferenceBackend, TextTokenizer]) -> None:

@@ -78,11 +78,9 @@ def test_fp8_graph_replay_equals_eager(long_dir: Path) -> None:
 def test_small_m_products_match_cublas_at_bge_m3_shapes() -> None:
     """The split-K Triton products (small_gemm.py, on by default up to SMALL_M tokens for these
     shapes) against cuBLAS, on two random layers of BGE-M3's exact widths: batches of 1 to 256 rows."""
-    from m3engine.backends.fast import pdl
     from m3engine.backends.fast import small_gemm as sg
     from m3engine.backends.fast.fused import encode_fused
     from m3engine.backends.fast.staging import unpack
-    from m3engine.backends.fast.varlen_attention import plan_attention
     from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
 
     g = torch.Generator(device="cuda").manual_seed(3)
@@ -123,21 +121,3 @@ def test_small_m_products_match_cublas_at_bge_m3_shapes() -> None:
         small = encode_fused(w, inputs, None).float()  # small_m from the table
         blas = encode_fused(w, inputs, None, small_m=0).float()
         assert F.cosine_similarity(small, blas, -1).min().item() > 0.9999, lengths
-        # PDL launches (pdl.py, with the products' L2 prefetch) only move when kernels start
-        planned = encode_fused(w, plan_attention(inputs), None)
-        with pdl.enabled(True):
-            launched = encode_fused(w, plan_attention(inputs), None)
-        assert torch.equal(planned, launched), lengths
-
-
-def test_pdl_changes_no_bit_eager_or_replayed(long_dir: Path) -> None:
-    on, _, _ = _backends(long_dir, "bf16", pdl=True)
-    off, _, _ = _backends(long_dir, "bf16", pdl=False)
-    assert on.pdl and not off.pdl
-    rng = np.random.default_rng(4)
-    for lengths in ((5,), (5, 100, 37), tuple(int(n) for n in rng.integers(1, 600, 30))):
-        batch = PackedBatch.from_encoded([_random_text(rng, n) for n in lengths])
-        for graphs in (False, True):
-            a = on.hidden_states(batch, use_graphs=graphs).hidden.clone()
-            b = off.hidden_states(batch, use_graphs=graphs).hidden
-            assert torch.equal(a, b), (lengths, graphs)

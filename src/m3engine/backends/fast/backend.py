@@ -10,8 +10,6 @@ import torch
 from m3engine.backends.base import BackendInfo
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
-from m3engine.backends.fast.pdl import enabled as pdl_enabled
-from m3engine.backends.fast.pdl import supported as pdl_supported
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
@@ -53,8 +51,6 @@ class FastBackend:
     encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
     where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
     matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
-    `pdl`: launch the fused kernels with programmatic dependent launch (pdl.py); None: where the GPU
-    has it (compute capability >= 9.0).
     """
 
     def __init__(
@@ -68,7 +64,6 @@ class FastBackend:
         gelu_epilogue: bool = True,
         fp8_keep_bf16: frozenset[int] = frozenset(),
         attention: str = "triton",
-        pdl: bool | None = None,
     ) -> None:
         self.spec = spec
         self.info = BackendInfo(name="fast", device=device, dtype=dtype, padded=False)
@@ -89,9 +84,6 @@ class FastBackend:
             from m3engine.backends.fast.varlen_attention import supports_head_dim
 
             self.triton_attention = supports_head_dim(self.weights.config.head_dim)
-        if pdl and not (self.fused and pdl_supported(self._device)):
-            raise ValueError("pdl needs the fused Triton kernels on a GPU of compute capability >= 9.0")
-        self.pdl = self.fused and pdl_supported(self._device) if pdl is None else pdl
         self.fp8 = None
         self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
         if self._varlen:
@@ -122,16 +114,15 @@ class FastBackend:
             self.graphs.capture_ladder()
 
     def _encode(self, inputs: PackedInputs) -> torch.Tensor:
-        with pdl_enabled(self.pdl):
-            if self.triton_attention:  # one block table per batch, read by every layer
-                from m3engine.backends.fast.varlen_attention import plan_attention
+        if self.triton_attention:  # one block table per batch, read by every layer
+            from m3engine.backends.fast.varlen_attention import plan_attention
 
-                inputs = plan_attention(inputs)
-            if self.fused:
-                from m3engine.backends.fast.fused import encode_fused
+            inputs = plan_attention(inputs)
+        if self.fused:
+            from m3engine.backends.fast.fused import encode_fused
 
-                return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue)
-            return encode(self.weights, inputs, self._varlen)
+            return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue)
+        return encode(self.weights, inputs, self._varlen)
 
     @torch.inference_mode()
     def hidden_states(self, batch: PackedBatch, use_graphs: bool = True) -> DeviceStates:

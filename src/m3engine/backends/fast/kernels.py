@@ -23,19 +23,8 @@ import torch
 import triton
 import triton.language as tl
 
-from m3engine.backends.fast import pdl
-
 FP8_MAX = 448.0  # the largest finite e4m3fn value
 FP8 = torch.float8_e4m3fn
-
-
-@triton.jit
-def pdl_start(USE_PDL: tl.constexpr):
-    # pdl.py's rule: wait for the kernel before (it may still write what this one reads, or read
-    # what it writes), then let the next one be scheduled
-    if USE_PDL:
-        tl.extra.cuda.gdc_wait()
-        tl.extra.cuda.gdc_launch_dependents()
 
 
 @triton.jit
@@ -53,9 +42,7 @@ def _add_ln_kernel(
     x_ptr, bias_ptr, res_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr,
     N, eps,
     HAS_BIAS: tl.constexpr, QUANT: tl.constexpr, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr,
-    USE_PDL: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
@@ -78,9 +65,8 @@ def _add_ln_kernel(
 def _embed_ln_kernel(
     ids_ptr, pos_ptr, types_ptr, word_ptr, position_ptr, ttype_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr,
     N, eps,
-    QUANT: tl.constexpr, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr, USE_PDL: tl.constexpr,
+    QUANT: tl.constexpr, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
@@ -106,9 +92,8 @@ def _bias_gelu_kernel(
     x_ptr, bias_ptr, y_ptr, q_ptr, s_ptr,
     N,
     HAS_BIAS: tl.constexpr, STORE: tl.constexpr, QUANT: tl.constexpr, BLOCK: tl.constexpr,
-    FP8_MAX: tl.constexpr, USE_PDL: tl.constexpr,
+    FP8_MAX: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
@@ -123,10 +108,7 @@ def _bias_gelu_kernel(
 
 
 @triton.jit
-def _quantize_kernel(
-    x_ptr, q_ptr, s_ptr, N, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr, USE_PDL: tl.constexpr
-):  # fmt: skip
-    pdl_start(USE_PDL)
+def _quantize_kernel(x_ptr, q_ptr, s_ptr, N, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
@@ -168,7 +150,6 @@ def add_layernorm(
     _add_ln_kernel[(rows,)](
         x, bias if bias is not None else x, residual, weight, ln_bias, y, q, s, n, eps,
         HAS_BIAS=bias is not None, QUANT=quant, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps,
-        **pdl.options(),
     )  # fmt: skip
     return y, ((q, s) if quant else None)
 
@@ -192,7 +173,7 @@ def embed_layernorm(
     block, warps = _block(n)
     _embed_ln_kernel[(rows,)](
         ids, positions, token_types, word, position, token_type, weight, ln_bias, y, q, s, n, eps,
-        QUANT=quant, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps, **pdl.options(),
+        QUANT=quant, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps,
     )  # fmt: skip
     return y, ((q, s) if quant else None)
 
@@ -208,7 +189,7 @@ def bias_gelu(
     _bias_gelu_kernel[(rows,)](
         x, bias if bias is not None else x, y, q, s, n,
         HAS_BIAS=bias is not None, STORE=store, QUANT=quant, BLOCK=block, FP8_MAX=FP8_MAX,
-        num_warps=warps, **pdl.options(),
+        num_warps=warps,
     )  # fmt: skip
     return (y if store else None), ((q, s) if quant else None)
 
@@ -218,5 +199,5 @@ def quantize_rows(x: torch.Tensor) -> Quantized:
     rows, n = x.shape
     q, s = _fp8_outputs(rows, n, x, True)
     block, warps = _block(n)
-    _quantize_kernel[(rows,)](x, q, s, n, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps, **pdl.options())
+    _quantize_kernel[(rows,)](x, q, s, n, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps)
     return q, s

@@ -30,9 +30,6 @@ import torch
 import triton
 import triton.language as tl
 
-from m3engine.backends.fast import pdl
-from m3engine.backends.fast.kernels import pdl_start
-
 MODE_EPILOGUE, MODE_PARTS, MODE_ATOMIC = 0, 1, 2
 ACT_NONE, ACT_GELU_TANH, ACT_GELU_ERF = 0, 1, 2
 ACTS = {None: ACT_NONE, "gelu_tanh": ACT_GELU_TANH, "gelu": ACT_GELU_ERF}
@@ -88,9 +85,6 @@ CONFIGS: dict[tuple[int, int], tuple[tuple[int, Config | None], ...]] = {
         (512, None),
     ),
 }
-# With PDL (pdl.py) each program first prefetches its W slice into L2, while the kernel before it
-# finishes: nothing in the forward writes weights, so this needs no wait.
-PREFETCH_WEIGHTS = True
 SMS = 132  # H100 / H200 SXM: the CTA count the heuristic aims at for shapes not in CONFIGS
 
 
@@ -134,21 +128,12 @@ def _gelu(v, ACT: tl.constexpr):
 
 
 @triton.jit
-def _prefetch_l2(ptrs):
-    # one `prefetch.global.L2` per pointer (one per 128-byte line); the result is a dummy
-    tl.inline_asm_elementwise(
-        "prefetch.global.L2 [$1]; mov.u32 $0, 0;", "=r,l", [ptrs], dtype=tl.int32, is_pure=False, pack=1
-    )
-
-
-@triton.jit
 def _gemm_kernel(
     x_ptr, w_ptr, bias_ptr, out_ptr,
     M, N, K, stride_xm, stride_wn,
     K_CHUNK: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
     MODE: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, EVEN_K: tl.constexpr,
-    PREFETCH_LINES: tl.constexpr, LINE: tl.constexpr, USE_PDL: tl.constexpr,
 ):  # fmt: skip
     # M tiles vary fastest: the programs that read one W tile run together, so W leaves HBM once
     pid_m = tl.program_id(0)
@@ -163,10 +148,6 @@ def _gemm_kernel(
     # (one compile per K and split; few shapes) also runs under the interpreter, which fails on
     # loops over runtime bounds with numpy >= 2.3
     k0 = pid_k * K_CHUNK
-    if USE_PDL and PREFETCH_LINES > 0:  # before the wait: W is written by no kernel
-        lines = k0 + tl.arange(0, PREFETCH_LINES) * LINE  # (LINES,) first element of each line
-        _prefetch_l2(w_ptr + rn[:, None].to(tl.int64) * stride_wn + lines[None, :])
-    pdl_start(USE_PDL)
     offs_k = k0 + tl.arange(0, BLOCK_K)
     x_ptrs = x_ptr + rm[:, None].to(tl.int64) * stride_xm + offs_k[None, :]  # (BLOCK_M, BLOCK_K)
     w_ptrs = w_ptr + rn[:, None].to(tl.int64) * stride_wn + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
@@ -198,9 +179,8 @@ def _gemm_kernel(
 @triton.jit
 def _finish_kernel(
     parts_ptr, bias_ptr, out_ptr, MN, N,
-    S: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr,
+    S: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     # elementwise over the flat (M, N) output: sum of the S fp32 slices + bias, activation, cast
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < MN
@@ -217,9 +197,8 @@ def _finish_kernel(
 def _parts_add_ln_kernel(
     parts_ptr, bias_ptr, res_ptr, w_ptr, b_ptr, y_ptr,
     MN, N, eps,
-    S: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr, USE_PDL: tl.constexpr,
+    S: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     # one row: LayerNorm(sum_s parts[s, row] + bias + residual[row]), statistics in fp32
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
@@ -251,15 +230,11 @@ def _launch(
     assert x.stride(1) == 1 and w.stride(1) == 1 and w.shape[1] == k, (x.stride(), w.shape)
     grid = (triton.cdiv(m, cfg.block_m), triton.cdiv(n, cfg.block_n), cfg.split_k)
     chunk = triton.cdiv(k, cfg.split_k * cfg.block_k) * cfg.block_k
-    even_k = k % (cfg.split_k * cfg.block_k) == 0
-    line = 128 // w.element_size()  # elements per 128-byte line
-    lines = chunk // line if PREFETCH_WEIGHTS and even_k and chunk % line == 0 else 0
     _gemm_kernel[grid](
         x, w, bias if bias is not None else w, out, m, n, k, x.stride(0), w.stride(0),
         K_CHUNK=chunk, BLOCK_M=cfg.block_m, BLOCK_N=cfg.block_n, BLOCK_K=cfg.block_k, SPLIT_K=cfg.split_k,
-        MODE=mode, HAS_BIAS=bias is not None, ACT=act, EVEN_K=even_k,
-        PREFETCH_LINES=lines if lines & (lines - 1) == 0 else 0, LINE=line,
-        num_warps=cfg.warps, num_stages=cfg.stages, **pdl.options(),
+        MODE=mode, HAS_BIAS=bias is not None, ACT=act, EVEN_K=k % (cfg.split_k * cfg.block_k) == 0,
+        num_warps=cfg.warps, num_stages=cfg.stages,
     )  # fmt: skip
 
 
@@ -284,7 +259,7 @@ def finish(
     block = 1024
     _finish_kernel[(triton.cdiv(m * n, block),)](
         parts, bias if bias is not None else parts, out, m * n, n,
-        S=s, HAS_BIAS=bias is not None, ACT=ACTS[act], BLOCK=block, num_warps=4, **pdl.options(),
+        S=s, HAS_BIAS=bias is not None, ACT=ACTS[act], BLOCK=block, num_warps=4,
     )  # fmt: skip
     return out
 
@@ -319,6 +294,5 @@ def parts_add_layernorm(
     _parts_add_ln_kernel[(m,)](
         parts, bias if bias is not None else parts, residual, weight, ln_bias, y, m * n, n, eps,
         S=s, HAS_BIAS=bias is not None, BLOCK=block, num_warps=max(1, min(16, block // 256)),
-        **pdl.options(),
     )  # fmt: skip
     return y

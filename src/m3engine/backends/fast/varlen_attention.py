@@ -41,9 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from m3engine.backends.fast import pdl
 from m3engine.backends.fast.encoder import PackedInputs
-from m3engine.backends.fast.kernels import pdl_start
 
 LOG2E = 1.4426950408889634
 
@@ -95,9 +93,8 @@ def _varlen_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
     n_seqs, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, USE_PDL: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    pdl_start(USE_PDL)
     slot = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)
     seq = tl.load(table_ptr + 2 * slot)
@@ -133,10 +130,7 @@ def _varlen_fwd_kernel(
 
 
 @triton.jit
-def _plan_kernel(
-    cu_ptr, table_ptr, n_seqs, slots, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr, USE_PDL: tl.constexpr
-):  # fmt: skip
-    pdl_start(USE_PDL)
+def _plan_kernel(cu_ptr, table_ptr, n_seqs, slots, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
     # Sequence i owns slots [cu[i] // BLOCK_M + i, cu[i + 1] // BLOCK_M + i + 1): at least its
     # ceil(n_i / BLOCK_M) query blocks, at most 2 more, with no prefix sum over the other sequences.
     i = tl.program_id(0)
@@ -169,7 +163,7 @@ def plan_blocks(cu_seqlens: torch.Tensor, total: int, block_m: int) -> torch.Ten
     assert n >= 1 and cu_seqlens.dtype == torch.int32
     slots = total // block_m + n + 1
     table = torch.empty(slots, 2, dtype=torch.int32, device=cu_seqlens.device)
-    _plan_kernel[(n,)](cu_seqlens, table, n, slots, BLOCK_M=block_m, CHUNK=16, num_warps=1, **pdl.options())
+    _plan_kernel[(n,)](cu_seqlens, table, n, slots, BLOCK_M=block_m, CHUNK=16, num_warps=1)
     return table
 
 
@@ -206,7 +200,7 @@ def attention_triton(
         out.stride(0), out.stride(1),
         n, LOG2E / math.sqrt(hd),
         HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        num_warps=config.warps, num_stages=config.stages, **pdl.options(),
+        num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out
 
