@@ -92,13 +92,14 @@ class FastBackend:
             from m3engine.backends.fast.fp8 import quantize_layers
 
             self.fp8 = quantize_layers(self.weights.layers, fp8_keep_bf16)
-            self.precision = self.fp8.describe(len(self.weights.layers)) + "; the rest bf16, heads fp32"
+            heads = "ColBERT head bf16 (float16 out), dense and sparse heads fp32"
+            self.precision = self.fp8.describe(len(self.weights.layers)) + f"; the rest bf16, {heads}"
         self._stager = HostStager(self._device)
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
         # device -> host copies run beside the next batch's kernels (pending.py)
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None  # type: ignore[no-untyped-call]
         self._m3: M3Heads | None = None
-        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: launch_heads upcasts the states
+        if spec.kind is ModelKind.BGE_M3:  # fp32 weights; M3Heads.colbert casts them for half states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
