@@ -16,14 +16,15 @@ the bytes of the largest output to copy and keep. Dense and sparse stay float32 
 fp32 over the states: N rows, and a (H,) dot product per token). In fp32 every head runs in fp32.
 
 `launch_heads` queues them for every backend, with the copies of their results to the host through
-pinned memory (pending.py), and returns a pending batch that is waited for once (`.result()`; a
-backend with no use for waiting later calls it at once). Sparse's max per (text, token id) runs on the
-host over the (T,) token weights: on the device it needs a data-dependent size (torch.unique), which
-would make every launch wait for its batch. ColBERT returns 2 KB per token in half precision (4 KB
-in fp32), so at hundreds of thousands of tokens a second its copy is the largest cost after the
-encoder: a pageable `.cpu()` is staged by the driver at a few GB/s, a pinned buffer is copied by DMA
-at link speed. ColBERT vectors are computed for every row (CLS included: a (T, D) product is simpler
-and no slower than gathering T - N rows first) and the CLS rows are dropped by slicing on the host.
+pinned memory (pending.py; reused buffers where the backend passes a ring, host_ring.py), and returns
+a pending batch that is waited for once (`.result()`; a backend with no use for waiting later calls it
+at once). Sparse's max per (text, token id) runs on the host over the (T,) token weights: on the
+device it needs a data-dependent size (torch.unique), which would make every launch wait for its
+batch. ColBERT returns 2 KB per token in half precision (4 KB in fp32), so at hundreds of thousands of
+tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
+driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed for
+every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows first)
+and the CLS rows are dropped by slicing on the host.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from m3engine.errors import UnsupportedTaskError
+from m3engine.host_ring import HostRing
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
 from m3engine.pending import Host, HostCopy, PendingOutputs
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
@@ -151,6 +153,7 @@ def launch_heads(
     special_ids: IntArray,  # (S,)
     vocab_size: int,
     copy_stream: torch.cuda.Stream | None = None,
+    ring: HostRing | None = None,  # reused pinned buffers for the copies (host_ring.py)
 ) -> PendingOutputs:
     """Queue the heads and their copies to the host; no step waits on the device."""
     if (request.sparse or request.colbert) and m3_heads is None:
@@ -181,4 +184,4 @@ def launch_heads(
             out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
         return out
 
-    return PendingOutputs(HostCopy(device, copy_stream), build)
+    return PendingOutputs(HostCopy(device, copy_stream, ring), build)
