@@ -164,6 +164,30 @@ def test_every_input_once_in_order_and_progress_adds_up(bge_m3_dir: Path) -> Non
         np.testing.assert_allclose(record.dense, vector / np.linalg.norm(vector), atol=1e-6)
 
 
+def test_embed_records_are_built_as_each_batch_is_collected(
+    bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Only the last batch's records are left after the last batch: each is built when collected."""
+    from m3engine import tasks
+
+    engine, backend = _fake_engine(bge_m3_dir, max_batch_tokens=64, max_batch_size=5)
+    events: list[tuple[str, int]] = []
+    build = tasks._embeddings
+
+    def recorded(encoded: list[Encoded], *args: Any) -> list[Embedding]:
+        events.append(("records", len(encoded)))
+        return build(encoded, *args)
+
+    monkeypatch.setattr(tasks, "_embeddings", recorded)
+    done = engine.embed(TEXTS, dimensions=8, progress=lambda n, t: events.append(("batch", n)))
+    assert [e for e in events if e[0] == "records"] == [("records", n) for n in backend.batches]
+    assert events[-2:] == [("records", backend.batches[-1]), ("batch", backend.batches[-1])]
+    assert [r.index for r in done] == list(range(len(TEXTS)))
+    whole = engine.execute(engine.tasks.embed(TEXTS, dimensions=8))
+    np.testing.assert_allclose([r.dense for r in done], [r.dense for r in whole], atol=1e-6)
+    assert all(r.dense is not None and r.dense.shape == (8,) for r in done)
+
+
 def test_one_text_runs_as_one_batch_like_in_a_batch(bge_m3_dir: Path) -> None:
     """Batch 1 skips planning and the collector (engine._run): same record, progress once."""
     engine, backend = _fake_engine(bge_m3_dir)

@@ -106,7 +106,8 @@ class Engine:
 
         `input_type` "query" applies the query instruction and query_max_length; "passage" applies
         max_length. `dimensions` keeps the first D dense values (then re-normalises);
-        `normalize=None` follows the model (BGE-M3: normalised).
+        `normalize=None` follows the model (BGE-M3: normalised). Dense and sparse are float32;
+        ColBERT rows are float32, or float16 when the encoder runs in bf16/fp16 (FlagEmbedding's fp16).
         """
         options: dict[str, Any] = {
             "dense": dense,

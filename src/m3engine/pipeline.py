@@ -14,7 +14,8 @@ token budget (`plan_batches`, so length-aware grouping holds within the window).
 leaves at once; a part-filled one when no more pieces will come, or when the device has finished
 the batch before it (waiting longer would leave it idle). A backend with `launch` gets batch i + 1
 before batch i is collected, so building batch i's records on the host overlaps the device's work
-on batch i + 1.
+on batch i + 1; a task that builds its records per batch (`Bulk.records`: embed) does so as each
+batch is collected, so after the last batch only that batch's records are left to build.
 
 Outputs are gathered by input index: one record per input, in input order, whatever the batches.
 An error in any piece or batch is raised and nothing is returned; pieces not started are cancelled.
@@ -103,16 +104,27 @@ class Launcher:
             return Ready(self._backend.forward(batch, heads))
 
 
+Collected = Callable[[list[int], BatchOutputs], None]  # a batch's input indices and its outputs
+
+
 class Collector:
     """Launched batches not yet collected, oldest first.
 
     `launch` queues a batch and returns at once; `collect(keep)` waits for the oldest until at most
     `keep` are in flight. Keeping one in flight while the next is launched lets the host build a
-    batch's records while the device runs the next one.
+    batch's records while the device runs the next one. Collected outputs go to `on_collect` where
+    one is given (records built per batch), else into `parts` (merged after the last batch).
     """
 
-    def __init__(self, launcher: Launcher, heads: HeadRequest, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        launcher: Launcher,
+        heads: HeadRequest,
+        progress: Progress | None,
+        on_collect: Collected | None = None,
+    ) -> None:
         self._launcher, self._heads, self._progress = launcher, heads, progress
+        self._on_collect = on_collect
         self.parts: list[tuple[list[int], BatchOutputs]] = []
         self._in_flight: deque[tuple[list[int], int, Pending]] = deque()
 
@@ -125,7 +137,10 @@ class Collector:
             indices, tokens, pending = self._in_flight[0]
             outputs = pending.result()
             self._in_flight.popleft()
-            self.parts.append((indices, outputs))
+            if self._on_collect is not None:
+                self._on_collect(indices, outputs)
+            else:
+                self.parts.append((indices, outputs))
             if self._progress is not None:
                 self._progress(len(indices), tokens)
 
@@ -207,7 +222,16 @@ def run_bulk(
     pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget // LARGEST_PIECE)
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
     window = Window()
-    collector = Collector(launcher, bulk.heads, progress)
+    records: list[object] = [None] * len(bulk.sizes)
+
+    def build(indices: list[int], outputs: BatchOutputs) -> None:
+        assert bulk.records is not None
+        batch = bulk.records(indices, [encoded[i] for i in indices], outputs)  # type: ignore[misc]
+        for i, record in zip(indices, batch, strict=True):
+            records[i] = record
+
+    per_batch = bulk.records is not None and bulk.assemble is not None
+    collector = Collector(launcher, bulk.heads, progress, build if per_batch else None)
     queue: list[tuple[int, Future[list[Encoded]]]] = []  # pieces submitted, not yet in the window
     submitted = 0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")
@@ -269,4 +293,6 @@ def run_bulk(
         raise
     pool.shutdown(wait=True)
     assert all(e is not None for e in encoded), "every input tokenized"
+    if per_batch and bulk.assemble is not None:
+        return bulk.assemble(records)
     return bulk.finish(encoded, postprocess.gather(collector.parts, len(encoded)))  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from m3engine.errors import InputError
 from m3engine.types import BatchOutputs, Encoded, HeadRequest
@@ -39,12 +39,19 @@ class Bulk(Generic[R]):
     `encode(start, stop)` tokenizes inputs start:stop, one Encoded each; any piece may be encoded on
     any thread, in any order. `finish` takes every input's Encoded and the outputs for them, both in
     input order. `prepare()` is the whole task tokenized at once (what the server's scheduler runs).
+
+    A task whose result is one record per input may also give `records` (the records of one batch's
+    inputs, from their indices, Encoded and outputs) and `assemble` (the result from every record in
+    input order): the pipeline then builds each batch's records as it collects the batch, while the
+    device runs the next one, instead of all of them after the last batch.
     """
 
     sizes: list[int]  # estimated tokens of each input (characters / 4, capped at the limit)
     encode: Callable[[int, int], list[Encoded]]
     heads: HeadRequest
     finish: Callable[[list[Encoded], BatchOutputs], R]
+    records: Callable[[list[int], list[Encoded], BatchOutputs], list[Any]] | None = None
+    assemble: Callable[[list[Any]], R] | None = None
 
     def piece(self, start: int, stop: int) -> list[Encoded]:
         """`encode(start, stop)`, with input errors naming the input by its index in the whole task."""

@@ -17,7 +17,7 @@ class Embedding:
     truncated: bool
     dense: FloatArray | None = None  # (D,)
     sparse: SparseVector | None = None
-    colbert: FloatArray | None = None  # (num_tokens - 1, D_colbert)
+    colbert: FloatArray | None = None  # (num_tokens - 1, D_colbert); float16 from a bf16/fp16 encoder
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -70,6 +70,10 @@ class TaskBuilder:
             lambda a, b: self.encode_texts(items[a:b], input_type, max_length, truncate),
             heads,
             lambda encoded, out: _embeddings(encoded, out, dimensions, keep_norm),
+            # per batch (pipeline.py): dense normalisation and slicing are per row, so per-batch
+            # records equal the whole list's
+            lambda indices, encoded, out: _embeddings(encoded, out, dimensions, keep_norm, indices),
+            list,
         )
 
     def embed_ids(
@@ -388,14 +392,18 @@ class TaskBuilder:
 
 
 def _embeddings(
-    encoded: list[Encoded], out: BatchOutputs, dimensions: int | None, normalize: bool
+    encoded: list[Encoded],
+    out: BatchOutputs,
+    dimensions: int | None,
+    normalize: bool,
+    indices: list[int] | None = None,  # each input's index in the request (default: 0, 1, ...)
 ) -> list[Embedding]:
     vectors: FloatArray | None = None
     if out.dense is not None:
         vectors = postprocess.finish_dense(out.dense, dimensions, normalize)
     return [
         Embedding(
-            index=i,
+            index=i if indices is None else indices[i],
             num_tokens=len(enc),
             truncated=enc.truncated,
             dense=None if vectors is None else vectors[i],

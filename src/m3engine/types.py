@@ -126,5 +126,6 @@ class BatchOutputs:
 
     dense: FloatArray | None = None  # (N, D) unnormalised CLS / pooled vectors
     sparse: list[SparseVector] | None = None
-    colbert: list[FloatArray] | None = None  # each (len_i - 1, D_colbert), L2-normalised
+    # each (len_i - 1, D_colbert), L2-normalised; float32, or float16 when the encoder ran in bf16/fp16
+    colbert: list[FloatArray] | None = None
     logits: FloatArray | None = None  # (N, num_labels)

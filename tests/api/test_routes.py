@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from m3engine.engine import Engine
-from tests.api.conftest import backend_of
+from tests.api.conftest import MakeClient, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -180,3 +180,23 @@ async def test_huge_text_is_cut_before_tokenizing(client: httpx.AsyncClient, m3_
     item = r.json()["data"][0]
     assert item["truncated"] and item["num_tokens"] == m3_fake.max_length
     assert float(r.headers["x-tokenization-time"]) < 1000  # ms; the whole text would take longer
+
+
+async def test_float16_colbert_rows_through_every_route(make_client: MakeClient, m3_fake: Engine) -> None:
+    """A bf16/fp16 engine's ColBERT rows are float16: float lists, base64 and hybrid scores all serve them."""
+    fake = backend_of(m3_fake)
+    as_float32 = fake.colbert_of
+    fake.colbert_of = lambda ids: as_float32(ids).astype(np.float16)  # type: ignore[method-assign]
+    client = await make_client([m3_fake]).start()
+    want = m3_fake.embed(["hello world"], colbert=True)[0].colbert
+    assert want is not None and want.dtype == np.float16
+    body = {"inputs": ["hello world"], "return_colbert": True}
+    floats = (await client.post("/v1/embed_m3", json=body)).json()["data"][0]["colbert"]
+    assert floats == want.astype(np.float32).tolist()
+    b64 = (await client.post("/v1/embed_m3", json={**body, "encoding_format": "base64"})).json()
+    assert np.array_equal(np.frombuffer(base64.b64decode(b64["data"][0]["colbert"]), "<f2"), want.ravel())
+    pairs = [["what is it", "it is a thing"], ["what is it", "another passage"]]
+    got = (await client.post("/v1/score", json={"pairs": pairs})).json()["data"]
+    for answer, direct in zip(got, m3_fake.score(pairs), strict=True):
+        assert answer["colbert"] == pytest.approx(direct.colbert, rel=1e-6)
+        assert 0.0 < abs(answer["colbert"]) < 1.0 + 1e-3  # a mean of unit-vector dot products

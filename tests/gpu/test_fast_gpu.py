@@ -74,7 +74,12 @@ def test_half_precision_within_gate(long_dir: Path, dtype: str) -> None:
     fast, ref, _ = _backends(long_dir, dtype)
     rng = np.random.default_rng(2)
     batch = PackedBatch.from_encoded([_random_text(rng, int(n)) for n in rng.integers(1, 600, 40)])
-    _check_gate(fast.forward(batch, ALL), ref.forward(batch, ALL))
+    ours = fast.forward(batch, ALL)
+    _check_gate(ours, ref.forward(batch, ALL))
+    # FlagEmbedding's use_fp16 dtypes: ColBERT float16 (half the bytes to copy), dense and sparse float32
+    assert ours.colbert is not None and {c.dtype for c in ours.colbert} == {np.dtype(np.float16)}
+    assert ours.dense is not None and ours.dense.dtype == np.float32
+    assert ours.sparse is not None and ours.sparse[0].values.dtype == np.float32
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

@@ -181,3 +181,24 @@ def test_bad_options_exit_2_with_a_message(
 ) -> None:
     assert main(["embed", "--text", "x", "--model", str(bge_m3_dir), *extra]) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_float16_colbert_rows_are_written(tmp_path: Path, suffix: str) -> None:
+    """A bf16/fp16 encoder's ColBERT rows are float16: Parquet keeps its float32 column, JSONL floats."""
+    from m3engine.files import EmbeddingWriter
+    from m3engine.results import Embedding
+
+    rows = np.array([[0.5, -0.25], [0.125, 1.0]], dtype=np.float16)
+    record = Embedding(index=0, num_tokens=3, truncated=False, dense=np.ones(2, np.float32), colbert=rows)
+    path = tmp_path / f"out{suffix}"
+    writer = EmbeddingWriter(path)
+    writer.write([record])
+    writer.close()
+    if suffix == ".parquet":
+        table = pq.read_table(path)
+        assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float32()))
+        got = table.to_pylist()[0]["colbert"]
+    else:
+        got = json.loads(path.read_text().splitlines()[0])["colbert"]
+    assert got == rows.astype(np.float32).tolist()

@@ -1,10 +1,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from m3engine.models.heads import M3Heads, launch_heads, mean_pool, sparse_weights
-from m3engine.types import Encoded, HeadRequest, PackedBatch, SparseVector
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, SparseVector
 
 
 def test_pack_pad_round_trip() -> None:
@@ -61,6 +62,45 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
     with torch.inference_mode():
         expected = torch.nn.functional.normalize(heads.colbert_linear(hidden[[1, 2, 4]]), dim=-1)
     np.testing.assert_allclose(np.concatenate(out.colbert), expected.numpy(), atol=1e-6)
+
+
+def _all_heads(hidden: torch.Tensor, heads: M3Heads) -> BatchOutputs:
+    """Every head over two texts of 3 and 2 tokens, as a backend calls them."""
+    with torch.inference_mode():
+        return launch_heads(
+            hidden,
+            np.array([0, 7, 2, 0, 2]),
+            torch.tensor([0, 3, 5]),
+            (3, 2),
+            HeadRequest(dense=True, sparse=True, colbert=True),
+            "cls",
+            heads,
+            np.array([0, 1, 2, 3]),
+            vocab_size=16,
+        ).result()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_states_give_float16_colbert_and_float32_dense_and_sparse(dtype: torch.dtype) -> None:
+    """FlagEmbedding with use_fp16 returns float16 ColBERT rows; dense and sparse stay float32."""
+    torch.manual_seed(0)
+    heads = M3Heads(hidden_size=64, colbert_dim=48)
+    hidden = torch.randn(5, 64)
+    full, half = _all_heads(hidden, heads), _all_heads(hidden.to(dtype), heads)
+    assert full.colbert is not None and half.colbert is not None
+    assert [c.dtype for c in full.colbert] == [np.float32] * 2
+    assert [c.dtype for c in half.colbert] == [np.float16] * 2
+    assert [c.shape for c in half.colbert] == [(2, 48), (1, 48)]
+    assert half.dense is not None and half.dense.dtype == np.float32
+    assert half.sparse is not None and all(v.values.dtype == np.float32 for v in half.sparse)
+    ours, truth = np.concatenate(half.colbert).astype(np.float32), np.concatenate(full.colbert)
+    np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1.0, atol=2e-3)  # normalised in fp32
+    cosines = (ours * truth).sum(1) / np.linalg.norm(ours, axis=1)
+    assert cosines.min() > 0.999, cosines  # the states' rounding (bf16: 8 bits) dominates
+    # the fp32 module is left as it was: a later fp32 batch is fp32 again
+    assert heads.colbert_linear.weight.dtype == torch.float32
+    again = _all_heads(hidden, heads).colbert
+    assert again is not None and again[0].dtype == np.float32
 
 
 def test_mean_pool_per_sequence() -> None:

@@ -10,6 +10,7 @@ from m3engine.results import Embedding
 
 
 def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a, b = a.astype(np.float32), b.astype(np.float32)  # ColBERT rows are float16 from half precision
     out: np.ndarray = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
     return out
 

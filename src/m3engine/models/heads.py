@@ -9,15 +9,22 @@ FlagEmbedding's (see ../shared/reference/semantics.md):
   weights <= 0 dropped;
 - ColBERT: colbert_linear(h) for every token but the first (CLS), EOS kept, L2-normalised.
 
+Precision follows FlagEmbedding's `use_fp16=True`: when the encoder ran in half precision (bf16 or
+fp16), the ColBERT linear runs in that dtype (cuBLAS accumulates in fp32), the norm is taken in fp32
+and the vectors come back as float16 (FlagEmbedding returns `colbert_vecs` as float16 arrays): half
+the bytes of the largest output to copy and keep. Dense and sparse stay float32 (their heads run in
+fp32 over the states: N rows, and a (H,) dot product per token). In fp32 every head runs in fp32.
+
 `launch_heads` queues them for every backend, with the copies of their results to the host through
-pinned memory (pending.py), and returns a pending batch that is waited for once (`.result()`; a
-backend with no use for waiting later calls it at once). Sparse's max per (text, token id) runs on the
-host over the (T,) token weights: on the device it needs a data-dependent size (torch.unique), which
-would make every launch wait for its batch. ColBERT returns ~4 KB per token, so at hundreds of
-thousands of tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is
-staged by the driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors
-are computed for every row (CLS included: a (T, D) product is simpler and no slower than gathering T -
-N rows first) and the CLS rows are dropped by slicing on the host.
+pinned memory (pending.py; reused buffers where the backend passes a ring, host_ring.py), and returns
+a pending batch that is waited for once (`.result()`; a backend with no use for waiting later calls it
+at once). Sparse's max per (text, token id) runs on the host over the (T,) token weights: on the
+device it needs a data-dependent size (torch.unique), which would make every launch wait for its
+batch. ColBERT returns 2 KB per token in half precision (4 KB in fp32), so at hundreds of thousands of
+tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
+driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed for
+every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows first)
+and the CLS rows are dropped by slicing on the host.
 """
 
 from __future__ import annotations
@@ -32,9 +39,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from m3engine.errors import UnsupportedTaskError
+from m3engine.host_ring import HostRing
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
 from m3engine.pending import Host, HostCopy, PendingOutputs
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
+
+HALF = (torch.float16, torch.bfloat16)  # encoder dtypes whose ColBERT rows come back as float16
 
 
 def sequence_index(cu_seqlens: torch.Tensor, total: int | None = None) -> torch.Tensor:
@@ -94,6 +104,7 @@ class M3Heads(nn.Module):
         super().__init__()
         self.colbert_linear = nn.Linear(hidden_size, colbert_dim)
         self.sparse_linear = nn.Linear(hidden_size, 1)
+        self._casts: dict[tuple[torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     @classmethod
     def load(cls, path: Path, hidden_size: int) -> M3Heads:
@@ -111,6 +122,25 @@ class M3Heads(nn.Module):
     def token_weights(self, hidden: torch.Tensor) -> torch.Tensor:
         return torch.relu(self.sparse_linear(hidden)).squeeze(-1)  # (T,)
 
+    def colbert(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(T, H) -> (T, D) L2-normalised rows: float32 from fp32 states, float16 from half ones."""
+        if hidden.dtype not in HALF:
+            return F.normalize(self.colbert_linear(hidden.float()), dim=-1)
+        weight, bias = self._cast_colbert(hidden.dtype, hidden.device)
+        rows = F.linear(hidden, weight, bias)  # (T, D) in the compute dtype
+        norms = torch.linalg.vector_norm(rows, dim=-1, keepdim=True, dtype=torch.float32)  # (T, 1)
+        out = torch.empty(rows.shape, dtype=torch.float16, device=rows.device)
+        # one kernel: rows / max(norm, eps) computed in fp32 (as F.normalize), stored as fp16
+        return torch.div(rows, norms.clamp_min(1e-12), out=out)
+
+    def _cast_colbert(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ColBERT weight and bias in `dtype`, cast once (the fp32 module stays for fp32 states)."""
+        key = (dtype, device)
+        if key not in self._casts:
+            weight, bias = self.colbert_linear.weight.detach(), self.colbert_linear.bias.detach()
+            self._casts[key] = (weight.to(device, dtype), bias.to(device, dtype))
+        return self._casts[key]
+
 
 def launch_heads(
     hidden: torch.Tensor,  # (T, H) final states, compute dtype
@@ -123,6 +153,7 @@ def launch_heads(
     special_ids: IntArray,  # (S,)
     vocab_size: int,
     copy_stream: torch.cuda.Stream | None = None,
+    ring: HostRing | None = None,  # reused pinned buffers for the copies (host_ring.py)
 ) -> PendingOutputs:
     """Queue the heads and their copies to the host; no step waits on the device."""
     if (request.sparse or request.colbert) and m3_heads is None:
@@ -130,9 +161,9 @@ def launch_heads(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
     device: dict[str, torch.Tensor] = {}
-    needs_all_rows = request.sparse or request.colbert or pooling != "cls"
-    # (T, H): heads in fp32 whatever the encoder ran in; CLS pooling alone converts only N rows
-    states = hidden.float() if needs_all_rows else hidden
+    # (T, H) in fp32 for the sparse head and mean pooling; CLS pooling converts only N rows, and
+    # ColBERT reads `hidden` in its own dtype (M3Heads.colbert)
+    states = hidden.float() if request.sparse or pooling != "cls" else hidden
     if request.dense and pooling == "cls" and len(lengths) == 1:
         # one text: its CLS row is row 0, a slice (no index kernel); copied, as `hidden` may be a
         # CUDA graph's static output, which the next replay overwrites
@@ -140,7 +171,7 @@ def launch_heads(
     elif request.dense:
         device["dense"] = POOLERS[pooling](states, cu_seqlens).float()  # (N, H)
     if request.colbert and m3_heads is not None:
-        device["colbert"] = F.normalize(m3_heads.colbert_linear(states), dim=-1)  # (T, D)
+        device["colbert"] = m3_heads.colbert(hidden)  # (T, D) float32, or float16 from half states
     if request.sparse and m3_heads is not None:
         device["sparse"] = m3_heads.token_weights(states)  # (T,)
 
@@ -153,4 +184,4 @@ def launch_heads(
             out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
         return out
 
-    return PendingOutputs(HostCopy(device, copy_stream), build)
+    return PendingOutputs(HostCopy(device, copy_stream, ring), build)

@@ -13,6 +13,7 @@ from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
+from m3engine.host_ring import HostRing
 from m3engine.models.heads import M3Heads, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
@@ -92,13 +93,16 @@ class FastBackend:
             from m3engine.backends.fast.fp8 import quantize_layers
 
             self.fp8 = quantize_layers(self.weights.layers, fp8_keep_bf16)
-            self.precision = self.fp8.describe(len(self.weights.layers)) + "; the rest bf16, heads fp32"
+            heads = "ColBERT head bf16 (float16 out), dense and sparse heads fp32"
+            self.precision = self.fp8.describe(len(self.weights.layers)) + f"; the rest bf16, {heads}"
         self._stager = HostStager(self._device)
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
         # device -> host copies run beside the next batch's kernels (pending.py)
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None  # type: ignore[no-untyped-call]
+        # ... into reused pinned buffers: a fresh pin per launch costs more than the device's batch
+        self.ring = HostRing() if self._device.type == "cuda" else None
         self._m3: M3Heads | None = None
-        if spec.kind is ModelKind.BGE_M3:  # heads stay fp32: launch_heads upcasts the states
+        if spec.kind is ModelKind.BGE_M3:  # fp32 weights; M3Heads.colbert casts them for half states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
@@ -159,7 +163,7 @@ class FastBackend:
         states = self._hidden_states(batch, True)  # inference mode entered once, here
         if self.spec.is_cross_encoder:
             logits = classify(self.weights, states.hidden, states.cu_seqlens[:-1])  # (N, C) fp32
-            copy = HostCopy({"logits": logits}, self._copy_stream)
+            copy = HostCopy({"logits": logits}, self._copy_stream, self.ring)
             return PendingOutputs(copy, lambda host: BatchOutputs(logits=host["logits"]))
         return launch_heads(
             states.hidden,
@@ -172,4 +176,5 @@ class FastBackend:
             self._special,
             self.spec.vocab_size,
             self._copy_stream,
+            self.ring,
         )
