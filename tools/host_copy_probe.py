@@ -15,11 +15,12 @@ Three tables, printed to stdout (and --json):
    On the CPU there is no pinning and no device: the ring's copies and copy-outs are what it times.
 2. end to end: `Engine.embed` of the bench's passages (2,000 lognormal, median ~200 tokens, <= 2,048)
    and long documents (24 of 4-8 k tokens) on the synthetic full-size BGE-M3, dense and all three,
-   in four variants switched in-process, taken in turn each repeat (drift falls on all alike):
+   in five variants switched in-process, taken in turn each repeat (drift falls on all alike):
      old      fp32 ColBERT head and rows, a fresh pinned buffer per launch (before this change);
      fp16     float16 ColBERT rows, fresh pinned buffers;
      ring     fp32 ColBERT rows, the reused ring;
-     new      float16 rows and the ring (the default now).
+     new      float16 rows and the ring (the default now);
+     torch-copy  new, with the ring's copy-out by torch (empty + copy_, threaded) instead of numpy.
    Issue 3's target: all three <= 1.10 x dense. Also the ring's re-pins over the whole run.
 3. the ColBERT rows of `new` against `old` (per-vector cosine): what float16 rows cost in accuracy.
 """
@@ -39,6 +40,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from m3engine import pending
 from m3engine.backends.fast import FastBackend
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
@@ -144,7 +146,8 @@ class Variants:
         self.ring = backend.ring if backend.ring is not None else HostRing(pin=False)
         self.pins_before = self.ring.grown
 
-    def use(self, fp16: bool, ring: bool) -> None:
+    def use(self, fp16: bool, ring: bool, torch_copy: bool = False) -> None:
+        pending.copy_out = _torch_copy_out if torch_copy else _numpy_copy_out  # type: ignore[assignment]
         if fp16:
             self.heads.__dict__.pop("colbert", None)  # the class's method again
         else:
@@ -153,7 +156,21 @@ class Variants:
         self.backend.ring = self.ring if ring and on_cuda else None
 
 
-VARIANTS = {"old": (False, False), "fp16": (True, False), "ring": (False, True), "new": (True, True)}
+def _torch_copy_out(tensor: torch.Tensor) -> np.ndarray:
+    out = torch.empty(tensor.shape, dtype=tensor.dtype)
+    out.copy_(tensor)
+    return out.numpy()
+
+
+_numpy_copy_out = pending.copy_out
+# (ColBERT in fp16, ring, copy-out with torch instead of numpy)
+VARIANTS = {
+    "old": (False, False, False),
+    "fp16": (True, False, False),
+    "ring": (False, True, False),
+    "new": (True, True, False),
+    "torch-copy": (True, True, True),
+}
 
 
 def end_to_end(engine: Engine, maker: TextMaker, args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -166,12 +183,17 @@ def end_to_end(engine: Engine, maker: TextMaker, args: argparse.Namespace) -> li
     for name, texts, limit in (("passages", passages, 2048), ("long_docs", docs, 8192)):
         tokens = sum(r.num_tokens for r in engine.embed(texts, max_length=limit))
         calls: dict[str, Callable[[], object]] = {}
-        for variant, (fp16, ring) in VARIANTS.items():
+        for variant, (fp16, ring, torch_copy) in VARIANTS.items():
 
             def call(
-                t: list[str] = texts, n: int = limit, f: bool = fp16, r: bool = ring, m3: bool = False
+                t: list[str] = texts,
+                n: int = limit,
+                f: bool = fp16,
+                r: bool = ring,
+                tc: bool = torch_copy,
+                m3: bool = False,
             ) -> object:
-                variants.use(f, r)
+                variants.use(f, r, tc)
                 return engine.embed(t, max_length=n, sparse=m3, colbert=m3)
 
             calls[f"{variant} dense"] = call

@@ -124,14 +124,12 @@ class HostCopy:
 def copy_out(tensor: torch.Tensor) -> np.ndarray:
     """A copy of a host tensor in fresh pageable memory, which the caller then owns.
 
-    torch's copy (threaded over the host's cores), not numpy's (one thread): on an H200 host (16
-    cores) a (16384, 1024) copy-out took 3.2 ms against numpy's 15.9 ms in fp32, 1.8 against 8.4 ms
-    in fp16 (tools/host_copy_probe.py, docs/bench/round7/call2-host-copy.log). The ring is used
-    on CUDA hosts only; on the 2-core dev VM the order was the other way round (43 against 13 ms).
+    numpy's copy (one thread). torch's (empty + copy_, threaded) was faster alone on an H200 host
+    (66 MB: 3.2 against 15.9 ms, docs/bench/round7/call2-host-copy.log) but a bench with it gave
+    all three outputs 593 k tok/s where the probe with numpy's had 770 k (calls 2 and 3, not one
+    A/B); tools/host_copy_probe.py's `torch-copy` variant compares the two in one process.
     """
-    out = torch.empty(tensor.shape, dtype=tensor.dtype)
-    out.copy_(tensor)
-    return out.numpy()
+    return np.array(tensor.numpy(), copy=True)
 
 
 class PendingOutputs:
