@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from fastapi import APIRouter, Request, Response
@@ -57,7 +58,7 @@ async def info(request: Request) -> dict[str, object]:
         "auto_truncate": True,
         "server": state.settings.public(),
         # What this process runs on (server/runtime.py): uvloop and httptools, or the pure-Python ones.
-        "runtime": {"loop": loop_name(), "http": state.http},
+        "runtime": {"loop": loop_name(), "http": state.http, "gc_frozen_objects": gc.get_freeze_count()},
         "frontend": None
         if state.frontend is None
         else {"index": state.frontend, "of": state.settings.frontends, "pid": os.getpid()},
