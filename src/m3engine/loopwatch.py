@@ -83,6 +83,16 @@ class LoopWatch:
                 self.sink.stall("gc" if in_gc >= late / 2 else "other")
 
 
+def log_slow_callbacks(threshold_ms: float) -> None:
+    """Name what stalls the running loop: asyncio's debug mode logs (logger "asyncio", WARNING) every
+    callback or task step that runs longer than the threshold (uvloop does too). Debug mode adds
+    bookkeeping to every callback: a diagnostic, not for production. 0 leaves the loop as it is."""
+    if threshold_ms > 0:
+        loop = asyncio.get_running_loop()
+        loop.set_debug(True)
+        loop.slow_callback_duration = threshold_ms / 1000
+
+
 class Recorder:
     """A sink that keeps everything in lists: for a process without metrics (the load generator)."""
 

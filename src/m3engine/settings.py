@@ -114,6 +114,11 @@ class ServerSettings:
         "(gc.freeze) in every server process, so that full collections no longer traverse the "
         "start-up heap: they stopped each process for tens of ms under load.",
     )
+    slow_callback_ms: float = _opt(
+        0.0,
+        "A diagnostic: above 0, every server process runs its event loop in asyncio's debug mode and "
+        "logs each callback or task step that holds the loop longer than this (debug mode costs CPU).",
+    )
     log_level: str = _opt("info", "debug, info, warning or error; logs are JSON lines with request ids.")
 
     def public(self) -> dict[str, Any]:

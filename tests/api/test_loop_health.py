@@ -63,3 +63,16 @@ def test_bench_reads_the_servers_loop_stats_of_a_run(m3_fake: Engine) -> None:
     assert main["lag_ticks"] >= 5 and main["lag"]["p99_ms"] is not None
     assert main["gc"]["2"]["count"] >= 1 and main["gc"]["2"]["total_ms"] > 0
     assert server_loops(None, before) is None
+
+
+async def test_slow_callbacks_are_logged_when_asked(
+    make_client: MakeClient, m3_fake: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    http = await make_client([m3_fake], slow_callback_ms=5).start()
+    loop = asyncio.get_running_loop()
+    assert loop.get_debug() and loop.slow_callback_duration == 0.005
+    with caplog.at_level("WARNING", logger="asyncio"):
+        loop.call_soon(time.sleep, 0.02)  # holds the loop for 20 ms
+        await asyncio.sleep(0.05)
+    assert any("sleep" in r.getMessage() and "took" in r.getMessage() for r in caplog.records)
+    assert (await http.get("/info")).json()["server"]["slow_callback_ms"] == 5

@@ -90,6 +90,9 @@ class Supervisor:
         service = EngineService.build(self.engines, self.settings, Metrics())
         service.on_fatal = self._worker_died
         await service.start(self.engine_socket, warmup=self.settings.warmup)
+        from m3engine.loopwatch import log_slow_callbacks
+
+        log_slow_callbacks(self.settings.slow_callback_ms)
         if self.settings.gc_freeze:  # torch and the models: the largest heap of all the processes
             from m3engine.gcfreeze import freeze_startup_heap
 
