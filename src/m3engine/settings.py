@@ -76,7 +76,7 @@ class ServerSettings:
     frontends: int = _opt(
         1,
         "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
-        "them, each frontend admitting its share (ceil(budget / N)) of the request and token budgets.",
+        "them; every frontend admits against the whole server's request and token budgets.",
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
