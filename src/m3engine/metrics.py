@@ -23,6 +23,8 @@ from m3engine.errors import error_labels
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 4096, 16384, 65536, 262144)
+_LAG_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2.5, 5, 10)
+_GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1)
 OUTCOMES = error_labels() | {"ok", "cancelled"}
 STAGES = ("tokenize", "queue", "forward", "total")
 
@@ -98,6 +100,32 @@ class Metrics:
             multiprocess_mode="livesum",
         )
 
+        # Per process (label `process`: main, or frontend-i): one stalled frontend must show as itself.
+        self.loop_lag = Histogram(
+            "m3engine_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 10 ms (loopwatch.py)",
+            ["process"],
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+        self.loop_stalls = Counter(
+            "m3engine_event_loop_stalls",
+            "Timer ticks late by 10 ms or more, by cause: gc (collections took at least half of it) or other",
+            ["process", "cause"],
+            registry=r,
+        )
+        self.gc_pauses = Histogram(
+            "m3engine_gc_pause_seconds",
+            "Cyclic garbage-collector pauses, by generation",
+            ["process", "generation"],
+            buckets=_GC_BUCKETS,
+            registry=r,
+        )
+
+    def loop_sink(self, process: str) -> LoopSink:
+        """Where a LoopWatch of this process writes (its labelled children, looked up once)."""
+        return LoopSink(self, process)
+
     def count(self, route: str, outcome: str) -> None:
         key = (route, outcome if outcome in OUTCOMES else "internal")
         counter = self._counters.get(key)
@@ -145,3 +173,21 @@ def _gpu_memory() -> float:
     except ImportError:
         return 0.0
     return float(torch.cuda.memory_allocated()) if torch.cuda.is_available() else 0.0
+
+
+class LoopSink:
+    """loopwatch.WatchSink over the loop and GC metrics of one process."""
+
+    def __init__(self, metrics: Metrics, process: str) -> None:
+        self._lag = metrics.loop_lag.labels(process=process)
+        self._stalls = {c: metrics.loop_stalls.labels(process=process, cause=c) for c in ("gc", "other")}
+        self._gc = [metrics.gc_pauses.labels(process=process, generation=str(g)) for g in range(3)]
+
+    def lag(self, seconds: float) -> None:
+        self._lag.observe(seconds)
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        self._gc[min(generation, 2)].observe(seconds)
+
+    def stall(self, cause: str) -> None:
+        self._stalls[cause].inc()

@@ -76,7 +76,7 @@ class ServerSettings:
     frontends: int = _opt(
         1,
         "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
-        "them, each frontend admitting its share (ceil(budget / N)) of the request and token budgets.",
+        "them; every frontend admits against the whole server's request and token budgets.",
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
@@ -108,6 +108,17 @@ class ServerSettings:
     )
     public_metrics: bool = _opt(False, "Serve /metrics without an API key.")
     warmup: bool = _opt(True, "Run one batch of the largest shape at startup, so OOM shows before /ready.")
+    gc_freeze: bool = _opt(
+        True,
+        "After start-up, move every object into the garbage collector's permanent generation "
+        "(gc.freeze) in every server process, so that full collections no longer traverse the "
+        "start-up heap: they stopped each process for tens of ms under load.",
+    )
+    slow_callback_ms: float = _opt(
+        0.0,
+        "A diagnostic: above 0, every server process runs its event loop in asyncio's debug mode and "
+        "logs each callback or task step that holds the loop longer than this (debug mode costs CPU).",
+    )
     log_level: str = _opt("info", "debug, info, warning or error; logs are JSON lines with request ids.")
 
     def public(self) -> dict[str, Any]:

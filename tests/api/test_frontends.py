@@ -250,8 +250,23 @@ def test_every_process_runs_uvloop_and_httptools(real: FrontendServer) -> None:
     pytest.importorskip("httptools")
     for name in ("0", "1"):
         http = client_on(real.url, name)
-        assert http.get("/info").json()["runtime"] == {"loop": "uvloop.Loop", "http": "httptools"}
+        runtime = http.get("/info").json()["runtime"]
+        assert (runtime["loop"], runtime["http"]) == ("uvloop.Loop", "httptools")
+        assert runtime["gc_frozen_objects"] > 10_000  # --gc-freeze is on by default
         http.close()
+
+
+def test_every_process_reports_its_loop_lag_and_gc_pauses(real: FrontendServer) -> None:
+    from m3engine.bench.loop_stats import scrape, server_loops
+
+    before = scrape(real.url)
+    for _ in range(20):  # allocations enough for young collections in whichever frontend answers
+        assert httpx.post(real.url + "/embed", json={"inputs": ["a", "b"]}, timeout=30).status_code == 200
+    time.sleep(0.3)
+    report = server_loops(before, scrape(real.url))
+    assert report is not None and set(report) == {"main", "frontend-0", "frontend-1"}
+    assert all(p["lag_ticks"] >= 10 for p in report.values()), report
+    assert sum(p["gc"].get("0", {}).get("count", 0) for p in report.values()) > 0, report
 
 
 def test_a_frontend_never_imports_torch() -> None:

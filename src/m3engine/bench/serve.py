@@ -28,6 +28,8 @@ from m3engine.bench.http_client import Connection, host_port
 from m3engine.bench.http_report import Sample, plot, summarize
 from m3engine.bench.http_workloads import WORKLOADS
 from m3engine.bench.inprocess import add_inprocess_parser
+from m3engine.bench.loop_stats import client_loop, scrape, server_loops
+from m3engine.loopwatch import LoopWatch, Recorder
 
 PREPARED_BODIES = 64  # distinct requests per client, cycled
 MAX_RETRY_AFTER_S = 60.0  # the OpenAI SDK's cap: a longer Retry-After is not honoured as given
@@ -43,9 +45,11 @@ async def run(
     timeout: float = 60.0,
     seed: int = 0,
     honour_retry_after: bool = False,
+    recorder: Recorder | None = None,
 ) -> tuple[list[Sample], float]:
     """`concurrency` closed-loop clients for `duration` seconds; client i's requests come from seed
-    `seed * 1_000_003 + i`, so a run is repeatable and processes (distinct seeds) differ."""
+    `seed * 1_000_003 + i`, so a run is repeatable and processes (distinct seeds) differ. A
+    `recorder` gets this loop's lag and GC pauses meanwhile."""
     make = WORKLOADS[workload]
     host, port = host_port(url)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -71,14 +75,24 @@ async def run(
                 await asyncio.sleep(min(conn.retry_after_s, MAX_RETRY_AFTER_S, max(0.0, stop_at - now)))
         await conn.close()
 
-    await asyncio.gather(*(client(seed * 1_000_003 + i) for i in range(concurrency)))
+    watch = LoopWatch(recorder) if recorder is not None else None
+    if watch is not None:
+        watch.start()
+    try:
+        await asyncio.gather(*(client(seed * 1_000_003 + i) for i in range(concurrency)))
+    finally:
+        if watch is not None:
+            await watch.stop()
     return samples, time.perf_counter() - begin
 
 
-def _run_share(
-    job: tuple[str, str, int, float, str | None, str | None, float, int, bool],
-) -> tuple[list[Sample], float]:
-    return asyncio.run(run(*job))
+Job = tuple[str, str, int, float, str | None, str | None, float, int, bool]
+
+
+def _run_share(job: Job) -> tuple[list[Sample], float, dict[str, Any]]:
+    recorder = Recorder()
+    samples, elapsed = asyncio.run(run(*job, recorder=recorder))
+    return samples, elapsed, client_loop(recorder)
 
 
 def run_processes(
@@ -91,28 +105,32 @@ def run_processes(
     api_key: str | None,
     timeout: float,
     honour_retry_after: bool = False,
-) -> tuple[list[Sample], float]:
-    """The clients split over `processes` processes, so that the load generator is not the limit."""
+) -> tuple[list[Sample], float, list[dict[str, Any]]]:
+    """The clients split over `processes` processes, so that the load generator is not the limit;
+    also each process's loop lag and GC pauses (loop_stats.client_loop)."""
     if processes <= 1:
-        return asyncio.run(
-            run(url, workload, concurrency, duration, model, api_key, timeout, 0, honour_retry_after)
+        samples, elapsed, loop = _run_share(
+            (url, workload, concurrency, duration, model, api_key, timeout, 0, honour_retry_after)
         )
+        return samples, elapsed, [loop]
     import multiprocessing
 
     shares = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
-    jobs = [
+    jobs: list[Job] = [
         (url, workload, c, duration, model, api_key, timeout, i, honour_retry_after)
         for i, c in enumerate(shares)
         if c > 0
     ]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_run_share, jobs)
-    return [s for samples, _ in results for s in samples], max(elapsed for _, elapsed in results)
+    samples = [s for share, _, _ in results for s in share]
+    return samples, max(elapsed for _, elapsed, _ in results), [loop for _, _, loop in results]
 
 
 def cmd_bench_serve(args: argparse.Namespace) -> int:
     processes = args.processes or max(1, min(args.concurrency, (os.cpu_count() or 2) // 2))
-    samples, elapsed = run_processes(
+    before = scrape(args.url, args.api_key)
+    samples, elapsed, client_loops = run_processes(
         processes,
         args.url,
         args.workload,
@@ -132,6 +150,9 @@ def cmd_bench_serve(args: argparse.Namespace) -> int:
         "honour_retry_after": args.honour_retry_after,
     }
     summary = summarize(samples, elapsed, settings)
+    # Loop lag and GC pauses during the run: the server's per process (from /metrics), and ours.
+    summary["diagnostics"]["server_loops"] = server_loops(before, scrape(args.url, args.api_key))
+    summary["diagnostics"]["client_loops"] = client_loops
     text = json.dumps(summary, indent=2)
     print(text)
     if args.output:

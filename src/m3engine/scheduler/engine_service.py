@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from m3engine.errors import BackendError, DeadlineExceededError, M3EngineError, NotReadyError
+from m3engine.loopwatch import LoopWatch
 from m3engine.metrics import Metrics
 from m3engine.scheduler.admission import Admission
 from m3engine.scheduler.batcher import Job
@@ -75,6 +76,7 @@ class EngineService:
         self._connections: set[_Connection] = set()
         self._server: asyncio.AbstractServer | None = None
         self._ticker: asyncio.Task[None] | None = None
+        self._watch = LoopWatch(metrics.loop_sink("main"))
 
     @classmethod
     def build(cls, engines: Sequence[Engine], settings: ServerSettings, metrics: Metrics) -> EngineService:
@@ -105,6 +107,7 @@ class EngineService:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), path=socket_path)
         self._ticker = loop.create_task(self._tick())
+        self._watch.start()
 
     async def stop(self) -> None:
         self.stopping = True
@@ -118,6 +121,7 @@ class EngineService:
         self.deadlines.clear()
         for scheduler in self.schedulers:
             await scheduler.stop()
+        await self._watch.stop()
 
     def _worker_died(self) -> None:
         self._broadcast_status()  # every frontend's /ready turns 503 with this frame

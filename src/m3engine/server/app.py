@@ -23,7 +23,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
-from m3engine import __version__
+from m3engine import __version__, gcfreeze
+from m3engine.loopwatch import LoopWatch, log_slow_callbacks
 from m3engine.server import errors, health, m3, openai, rerank, tei
 from m3engine.server.gate import OverloadGate
 from m3engine.server.middleware import Auth, BodyLimit, RequestContext
@@ -53,8 +54,13 @@ def build_app(state: ServerState) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for model in state.models:
             await model.scheduler.start(warmup=settings.warmup)
+        process = "main" if state.frontend is None else f"frontend-{state.frontend}"
+        watch = LoopWatch(state.metrics.loop_sink(process))
+        watch.start()
+        log_slow_callbacks(settings.slow_callback_ms)
+        frozen = gcfreeze.freeze_startup_heap() if settings.gc_freeze else 0
         state.started = True
-        log.info("ready", extra={"models": [m.name for m in state.models]})
+        log.info("ready", extra={"models": [m.name for m in state.models], "gc_frozen": frozen})
         try:
             yield
         finally:
@@ -62,6 +68,9 @@ def build_app(state: ServerState) -> FastAPI:
             for model in state.models:
                 await model.scheduler.stop()
             state.tokenize_pool.shutdown(wait=False, cancel_futures=True)
+            await watch.stop()
+            if settings.gc_freeze:
+                gcfreeze.unfreeze()
 
     app = FastAPI(
         title="m3engine",

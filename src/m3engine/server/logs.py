@@ -30,10 +30,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str) -> None:
-    """JSON lines on stderr for m3engine's and uvicorn's loggers."""
+    """JSON lines on stderr for m3engine's, uvicorn's and asyncio's loggers (asyncio's: the slow
+    callbacks of --slow-callback-ms, and errors of tasks nobody awaited)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    for name in ("m3engine", "uvicorn", "uvicorn.error"):
+    for name in ("m3engine", "uvicorn", "uvicorn.error", "asyncio"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level.upper())
