@@ -1,5 +1,7 @@
 #!/bin/bash
-# One device call (H100/H200, 16 cores): `serve --frontends N` (default N = 8) on the synthetic BGE-M3
+# One device call (H100/H200, 16 cores): `serve --frontends N` (default N = 12: with the 4 load-generator
+# processes and the engine process on the same 16 cores, 8 left the frontends ~85 % busy and the overload
+# tail at 2.9-4x; 12 gave 1.6x, 16 1.5x but less unloaded throughput; docs/server.md, round seven) on the synthetic BGE-M3
 # (fast backend, bf16, real XLM-R tokenizer), --max-concurrent-requests 64, clients in 4 processes,
 # $DURATION s per run (default 15), in this order:
 #   queries-c64                  queries, 64 clients: the unloaded p99 the overload target is 2x of
@@ -18,7 +20,7 @@
 # 90 s is skipped (its log's tail in run.log); no new server starts after DEADLINE_S (default 420) s.
 # Needs .whl/
 # (fastapi, uvicorn, uvloop, httptools, prometheus_client, ... for Python 3.12) and
-# .carry-run/xlmr-tokenizer/ beside the tree. Expected about 3-4 minutes for FRONTENDS=8 (one server
+# .carry-run/xlmr-tokenizer/ beside the tree. Expected about 3-4 minutes for FRONTENDS=12 (one server
 # start, five 15 s runs); it must stay under 8. FRONTENDS="1 8" adds the single-process comparison.
 # The overload A/B of --gc-freeze, about 5-6 minutes (4 server starts, two 15 s runs each):
 #   FRONTENDS=8 ONLY="queries-c64|retry-after" VARIANTS="--no-gc-freeze;--gc-freeze" REPEAT=2 \
@@ -33,7 +35,7 @@ if [ -d .whl ]; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=src:/tmp/site || exit 1
 fi
-FRONTENDS="${FRONTENDS:-8}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
+FRONTENDS="${FRONTENDS:-12}" DEVICE="${DEVICE:-cuda}" DURATION="${DURATION:-15}" SERVE_ARGS="${SERVE_ARGS:-}"
 VARIANTS="${VARIANTS-}" REPEAT="${REPEAT:-1}" DEADLINE_S="${DEADLINE_S:-420}"
 BEGIN=$(date +%s)
 PROCS="${PROCS:-4}"  # load-generator processes
