@@ -108,13 +108,18 @@ Collected = Callable[[list[int], BatchOutputs], None]  # a batch's input indices
 
 
 class Collector:
-    """Launched batches not yet collected, oldest first.
+    """Launched batches not yet collected, oldest first, and the host work of collecting them.
 
-    `launch` queues a batch and returns at once; `collect(keep)` waits for the oldest until at most
-    `keep` are in flight. Keeping one in flight while the next is launched lets the host build a
-    batch's records while the device runs the next one. Collected outputs go to `on_collect` where
-    one is given (records built per batch), else into `parts` (merged after the last batch).
+    `launch` queues a batch and returns at once; `collect(keep)` hands the oldest batches to one
+    collecting thread until at most `keep` are in flight. That thread waits for a batch's copies,
+    copies them out of the pinned ring and builds its records (`on_collect` where one is given,
+    else `parts`, merged after the last batch), while this thread launches the next batches: with
+    all three outputs a 16 k-token batch's host work (~8 ms of copy-out, its sparse vectors) on
+    the launching thread left the device idle between batches (docs/benchmarks.md, round seven).
+    At most `FINISHING` batches wait for that thread (their pinned slots stay taken meanwhile).
     """
+
+    FINISHING = 1
 
     def __init__(
         self,
@@ -127,22 +132,43 @@ class Collector:
         self._on_collect = on_collect
         self.parts: list[tuple[list[int], BatchOutputs]] = []
         self._in_flight: deque[tuple[list[int], int, Pending]] = deque()
+        self._finishing: deque[Future[None]] = deque()
+        self._pool: ThreadPoolExecutor | None = None
 
     def launch(self, indices: list[int], items: Sequence[Encoded]) -> None:
         pending = self._launcher(PackedBatch.from_encoded(items), self._heads)
         self._in_flight.append((indices, sum(len(e) for e in items), pending))
 
+    def _finish(self, indices: list[int], tokens: int, pending: Pending) -> None:
+        outputs = pending.result()
+        if self._on_collect is not None:
+            self._on_collect(indices, outputs)
+        else:
+            self.parts.append((indices, outputs))
+        if self._progress is not None:
+            self._progress(len(indices), tokens)
+
     def collect(self, keep: int = 0) -> None:
+        """Hand batches to the collecting thread until `keep` are in flight; with keep=0, also wait
+        until every batch is collected. Raises the first error of a batch's collection."""
         while len(self._in_flight) > keep:
-            indices, tokens, pending = self._in_flight[0]
-            outputs = pending.result()
-            self._in_flight.popleft()
-            if self._on_collect is not None:
-                self._on_collect(indices, outputs)
-            else:
-                self.parts.append((indices, outputs))
-            if self._progress is not None:
-                self._progress(len(indices), tokens)
+            indices, tokens, pending = self._in_flight.popleft()
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="m3engine-collect")
+            self._finishing.append(self._pool.submit(self._finish, indices, tokens, pending))
+            while len(self._finishing) > self.FINISHING:
+                self._finishing.popleft().result()
+        if keep == 0:
+            self._wait_finishing()
+
+    def _wait_finishing(self) -> None:
+        try:
+            while self._finishing:
+                self._finishing.popleft().result()
+        finally:
+            if self._pool is not None and not self._finishing:
+                self._pool.shutdown(wait=True)
+                self._pool = None
 
     def idle(self) -> bool:
         """Whether the device has nothing of ours left to run."""
@@ -150,10 +176,16 @@ class Collector:
 
     def abandon(self) -> None:
         """After an error: wait out the batches in flight (device work and copies), drop their outputs."""
+        while self._finishing:
+            with contextlib.suppress(Exception):  # the error being raised says what went wrong
+                self._finishing.popleft().result()
         while self._in_flight:
             pending = self._in_flight.popleft()[2]
-            with contextlib.suppress(Exception):  # the error being raised says what went wrong
+            with contextlib.suppress(Exception):
                 pending.result()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
 
 def run_planned(
