@@ -125,9 +125,9 @@ def copy_out(tensor: torch.Tensor) -> np.ndarray:
     """A copy of a host tensor in fresh pageable memory, which the caller then owns.
 
     numpy's copy (one thread). torch's (empty + copy_, threaded) was faster alone on an H200 host
-    (66 MB: 3.2 against 15.9 ms, docs/bench/round7/call2-host-copy.log) but a bench with it gave
-    all three outputs 593 k tok/s where the probe with numpy's had 770 k (calls 2 and 3, not one
-    A/B); tools/host_copy_probe.py's `torch-copy` variant compares the two in one process.
+    (66 MB: 3.2 against 15.9 ms, docs/bench/round7/call2-host-copy.log), but not in the pipeline:
+    tools/host_copy_probe.py's same-process A/B gave passages all three 652 k (numpy) against
+    548 k (torch) in call 7, and 755 k against 762 k in call 8, with collection on its own thread.
     """
     return np.array(tensor.numpy(), copy=True)
 
