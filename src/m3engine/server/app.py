@@ -24,8 +24,8 @@ from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
 from m3engine import __version__, gcfreeze
-from m3engine.loopwatch import LoopWatch, log_slow_callbacks
-from m3engine.server import errors, health, m3, openai, rerank, tei
+from m3engine.loopwatch import LoopWatch
+from m3engine.server import errors, health, m3, openai, rerank, runtime, tei
 from m3engine.server.gate import OverloadGate
 from m3engine.server.middleware import Auth, BodyLimit, RequestContext
 from m3engine.server.state import ServerState
@@ -57,8 +57,7 @@ def build_app(state: ServerState) -> FastAPI:
         process = "main" if state.frontend is None else f"frontend-{state.frontend}"
         watch = LoopWatch(state.metrics.loop_sink(process))
         watch.start()
-        log_slow_callbacks(settings.slow_callback_ms)
-        frozen = gcfreeze.freeze_startup_heap() if settings.gc_freeze else 0
+        frozen = runtime.after_startup(settings)
         state.started = True
         log.info("ready", extra={"models": [m.name for m in state.models], "gc_frozen": frozen})
         try:

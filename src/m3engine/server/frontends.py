@@ -90,13 +90,12 @@ class Supervisor:
         service = EngineService.build(self.engines, self.settings, Metrics())
         service.on_fatal = self._worker_died
         await service.start(self.engine_socket, warmup=self.settings.warmup)
-        from m3engine.loopwatch import log_slow_callbacks
+        from m3engine.server import runtime
 
-        log_slow_callbacks(self.settings.slow_callback_ms)
-        if self.settings.gc_freeze:  # torch and the models: the largest heap of all the processes
-            from m3engine.gcfreeze import freeze_startup_heap
-
-            log.info("start-up heap frozen", extra={"gc_frozen": freeze_startup_heap()})
+        # torch and the models: the largest heap of all the processes
+        frozen = runtime.after_startup(self.settings)
+        if frozen:
+            log.info("start-up heap frozen", extra={"gc_frozen": frozen})
         self.reuse_port = reuse_port_balances()
         # With SO_REUSEPORT this socket only holds the port (a taken port fails here, once; port 0
         # picks one for all); each frontend listens on its own socket of it.

@@ -7,6 +7,7 @@ small request's CPU. uvloop (libuv) and httptools (llhttp) do it in C. Both are 
 
     >>> uvicorn.Config(app, **http_options())      # the single-process server (uvicorn runs the loop)
     >>> run(serve_frontend(...))                   # a process that runs its own loop
+    >>> after_startup(settings)                    # every server process, once started, on its loop
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections.abc import Callable, Coroutine
-from typing import Any, TypedDict, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
+
+from m3engine import gcfreeze
+from m3engine.loopwatch import log_slow_callbacks
+
+if TYPE_CHECKING:
+    from m3engine.settings import ServerSettings
 
 T = TypeVar("T")
 
@@ -73,3 +80,11 @@ def loop_name() -> str:
     """The running loop's class, as /info shows it (e.g. `uvloop.Loop`)."""
     loop = type(asyncio.get_running_loop())
     return f"{loop.__module__}.{loop.__qualname__}"
+
+
+def after_startup(settings: ServerSettings) -> int:
+    """What every server process (the single one, the engine process, each frontend) does once
+    started, on its running loop: asyncio's slow-callback log when `slow_callback_ms` asks for it,
+    and its start-up heap frozen with `gc_freeze` (gcfreeze.py). Returns the objects frozen (0: none)."""
+    log_slow_callbacks(settings.slow_callback_ms)
+    return gcfreeze.freeze_startup_heap() if settings.gc_freeze else 0
