@@ -33,6 +33,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import torch
+from batch1_probe import replay_ms  # a sibling script: tools/ is on the path when run as a script
 from tokenizers import Tokenizer
 
 from m3engine.backends.fast.graphs import BucketKey, choose_bucket
@@ -78,15 +79,7 @@ def rounds(stages: dict[str, Callable[[], object]], count: int, sync: Callable[[
 
 
 def replay_us(engine: Engine, packed: PackedBatch) -> float:
-    graphs = engine.backend.graphs  # type: ignore[attr-defined]
-    captured = graphs.get(graphs.bucket(packed.num_tokens, packed.num_seqs, packed.max_len))
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(100):
-        captured.graph.replay()
-    end.record()
-    end.synchronize()
-    return round(float(start.elapsed_time(end)) * 10, 1)  # ms per 100 replays -> us per replay
+    return round(replay_ms(engine, packed) * 1e3, 1)  # batch1_probe's: the mean of 100 replays
 
 
 def breakdown(engine: Engine, floor: Tokenizer, text: str, n: int, count: int, cuda: bool) -> dict[str, Any]:
