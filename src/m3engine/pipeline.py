@@ -262,8 +262,8 @@ def run_bulk(
         for i, record in zip(indices, batch, strict=True):
             records[i] = record
 
-    per_batch = bulk.records is not None and bulk.assemble is not None
-    collector = Collector(launcher, bulk.heads, progress, build if per_batch else None)
+    assemble = bulk.assemble if bulk.records is not None else None  # records per batch, or finish
+    collector = Collector(launcher, bulk.heads, progress, build if assemble is not None else None)
     queue: list[tuple[int, Future[list[Encoded]]]] = []  # pieces submitted, not yet in the window
     submitted = 0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")
@@ -325,6 +325,6 @@ def run_bulk(
         raise
     pool.shutdown(wait=True)
     assert all(e is not None for e in encoded), "every input tokenized"
-    if per_batch and bulk.assemble is not None:
-        return bulk.assemble(records)
+    if assemble is not None:
+        return assemble(records)
     return bulk.finish(encoded, postprocess.gather(collector.parts, len(encoded)))  # type: ignore[arg-type]
