@@ -121,24 +121,3 @@ def test_small_m_products_match_cublas_at_bge_m3_shapes() -> None:
         small = encode_fused(w, inputs, None).float()  # small_m from the table
         blas = encode_fused(w, inputs, None, small_m=0).float()
         assert F.cosine_similarity(small, blas, -1).min().item() > 0.9999, lengths
-
-
-def test_l2_prefetch_changes_no_result(long_dir: Path) -> None:
-    """L2 prefetches on a side stream (prefetch.py) inside the captured graphs and eagerly: the same
-    bits as without them, in both bulk and per-line modes; a batch over the plan's bound takes none."""
-    from m3engine.backends.fast.prefetch import BULK, LINES, PrefetchPlan
-
-    rng = np.random.default_rng(4)
-    batch = PackedBatch.from_encoded([_random_text(rng, int(n)) for n in (5, 100, 37)])
-    plain, _, _ = _backends(long_dir, "bf16")
-    assert plain.prefetcher is None
-    want_graphed = plain.hidden_states(batch, use_graphs=True).hidden.float().clone()
-    want_eager = plain.hidden_states(batch, use_graphs=False).hidden.float()
-    for mode in (BULK, LINES):
-        fast, _, _ = _backends(long_dir, "bf16", prefetch=PrefetchPlan(distance=2, mode=mode, chunk=4096))
-        assert fast.prefetcher is not None
-        graphed = fast.hidden_states(batch, use_graphs=True).hidden.float().clone()
-        eager = fast.hidden_states(batch, use_graphs=False).hidden.float()
-        assert torch.equal(graphed, want_graphed) and torch.equal(eager, want_eager)
-    big = PrefetchPlan(max_tokens=batch.num_tokens - 1)
-    assert _backends(long_dir, "bf16", prefetch=big)[0].prefetcher.ahead([], batch.num_tokens) is None  # type: ignore[union-attr]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,9 +19,6 @@ from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.pending import HostCopy, PendingOutputs
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
-
-if TYPE_CHECKING:  # prefetch.py imports Triton, which a CPU install may lack
-    from m3engine.backends.fast.prefetch import Prefetcher, PrefetchPlan
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16
 COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
@@ -55,8 +52,6 @@ class FastBackend:
     encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
     where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
     matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
-    `prefetch`: L2 prefetches of the weights ahead of the products for small batches (prefetch.py;
-    CUDA with the fused kernels only; None: off).
     """
 
     def __init__(
@@ -70,7 +65,6 @@ class FastBackend:
         gelu_epilogue: bool = True,
         fp8_keep_bf16: frozenset[int] = frozenset(),
         attention: str = "triton",
-        prefetch: PrefetchPlan | None = None,
     ) -> None:
         self.spec = spec
         self.info = BackendInfo(name="fast", device=device, dtype=dtype, padded=False)
@@ -110,11 +104,6 @@ class FastBackend:
         self._m3: M3Heads | None = None
         if spec.kind is ModelKind.BGE_M3:  # fp32 weights; M3Heads.colbert casts them for half states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
-        self.prefetcher: Prefetcher | None = None
-        if prefetch is not None and self.fused:
-            from m3engine.backends.fast.prefetch import Prefetcher
-
-            self.prefetcher = Prefetcher(self._device, prefetch)
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
             self.graphs = GraphRunner(self._encode, self._device, max_tokens=graph_max_tokens)
@@ -136,9 +125,7 @@ class FastBackend:
         if self.fused:
             from m3engine.backends.fast.fused import encode_fused
 
-            return encode_fused(
-                self.weights, inputs, self.fp8, True, self._gelu_epilogue, prefetcher=self.prefetcher
-            )
+            return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue)
         return encode(self.weights, inputs, self._varlen)
 
     @torch.inference_mode()

@@ -34,7 +34,6 @@ from m3engine.backends.fast.kernels import (
     embed_layernorm,
     quantize_rows,
 )
-from m3engine.backends.fast.prefetch import L2Ahead, Prefetcher
 from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
 
 
@@ -86,33 +85,16 @@ def half_layer(
     varlen: bool,
     gelu_epilogue: bool,
     small_m: int = 0,
-    ahead: L2Ahead | None = None,
 ) -> torch.Tensor:
-    """One post-LayerNorm layer in bf16/fp16, fused row-wise work; (T, H) -> (T, H).
-
-    `ahead` (prefetch.py) steps once before each of the four products, in `product_order`'s order."""
+    """One post-LayerNorm layer in bf16/fp16, fused row-wise work; (T, H) -> (T, H)."""
     t = x.shape[0]
     small = 0 < t <= small_m
-    step = ahead.step if ahead is not None else _no_step
-    step()
     qkv = _linear(x, lw.qkv_w, lw.qkv_b, small).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
     q, k, v = qkv.unbind(1)
     ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
-    step()
     x = _linear_add_ln(ctx, lw.attn_out_w, lw.attn_out_b, x, lw.ln1_w, lw.ln1_b, cfg.eps, small)
-    step()
     h = _ffn_in(x, lw, gelu_epilogue, small)  # (T, F)
-    step()
     return _linear_add_ln(h, lw.ffn_out_w, lw.ffn_out_b, x, lw.ln2_w, lw.ln2_b, cfg.eps, small)
-
-
-def _no_step() -> None:
-    pass
-
-
-def product_order(layers: list[LayerWeights]) -> list[torch.Tensor]:
-    """The weights of the layers' matrix products in the order `half_layer` runs them."""
-    return [w for lw in layers for w in (lw.qkv_w, lw.attn_out_w, lw.ffn_in_w, lw.ffn_out_w)]
 
 
 def fp8_layer(
@@ -146,25 +128,17 @@ def encode_fused(
     varlen: bool = True,
     gelu_epilogue: bool = True,
     small_m: int | None = None,
-    prefetcher: Prefetcher | None = None,
 ) -> torch.Tensor:
     """(T, H) final states; layers in `fp8.layers` use fp8 matrix products, the rest bf16/fp16.
 
     `varlen=False` attends per sequence (the CPU, where the Triton interpreter runs the kernels).
     `small_m`: see the module docstring; None: small_gemm.SMALL_M where its table holds this
-    model's product shapes (measured ones only), else 0. `prefetcher`: L2 prefetches of the weights
-    ahead of the products (prefetch.py), for batches within its plan; bf16/fp16 layers only.
+    model's product shapes (measured ones only), else 0.
     """
     cfg = w.config
     if small_m is None:
         small_m = sg.small_m_for(cfg.hidden, int(w.layers[0].ffn_in_w.shape[0])) if w.layers else 0
     layers8 = fp8.layers if fp8 is not None else {}
-    tokens = int(inputs.input_ids.shape[0])
-    ahead = None
-    if prefetcher is not None and not layers8:
-        ahead = prefetcher.ahead(product_order(w.layers), tokens)
-    if ahead is not None:
-        ahead.start()
     x, xq = embed_layernorm(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,
         w.emb_ln_w, w.emb_ln_b, cfg.eps, quant=0 in layers8,
@@ -172,11 +146,9 @@ def encode_fused(
     for i, lw in enumerate(w.layers):
         f = layers8.get(i)
         if f is None:
-            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m, ahead), None
+            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m), None
             continue
         if xq is None:  # the previous layer ran in bf16
             xq = quantize_rows(x)
         x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, quantize_out=(i + 1) in layers8)
-    if ahead is not None:
-        ahead.join()
     return x
