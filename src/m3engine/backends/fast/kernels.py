@@ -38,6 +38,17 @@ def _quantize_store(y, q_row_ptr, s_ptr, row, cols, mask, FP8_MAX: tl.constexpr)
 
 
 @triton.jit
+def layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps):
+    # v: (BLOCK,) fp32 row, zeros past N; LayerNorm with statistics in fp32, the affine from w_ptr, b_ptr
+    mean = tl.sum(v, axis=0) / N
+    d = tl.where(mask, v - mean, 0.0)
+    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / N + eps)
+    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
+    return d * rstd * w + b
+
+
+@triton.jit
 def _add_ln_kernel(
     x_ptr, bias_ptr, res_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr,
     N, eps,
@@ -50,12 +61,7 @@ def _add_ln_kernel(
     v += tl.load(res_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         v += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(v, axis=0) / N
-    d = tl.where(mask, v - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / N + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    y = d * rstd * w + b
+    y = layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps)
     tl.store(y_ptr + row * N + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
     if QUANT:
         _quantize_store(y, q_ptr + row * N, s_ptr, row, cols, mask, FP8_MAX)
@@ -76,12 +82,7 @@ def _embed_ln_kernel(
     v = tl.load(word_ptr + token * N + cols, mask=mask, other=0.0).to(tl.float32)
     v += tl.load(position_ptr + pos * N + cols, mask=mask, other=0.0).to(tl.float32)
     v += tl.load(ttype_ptr + ttype * N + cols, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(v, axis=0) / N
-    d = tl.where(mask, v - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / N + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    y = d * rstd * w + b
+    y = layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps)
     tl.store(y_ptr + row * N + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
     if QUANT:
         _quantize_store(y, q_ptr + row * N, s_ptr, row, cols, mask, FP8_MAX)

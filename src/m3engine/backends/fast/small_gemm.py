@@ -30,6 +30,8 @@ import torch
 import triton
 import triton.language as tl
 
+from m3engine.backends.fast.kernels import layernorm_row
+
 MODE_EPILOGUE, MODE_PARTS, MODE_ATOMIC = 0, 1, 2
 ACT_NONE, ACT_GELU_TANH, ACT_GELU_ERF = 0, 1, 2
 ACTS = {None: ACT_NONE, "gelu_tanh": ACT_GELU_TANH, "gelu": ACT_GELU_ERF}
@@ -208,12 +210,8 @@ def _parts_add_ln_kernel(
         v += tl.load(parts_ptr + s * MN + row * N + cols, mask=mask, other=0.0)
     if HAS_BIAS:
         v += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    mean = tl.sum(v, axis=0) / N
-    d = tl.where(mask, v - mean, 0.0)
-    rstd = 1.0 / tl.sqrt(tl.sum(d * d, axis=0) / N + eps)
-    w = tl.load(w_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    b = tl.load(b_ptr + cols, mask=mask, other=0.0).to(tl.float32)
-    tl.store(y_ptr + row * N + cols, (d * rstd * w + b).to(y_ptr.dtype.element_ty), mask=mask)
+    y = layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps)
+    tl.store(y_ptr + row * N + cols, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
 def _launch(
