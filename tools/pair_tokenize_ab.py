@@ -1,6 +1,6 @@
 """A/B of rerank tokenization: pairs built from the read template vs the post-processor per pair.
 
-    PYTHONPATH=src python tools/pair_tokenize_ab.py ../shared/fixtures/xlmr-tokenizer
+PYTHONPATH=src python tools/pair_tokenize_ab.py ../shared/fixtures/xlmr-tokenizer
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ def main(tokenizer_dir: str) -> None:
             times[name].append(time.perf_counter() - start)
             outs[name] = [(e.ids, e.type_ids) for e in encoded]
     for name, values in times.items():
-        print(f"{name}: median {sorted(values)[len(values) // 2] * 1e3:.1f} ms, best {min(values) * 1e3:.1f} ms")
+        median = sorted(values)[len(values) // 2]
+        print(f"{name}: median {median * 1e3:.1f} ms, best {min(values) * 1e3:.1f} ms")
     print("tokens", sum(len(e) for e in encoded), "identical:", outs["template"] == outs["post.process"])
 
 

@@ -21,7 +21,7 @@ import os
 import sys
 
 DRY = "--dry-run" in sys.argv
-if DRY:  # before triton is imported
+if DRY:  # before triton is imported (so the imports below come after it)
     os.environ["TRITON_INTERPRET"] = "1"
 
 import json
@@ -270,7 +270,7 @@ def table(rows: Rows, products: Products) -> dict[tuple[int, int], tuple[tuple[i
             timed = sorted((us, c) for c, us in row["triton"].items() if us is not None)
             best = None
             for _, c in timed[:4]:  # a wrong kernel can be fast: check the winner against fp32
-                err = guard(f"check {name} M={m} {c}", lambda c=c: products[name, m].error(c))
+                err = guard(f"check {name} M={m} {c}", lambda c=c, name=name, m=m: products[name, m].error(c))
                 row.setdefault("rel_err", {})[repr(c)] = err
                 if err is not None and err < 2e-2:
                     best = c
@@ -362,7 +362,12 @@ def encoder(measured: dict[tuple[int, int], tuple[tuple[int, sg.Config | None], 
             sg.CONFIGS = cfgs  # read at capture: the graph bakes the choice in
 
             def run(
-                label: str = label, small_m: int = small_m, t: int = t, flat: torch.Tensor = flat
+                label: str = label,
+                small_m: int = small_m,
+                t: int = t,
+                flat: torch.Tensor = flat,
+                states: dict[str, torch.Tensor] = states,
+                row: dict[str, Any] = row,
             ) -> float:
                 if DRY:
                     inputs = PackedInputs(flat[:t], flat[t : 2 * t], flat[2 * t : 3 * t],
@@ -395,7 +400,7 @@ def encoder(measured: dict[tuple[int, int], tuple[tuple[int, sg.Config | None], 
             row[label] = guard(f"e2e T={t} {label}", run)
             log(f"e2e T={t} {label}: {row[label]}")
         sg.CONFIGS = measured
-        ref = guard(f"fp32 reference T={t}", lambda: fp32_reference(w, flat, t, encode))
+        ref = guard(f"fp32 reference T={t}", lambda flat=flat, t=t: fp32_reference(w, flat, t, encode))
         for label, h in states.items():
             if "cublas" in states and label != "cublas":
                 row[f"cos_min_{label}_vs_cublas"] = (
@@ -439,9 +444,9 @@ def profile(graph: Any) -> dict[str, Any]:
 
 def summary(rows: dict[str, dict[int, dict[str, Any]]]) -> None:
     print("\n== per product (us per call, weights from HBM; 'today' includes add+LN for the out-products)")
-    print(
-        f"{'product':9} {'M':>4} {'today':>7} {'linear':>7} {'lt':>7} {'bmm*':>7} {'triton':>7} {'GB/s':>6}  best config"
-    )
+    heading = ("product", "M", "today", "linear", "lt", "bmm*", "triton", "GB/s")
+    columns = " ".join(f"{h:>7}" for h in heading[2:7])
+    print(f"{heading[0]:9} {heading[1]:>4} {columns} {heading[7]:>6}  best config")
     for name, by_m in rows.items():
         n, k = SHAPES[name]
         for m, row in by_m.items():
@@ -453,8 +458,14 @@ def summary(rows: dict[str, dict[int, dict[str, Any]]]) -> None:
                 return f"{v:7.1f}" if isinstance(v, float) else f"{'-':>7}"
 
             gbs = f"{n * k * 2 / tus / 1e3:6.0f}" if tus else f"{'-':>6}"
-            print(f"{name:9} {m:>4} {f(row.get('today'))} {f(row.get('linear'))} {f(row.get('today_cublaslt'))} "
-                  f"{f(min(bmm) if bmm else None)} {f(tus)} {gbs}  {best}")  # fmt: skip
+            cells = (
+                row.get("today"),
+                row.get("linear"),
+                row.get("today_cublaslt"),
+                min(bmm) if bmm else None,
+                tus,
+            )
+            print(f"{name:9} {m:>4} " + " ".join(f(v) for v in cells) + f" {gbs}  {best}")
     for m in MS:
         tot = {v: sum((rows[n][m].get(v) or 0.0) for n in rows) for v in ("today", "linear")}
         tri = sum(
