@@ -1,0 +1,91 @@
+"""How many collected batches may wait for the collecting thread? `Engine.embed` per setting, one process.
+
+    PYTHONPATH=src python3 tools/collector_probe.py --tokenizer TOKENIZER_DIR [--device cuda] [--json OUT]
+
+`pipeline.Collector.FINISHING` batches may wait for the collecting thread before the engine thread
+(which launches) waits for the oldest; each of them keeps its pinned slot (host_ring.py) until it is
+copied out, so a deeper queue needs more slots (`HostRing(slots=...)`). The settings are taken in
+turn, round after round (drift falls on all alike), on the bench's workloads: 2,000 mixed passages
+and 24 long documents, dense and all three outputs. Prints tokens/s (median of the rounds).
+On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from m3engine import pipeline
+from m3engine.bench.synthetic import Architecture, build_synthetic
+from m3engine.bench.texts import TextMaker
+from m3engine.engine import Engine
+from m3engine.host_ring import HostRing
+from m3engine.settings import EngineSettings
+
+SETTINGS = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
+
+
+def use(engine: Engine, finishing: int, slots: int) -> None:
+    pipeline.Collector.FINISHING = finishing
+    backend: Any = engine.backend
+    if getattr(backend, "ring", None) is not None:
+        backend.ring = HostRing(slots=slots)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--passages", type=int, default=2000)
+    parser.add_argument("--long-docs", type=int, default=24)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    names = args.settings.split(",")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bge-m3"
+        arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
+        build_synthetic("bge-m3", path, args.tokenizer, arch)
+        engine = Engine.from_settings(EngineSettings(model=str(path), device=args.device, dtype=args.dtype))
+        maker = TextMaker(engine.tokenizer._tok)
+        passages = maker.texts(maker.lognormal_lengths(args.passages, 200, 0.8, 8, 2048))
+        docs = maker.texts(maker.uniform_lengths(args.long_docs, 4000, 8000))
+        workloads = []
+        for label, texts, limit in (("passages", passages, 2048), ("long docs", docs, 8192)):
+            tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))
+            for m3 in (False, True):
+                workloads.append((f"{label} {'all three' if m3 else 'dense'}", texts, limit, m3, tokens))
+        times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
+        for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
+            for name in names:
+                use(engine, *SETTINGS[name])
+                for label, texts, limit, m3, _ in workloads:
+                    start = time.perf_counter()
+                    engine.embed(texts, max_length=limit, sparse=m3, colbert=m3)
+                    if round_:
+                        times[name][label].append(time.perf_counter() - start)
+        result: dict[str, dict[str, float]] = {}
+        for name in names:
+            result[name] = {}
+            cells = []
+            for label, *_, tokens in workloads:
+                rate = tokens / statistics.median(times[name][label])
+                result[name][label] = rate
+                cells.append(f"{label} {rate / 1e3:5.0f} k")
+            print(f"{name}: " + " | ".join(cells), flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
