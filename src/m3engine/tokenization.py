@@ -15,6 +15,7 @@ Policies:
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,10 @@ from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
 PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
+# Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one:
+# an H200 host encoded the bench's 512-token prefix (3,052 characters) in 468 us whole and 225 us in
+# 6 pieces; the 128-token one (754 characters) gained nothing (tools/prefix_split_probe.py, round eight)
+MIN_PIECE_CHARS = 512
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
@@ -47,6 +52,14 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
         if not text.strip():
             raise EmptyInputError(f"{what} {i} is empty or only whitespace; remove it or give it some text")
     return list(texts)
+
+
+def usable_cores() -> int:
+    """The CPUs this process may run on (its affinity), which the Rust pool spreads a batch over."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _split_at_spaces(text: str, size: int) -> list[str]:
@@ -97,6 +110,8 @@ class TextTokenizer:
         self._splits_at_spaces = _splits_at_spaces(json.loads(self._tok.to_str()).get("pre_tokenizer") or {})
         self.chars_per_token = CHARS_PER_TOKEN  # the first prefix's length per kept token
         self.piece_chars = PIECE_CHARS
+        self.min_piece_chars = MIN_PIECE_CHARS
+        self.cores = usable_cores()
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -109,13 +124,22 @@ class TextTokenizer:
         # (the bench's 128-token text: 200 -> 133 us, 2-core VM)
         return self._tok.encode_batch_fast(texts, add_special_tokens=False)
 
+    def piece_size(self, texts: list[str]) -> int:
+        """Characters per piece: `piece_chars`, or for fewer texts than cores their characters shared
+        out over the cores, but no fewer than `min_piece_chars` (below that a piece gains nothing)."""
+        if len(texts) >= self.cores:
+            return self.piece_chars
+        share = sum(len(text) for text in texts) // self.cores
+        return min(self.piece_chars, max(self.min_piece_chars, share))
+
     def _content_in_pieces(self, texts: list[str]) -> list[tokenizers.Encoding]:
         """`_content`, with each long text cut at spaces into pieces that the Rust pool encodes in
         parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
         pre-tokenizers, where a word's tokens do not depend on its neighbours."""
-        if not self._splits_at_spaces or all(len(text) <= 2 * self.piece_chars for text in texts):
+        size = self.piece_size(texts)
+        if not self._splits_at_spaces or all(len(text) <= 2 * size for text in texts):
             return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
-        pieces = [_split_at_spaces(text, self.piece_chars) for text in texts]
+        pieces = [_split_at_spaces(text, size) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
         out, start = [], 0
         for parts in pieces:

@@ -36,14 +36,23 @@ def test_check_texts_accepts_one_string_as_one_input() -> None:
     assert check_texts(("a", "b")) == ["a", "b"]
 
 
-@pytest.mark.parametrize(("chars_per_token", "piece_chars"), [(6, 4096), (1, 4096), (6, 5), (1, 40)])
+@pytest.mark.parametrize(
+    ("chars_per_token", "piece_chars", "min_piece_chars"),
+    [(6, 4096, 4096), (1, 4096, 4096), (6, 5, 5), (1, 40, 40), (6, 4096, 16)],
+)
 @pytest.mark.parametrize("limit", [8, 17, 64, 128])
 def test_long_texts_match_the_hf_tokenizer_exactly(
-    bge_m3: Engine, minilm_dir: object, limit: int, chars_per_token: int, piece_chars: int
+    bge_m3: Engine,
+    minilm_dir: object,
+    limit: int,
+    chars_per_token: int,
+    piece_chars: int,
+    min_piece_chars: int,
 ) -> None:
     """Long texts take the prefix path (cut at a space, then encoded in pieces); the ids must not
     change. One character per token makes every first prefix too short: the retry and whole-text
-    paths; small pieces cut every text into many."""
+    paths; small pieces cut every text into many; a small `min_piece_chars` with 64 cores cuts one
+    text at a time (each is encoded alone) into pieces of its share per core."""
     from transformers import AutoTokenizer
 
     from m3engine.tokenization import TextTokenizer
@@ -61,12 +70,31 @@ def test_long_texts_match_the_hf_tokenizer_exactly(
     for path in (bge_m3.spec.path, minilm_dir):
         ours = TextTokenizer.load(path)  # type: ignore[arg-type]
         ours.chars_per_token, ours.piece_chars = chars_per_token, piece_chars
+        ours.min_piece_chars, ours.cores = min_piece_chars, 64
         hf = AutoTokenizer.from_pretrained(str(path))
         for text in texts:
             expected = hf(text, truncation=True, max_length=limit)["input_ids"]
             (got,) = ours.encode([text], limit)
             assert got.ids == expected, (path, text[:20], limit)
             assert got.truncated == (len(hf(text)["input_ids"]) > limit)
+
+
+def test_few_texts_are_cut_finer_than_many(bge_m3: Engine) -> None:
+    """Fewer texts than cores: pieces of their characters per core, at least min_piece_chars; as many
+    texts as cores (a bulk piece): the usual piece_chars."""
+    from m3engine.tokenization import MIN_PIECE_CHARS, PIECE_CHARS, TextTokenizer
+
+    tok = TextTokenizer.load(bge_m3.spec.path)
+    tok.cores = 16
+    assert tok.piece_size(["x" * 3052]) == MIN_PIECE_CHARS  # 190 per core: no smaller than the floor
+    assert tok.piece_size(["x" * 40_000]) == 2500  # one long document over 16 cores
+    assert tok.piece_size(["x" * 40_000, "y" * 40_000]) == PIECE_CHARS  # 5,000 per core: capped
+    assert tok.piece_size(["x" * 40_000] * 16) == PIECE_CHARS
+    words = " ".join(["word"] * 800)  # 3,999 characters: cut in pieces of >= 512, ids unchanged
+    (whole,) = tok.encode([words], 1000)
+    tok.cores = 1
+    assert tok.piece_size([words]) == PIECE_CHARS
+    assert tok.encode([words], 1000)[0].ids == whole.ids
 
 
 def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, minilm_dir: object) -> None:
