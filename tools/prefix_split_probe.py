@@ -2,33 +2,37 @@
 
     PYTHONPATH=src python3 tools/prefix_split_probe.py TOKENIZER_DIR
 
-The bench's 128- and 512-token texts (`latency_ladder`: ~1.5 n + 16 tokens, cut to n): the prefix the
-engine encodes (`TextTokenizer._prefix`), whole and cut at spaces into 2, 4 and 8 pieces
-(`_split_at_spaces`), each as one `encode_batch_fast` call; median microseconds of 2,000 calls, and
-whether the pieces' ids joined equal the whole prefix's.
+The bench's 128-, 512- and 2,048-token texts (`latency_ladder`: ~1.5 n + 16 tokens, cut to n):
+1. the prefix the engine encodes, whole and cut at spaces into about 2, 6 and 14 pieces
+   (`_split_at_spaces`), each as one `encode_batch_fast` call, and whether the pieces' ids joined
+   equal the whole prefix's;
+2. `TextTokenizer.encode([text], n)` with `min_piece_chars` at 4,096 (no finer cut), 512 and 256.
+Median microseconds of 2,000 calls each.
 """
 
 from __future__ import annotations
 
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tokenizers import Tokenizer
 
+from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
-from m3engine.tokenization import CHARS_PER_TOKEN, _split_at_spaces
+from m3engine.tokenization import CHARS_PER_TOKEN, TextTokenizer, _split_at_spaces
 
 
-def median_us(fn: object, n: int = 2000) -> float:
-    call = fn  # type: ignore[assignment]
+def median_us(fn: Callable[[], object], n: int = 2000) -> float:
     for _ in range(100):
-        call()  # type: ignore[operator]
+        fn()
     times = []
     for _ in range(n):
         start = time.perf_counter()
-        call()  # type: ignore[operator]
+        fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
 
@@ -37,8 +41,14 @@ def main(path: Path) -> None:
     tok = Tokenizer.from_file(str(path / "tokenizer.json"))
     tok.no_truncation()
     tok.no_padding()
+    with tempfile.TemporaryDirectory() as tmp:  # a TextTokenizer needs a model directory
+        model = build_synthetic(
+            "bge-m3", Path(tmp) / "m3", path, Architecture(layers=1, hidden=64, heads=4, ffn=128)
+        )
+        engine_tok = TextTokenizer.load(model)
+    print(f"cores {engine_tok.cores}", flush=True)
     maker = TextMaker(tok)
-    for n in (128, 512):
+    for n in (128, 512, 2048):
         text = maker.text(int(n * 1.5) + 16)
         prefix = text[: text.rfind(" ", 0, (n - 2) * CHARS_PER_TOKEN)]
         whole = tok.encode_batch_fast([prefix], add_special_tokens=False)[0].ids
@@ -50,6 +60,12 @@ def main(path: Path) -> None:
             us = median_us(lambda p=pieces: tok.encode_batch_fast(p, add_special_tokens=False))
             cells.append(f"{len(pieces)} pieces {us:.0f} us (same ids: {ids == whole})")
         print("; ".join(cells), flush=True)
+        cells = []
+        for floor in (4096, 512, 256):
+            engine_tok.min_piece_chars = floor
+            us = median_us(lambda t=text, n=n: engine_tok.encode([t], n))
+            cells.append(f"min_piece_chars {floor}: {us:.0f} us")
+        print("  TextTokenizer.encode: " + "; ".join(cells), flush=True)
 
 
 if __name__ == "__main__":

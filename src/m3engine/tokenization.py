@@ -28,9 +28,10 @@ from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
 PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
-# Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one:
-# an H200 host encoded the bench's 512-token prefix (3,052 characters) in 468 us whole and 225 us in
-# 6 pieces; the 128-token one (754 characters) gained nothing (tools/prefix_split_probe.py, round eight)
+# Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one.
+# `encode` of the bench's single texts on an H200 host (16 cores; tools/prefix_split_probe.py, round
+# eight, call 8), cut at 4,096 / 512 / 256: 2,048 tokens 2,231 / 850 / 843 us, 512 tokens 747 / 347 /
+# 283 us, 128 tokens 138 / 132 / 150 us (2 pieces lost to 1, the 256 floor cuts that text in 2)
 MIN_PIECE_CHARS = 512
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
