@@ -4,6 +4,11 @@ pipelined call waits (device machine: the reranker, 1 query x 100 passages; long
 bench's 2,000 mixed-length passages: dense, or all three outputs with ALL=1).
 
     PYTHONPATH=src python3 tools/pipeline_timeline.py TOKENIZER_DIR SCRATCH_DIR [rerank|long|passages]
+
+DETAIL=1 also times the steps inside a launch and a collection (staging, the encoder's launches, the
+heads, the pinned ring, waiting for the copies, the copy-out, the records), each span of 0.5 ms or
+more as one line, and prints the CUDA caching allocator's counters around the last call (a retry
+frees cached blocks, which waits for the device).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from m3engine.settings import EngineSettings
 
 EVENTS: list[tuple[float, str, str]] = []
 ALL = bool(os.environ.get("ALL"))
+DETAIL = bool(os.environ.get("DETAIL"))
+SPAN_MS = 0.5  # DETAIL: shorter spans are not noted
 
 
 def note(what: str) -> None:
@@ -55,6 +62,45 @@ def instrument() -> None:
     Bulk.piece = timed_piece  # type: ignore[method-assign]
     pipeline.Launcher.__call__ = timed_launch  # type: ignore[method-assign]
     pipeline.Collector.collect = timed_collect  # type: ignore[method-assign]
+
+
+def timed_span(owner: Any, name: str, label: str) -> None:
+    """Replace `owner.name` (a function or method) by one that notes its duration when >= SPAN_MS."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            took = (time.perf_counter() - start) * 1e3
+            if took >= SPAN_MS:
+                note(f"  {label} {took:.1f} ms")
+
+    setattr(owner, name, wrapper)
+
+
+def instrument_detail() -> None:
+    from m3engine import host_ring, pending
+    from m3engine.backends.fast import backend, staging
+    from m3engine.models import heads
+
+    timed_span(staging.HostStager, "stage", "stage inputs")
+    timed_span(backend.FastBackend, "_hidden_states", "encoder (staging + launches)")
+    timed_span(backend, "launch_heads", "heads + copies queued")
+    timed_span(host_ring.HostRing, "acquire", "ring acquire")
+    timed_span(host_ring.Slot, "fit", "ring slot re-pinned")
+    timed_span(pending.HostCopy, "wait", "copies waited + copied out")
+    timed_span(pending, "copy_out", "copy-out")
+    timed_span(heads, "sparse_weights", "sparse vectors")
+
+
+def allocator_counters() -> dict[str, int]:
+    import torch
+
+    stats = torch.cuda.memory_stats()
+    keys = ("num_alloc_retries", "num_device_alloc", "num_device_free", "num_sync_all_streams")
+    return {k: int(stats.get(k, 0)) for k in keys}
 
 
 def bare_launches(engine: Engine, workload: str) -> None:
@@ -121,13 +167,19 @@ def main() -> None:
         sys.setswitchinterval(float(os.environ["SWITCH"]))
         print(f"switch interval {sys.getswitchinterval()}")
     instrument()
+    if DETAIL:
+        instrument_detail()
     for _ in range(3):
         EVENTS.clear()
+        before = allocator_counters() if DETAIL and device == "cuda" else {}
         start = time.perf_counter()
         note("call")
         call()
         note("return")
     print(f"{workload}: last of 3 calls, {(EVENTS[-1][0] - start) * 1e3:.1f} ms")
+    if before:
+        after = allocator_counters()
+        print("CUDA allocator during the last call:", {k: after[k] - before[k] for k in after})
     for t, thread, what in EVENTS:
         print(f"  {(t - start) * 1e3:7.2f} ms  {thread:22s} {what}")
 
