@@ -30,11 +30,14 @@ from m3engine.settings import EngineSettings
 SETTINGS = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
 
 
+RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
+
+
 def use(engine: Engine, finishing: int, slots: int) -> None:
     pipeline.Collector.FINISHING = finishing
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
-        backend.ring = HostRing(slots=slots)
+        backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
 
 
 def main() -> None:

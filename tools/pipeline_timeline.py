@@ -6,13 +6,14 @@ bench's 2,000 mixed-length passages: dense, or all three outputs with ALL=1).
     PYTHONPATH=src python3 tools/pipeline_timeline.py TOKENIZER_DIR SCRATCH_DIR [rerank|long|passages]
 
 DETAIL=1 also times the steps inside a launch and a collection (staging, the encoder's launches, the
-heads, the pinned ring, waiting for the copies, the copy-out, the records), each span of 0.5 ms or
-more as one line, and prints the CUDA caching allocator's counters around the last call (a retry
-frees cached blocks, which waits for the device).
+heads, the pinned ring, waiting for the copies, the copy-out, the records, graph captures, Triton
+compiles, Python's garbage collections), each span of 0.5 ms or more as one line, and prints the
+CUDA caching allocator's counters around the last call (a cudaFree waits for the device).
 """
 
 from __future__ import annotations
 
+import gc
 import itertools
 import os
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from m3engine import pipeline
+from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.bench.synthetic import build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
@@ -93,6 +95,19 @@ def instrument_detail() -> None:
     timed_span(pending.HostCopy, "wait", "copies waited + copied out")
     timed_span(pending, "copy_out", "copy-out")
     timed_span(heads, "sparse_weights", "sparse vectors")
+    timed_span(GraphRunner, "_capture", "CUDA graph captured")
+    from triton.runtime.jit import JITFunction
+
+    timed_span(JITFunction, "_do_compile", "Triton kernel compiled (a new specialisation)")
+    gc_started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[:] = [time.perf_counter()]
+        elif gc_started and (took := (time.perf_counter() - gc_started[0]) * 1e3) >= SPAN_MS:
+            note(f"  gc of generation {info['generation']} {took:.1f} ms")
+
+    gc.callbacks.append(on_gc)
 
 
 def allocator_counters() -> dict[str, int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,21 +56,34 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
 
 
 def usable_cores() -> int:
-    """The CPUs this process may run on (its affinity), which the Rust pool spreads a batch over."""
+    """The CPUs the Rust pool spreads a batch over: this process's affinity (cgroup quotas are not
+    seen), or 1 when the user turned the pool off (TOKENIZERS_PARALLELISM=false)."""
+    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "no", "off"):
+        return 1
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
 
 
-def _split_at_spaces(text: str, size: int) -> list[str]:
+Joinable = Callable[[str, str], bool]
+
+
+def _between_words(before: str, after: str) -> bool:
+    """A space between these two characters may be a cut: both are letters or digits. Not beside
+    punctuation, marks, zero-width or replacement characters, which some normalizers turn into a
+    space (XLM-R's nmt_nfkc: U+200B, U+FEFF, U+FFFD, ...), so that a piece would end or start in one."""
+    return before.isalnum() and after.isalnum()
+
+
+def _split_at_spaces(text: str, size: int, joinable: Joinable = _between_words) -> list[str]:
     """The text in consecutive pieces of at least `size` characters, each after the first starting at
-    a single space between two non-space characters: the same words as the whole, split the same way,
-    and no run of spaces (which the XLM-R normalizer collapses) is cut."""
+    a single space between two characters that `joinable` accepts: the same words as the whole, split
+    the same way, and no run of spaces (which the XLM-R normalizer collapses) is cut."""
     pieces, start = [], 0
     while len(text) - start > 2 * size:
         cut = text.find(" ", start + size)
-        while 0 < cut < len(text) - 1 and (text[cut - 1].isspace() or text[cut + 1].isspace()):
+        while 0 < cut < len(text) - 1 and not joinable(text[cut - 1], text[cut + 1]):
             cut = text.find(" ", cut + 1)
         if not 0 < cut < len(text) - 1:
             break
@@ -113,6 +126,7 @@ class TextTokenizer:
         self.piece_chars = PIECE_CHARS
         self.min_piece_chars = MIN_PIECE_CHARS
         self.cores = usable_cores()
+        self._normalizer = self._tok.normalizer
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -124,6 +138,16 @@ class TextTokenizer:
         # `_fast`: the same ids without offsets, which we never read
         # (the bench's 128-token text: 200 -> 133 us, 2-core VM)
         return self._tok.encode_batch_fast(texts, add_special_tokens=False)
+
+    def _joinable(self, before: str, after: str) -> bool:
+        """`_between_words`, and the tokenizer's normalizer keeps each neighbour a non-empty string
+        with no space at the cut's side (so the pieces normalize to the whole's words)."""
+        if not _between_words(before, after):
+            return False
+        if self._normalizer is None:
+            return True
+        a, b = self._normalizer.normalize_str(before), self._normalizer.normalize_str(after)
+        return bool(a) and bool(b) and not a[-1].isspace() and not b[0].isspace()
 
     def piece_size(self, texts: list[str]) -> int:
         """Characters per piece: `piece_chars`, or for fewer texts than cores their characters shared
@@ -140,7 +164,7 @@ class TextTokenizer:
         size = self.piece_size(texts)
         if not self._splits_at_spaces or all(len(text) <= 2 * size for text in texts):
             return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
-        pieces = [_split_at_spaces(text, size) for text in texts]
+        pieces = [_split_at_spaces(text, size, self._joinable) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
         out, start = [], 0
         for parts in pieces:
@@ -164,10 +188,14 @@ class TextTokenizer:
         """Encode single texts, each to at most `max_length` ids, special tokens included.
 
         Texts no longer than `max_length` characters almost always fit: one Rust `encode_batch` with
-        the special tokens added gives their final ids. Longer texts go through `_encode_long`.
+        the special tokens added gives their final ids. Longer texts go through `_encode_long`, and so
+        do texts that `_content_in_pieces` would cut when there are fewer texts than cores.
         """
         out: list[Encoded | None] = [None] * len(texts)
-        short = [i for i, text in enumerate(texts) if len(text) <= max_length]
+        # fewer texts than cores: one that `_content_in_pieces` would cut takes that path even when it
+        # is short enough to fit whole, so that its pieces spread over the cores
+        cut_from = 2 * self.piece_size(texts) if self._splits_at_spaces else max_length
+        short = [i for i, text in enumerate(texts) if len(text) <= min(max_length, cut_from)]
         if short:
             encodings = self._tok.encode_batch_fast([texts[i] for i in short], add_special_tokens=True)
             for i, encoding in zip(short, encodings, strict=True):

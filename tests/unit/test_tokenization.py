@@ -81,8 +81,10 @@ def test_long_texts_match_the_hf_tokenizer_exactly(
 
 def test_few_texts_are_cut_finer_than_many(bge_m3: Engine) -> None:
     """Fewer texts than cores: pieces of their characters per core, at least min_piece_chars; as many
-    texts as cores (a bulk piece): the usual piece_chars."""
+    texts as cores (a bulk piece): the usual piece_chars. One text that fits its max_length whole
+    is cut too (the pieces reach the Rust pool), and its ids and truncation flag do not change."""
     from m3engine.tokenization import MIN_PIECE_CHARS, PIECE_CHARS, TextTokenizer
+    from tests.texts import MULTILINGUAL
 
     tok = TextTokenizer.load(bge_m3.spec.path)
     tok.cores = 16
@@ -90,11 +92,50 @@ def test_few_texts_are_cut_finer_than_many(bge_m3: Engine) -> None:
     assert tok.piece_size(["x" * 40_000]) == 2500  # one long document over 16 cores
     assert tok.piece_size(["x" * 40_000, "y" * 40_000]) == PIECE_CHARS  # 5,000 per core: capped
     assert tok.piece_size(["x" * 40_000] * 16) == PIECE_CHARS
-    words = " ".join(["word"] * 800)  # 3,999 characters: cut in pieces of >= 512, ids unchanged
-    (whole,) = tok.encode([words], 1000)
-    tok.cores = 1
-    assert tok.piece_size([words]) == PIECE_CHARS
-    assert tok.encode([words], 1000)[0].ids == whole.ids
+    text = " ".join(MULTILINGUAL * 8)  # varied words and scripts, ~4,000 characters
+    assert 2 * MIN_PIECE_CHARS < len(text) < 8192
+    seen: list[int] = []
+    content = tok._content
+    tok._content = lambda texts: seen.append(len(texts)) or content(texts)  # type: ignore[method-assign]
+    (pieces,) = tok.encode([text], 8192)
+    assert seen and seen[-1] >= 4, seen  # cut, though it fits max_length whole
+    tok.cores, seen[:] = 1, []
+    (whole,) = tok.encode([text], 8192)
+    assert seen == []  # one core: the short path, encoded whole with its special tokens
+    assert pieces.ids == whole.ids and not pieces.truncated and not whole.truncated
+
+
+def test_no_cut_beside_a_character_the_normalizer_turns_into_a_space() -> None:
+    """A normalizer that maps U+200B to a space and collapses runs of spaces (as XLM-R's nmt_nfkc
+    does): a cut after "alpha\u200b" would end a piece in a space, an extra "▁" token. Cuts only
+    between letters or digits that normalize to no space keep the ids of the whole text."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    from m3engine.tokenization import TextTokenizer
+
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4, "▁alpha": 5, "▁beta": 6, "▁gamma.": 7}
+    raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    raw.normalizer = normalizers.Sequence(
+        [normalizers.Replace("\u200b", " "), normalizers.Replace(Regex(" {2,}"), " ")]
+    )
+    raw.pre_tokenizer = pre_tokenizers.Metaspace()
+    raw.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    hf = PreTrainedTokenizerFast(
+        tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        cls_token="<s>", sep_token="</s>",
+    )  # fmt: skip
+    tok = TextTokenizer(hf)
+    tok.cores, tok.min_piece_chars = 64, 16
+    text = ("alpha\u200b beta gamma. alpha " * 200).strip()
+    expected = raw.encode(text).ids
+    assert 4 not in expected  # the whole text has no lone "▁"
+    (got,) = tok.encode([text], 10_000)
+    assert got.ids == expected
+    tok._normalizer = None  # the letters-or-digits rule alone also refuses these cuts
+    assert tok.encode([text], 10_000)[0].ids == expected
 
 
 def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, minilm_dir: object) -> None:

@@ -7,13 +7,21 @@ sequences (repeats of the real total), which flash attention skips. The longest-
 baked into the graph as flash attention's `max_seqlen`; rounding it up only launches blocks that
 find no work.
 
-Graphs are captured lazily on first use, share one memory pool, and are replayed one at a time
-(the backend's forward is single-threaded), so one graph's scratch memory may be reused by another.
+Graphs are captured lazily, the second time a bucket is asked for (a shape seen once, such as the
+last part-filled batch of a bulk call, runs eagerly), share one memory pool, and are replayed one at
+a time (the backend's forward is single-threaded), so one graph's scratch memory may be reused by
+another. Why not on first use: `torch.cuda.graph` synchronizes the device and empties the CUDA and
+pinned-memory caches before it captures, so a capture in the middle of a bulk call waits for the
+batches queued before it and makes the next allocations fresh ones; a 285-token batch at the end of
+the bench's passages took 35.9 ms to launch that way, where an eager launch takes a few
+(docs/bench/round8/call9-timeline-passages-all-detail.log). A server captures its query buckets at
+start-up (`capture_ladder`).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +30,7 @@ import torch
 from m3engine.backends.fast.encoder import PackedInputs
 from m3engine.backends.fast.staging import flat_size, unpack
 
+CAPTURE_AFTER = 2  # a bucket's graph is captured the time it is asked for this often (see above)
 # Token counts a graph is captured for: dense at the small end, where launches dominate.
 TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
@@ -73,8 +82,8 @@ EncodeFn = Callable[[PackedInputs], torch.Tensor]
 class GraphRunner:
     """Captured encoders per bucket for batches up to `max_tokens` tokens.
 
-    >>> key = runner.bucket(num_tokens, num_seqs, max_len)   # None: run eagerly
-    >>> captured = runner.get(key)                            # captures on first use
+    >>> key = runner.bucket(num_tokens, num_seqs, max_len)   # None: run eagerly (or not asked twice yet)
+    >>> captured = runner.get(key)                            # captures if not captured yet
     >>> stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat); captured.graph.replay()
     """
 
@@ -84,6 +93,7 @@ class GraphRunner:
         self.max_tokens = max_tokens
         self.max_graphs = max_graphs
         self._graphs: dict[BucketKey, Captured] = {}
+        self._asked: Counter[BucketKey] = Counter()  # buckets not captured yet: how often asked for
         self._pool = torch.cuda.graph_pool_handle()
 
     @property
@@ -91,10 +101,14 @@ class GraphRunner:
         return list(self._graphs)
 
     def bucket(self, num_tokens: int, num_seqs: int, max_len: int) -> BucketKey | None:
+        """The bucket to replay (captured by `get` if need be), or None: run this batch eagerly."""
         key = choose_bucket(num_tokens, num_seqs, max_len, self.max_tokens)
-        if key is None or (key not in self._graphs and len(self._graphs) >= self.max_graphs):
+        if key is None or key in self._graphs:
+            return key
+        if len(self._graphs) >= self.max_graphs:
             return None
-        return key
+        self._asked[key] += 1
+        return key if self._asked[key] >= CAPTURE_AFTER else None
 
     def capture_ladder(self, max_tokens: int = 2048) -> int:
         """Capture the small buckets ahead of traffic, so no request waits for a capture; returns how many."""
