@@ -69,6 +69,7 @@ def test_fp8_graph_replay_equals_eager(long_dir: Path) -> None:
     fast, _, _ = _backends(long_dir, "fp8")
     rng = np.random.default_rng(3)
     batch = PackedBatch.from_encoded([_random_text(rng, int(n)) for n in (5, 100, 37)])
+    fast.hidden_states(batch, use_graphs=True)  # asked once: eager (graphs.CAPTURE_AFTER)
     graphed = fast.hidden_states(batch, use_graphs=True).hidden.float().clone()
     eager = fast.hidden_states(batch, use_graphs=False).hidden.float()
     assert fast.graphs is not None and len(fast.graphs.captured) == 1

@@ -150,8 +150,11 @@ def test_graph_replay_equals_eager(bge_m3_dir: Path) -> None:
         PackedBatch.from_encoded(tokenizer.encode(MULTILINGUAL[:1], 128)),
         PackedBatch.from_encoded(tokenizer.encode(MULTILINGUAL[1:9], 128)),
     ]
-    for batch in [*batches, batches[0]]:  # the third replays the first graph after another one ran
+    # a bucket is captured the second time it is asked for (graphs.CAPTURE_AFTER): the first two
+    # run eagerly, the next two capture, the last replays the first graph after another one ran
+    for k, batch in enumerate([*batches, *batches, batches[0]]):
         graphed = fast.hidden_states(batch, use_graphs=True).hidden.float().clone()
+        assert len(fast.graphs.captured) == max(0, min(2, k - 1)), k
         eager = fast.hidden_states(batch, use_graphs=False).hidden
         torch.testing.assert_close(graphed, eager.float(), atol=3e-2, rtol=3e-2)
         cos = torch.nn.functional.cosine_similarity(graphed, eager.float(), dim=-1)

@@ -13,6 +13,7 @@ import torch
 
 from m3engine import Engine
 from m3engine.backends.fast import FastBackend
+from m3engine.backends.fast.graphs import choose_bucket
 from m3engine.models.spec import inspect_model
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -60,7 +61,7 @@ def test_launch_ahead_with_graph_replays_equals_sequential_forwards(bge_m3_dir: 
     groups = [TEXTS[0:6], TEXTS[6:12], TEXTS[20:26], long, TEXTS[26:27], TEXTS[0:6][::-1]]
     batches = _batches(tokenizer, groups)
     assert backend.graphs is not None
-    keys = [backend.graphs.bucket(b.num_tokens, b.num_seqs, b.max_len) for b in batches]
+    keys = [choose_bucket(b.num_tokens, b.num_seqs, b.max_len, backend.graphs.max_tokens) for b in batches]
     assert keys[1] is not None and keys[1] == keys[2] and keys[0] == keys[5] and keys[3] is None
     expected = [backend.forward(b, ALL) for b in batches]
     for _ in range(3):  # every batch queued before any is collected
