@@ -19,6 +19,7 @@ import os
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,50 @@ def instrument_detail() -> None:
     gc.callbacks.append(on_gc)
 
 
+class MainSampler:
+    """DETAIL: where the engine thread is, sampled every millisecond (innermost frame and the
+    innermost frame of m3engine), to explain a slow launch: printed for launches over SLOW_MS."""
+
+    SLOW_MS = 20.0
+
+    def __init__(self) -> None:
+        self.samples: list[tuple[float, str]] = []
+        self._main = threading.main_thread().ident
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.001):
+            frame = sys._current_frames().get(self._main)  # type: ignore[arg-type]
+            if frame is None:
+                continue
+            inner, ours = f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}", ""
+            f = frame
+            while f is not None and not ours:
+                if "m3engine" in f.f_code.co_filename:
+                    ours = f"{Path(f.f_code.co_filename).name}:{f.f_lineno} {f.f_code.co_name}"
+                f = f.f_back
+            self.samples.append((time.perf_counter(), f"{inner} | {ours}"))
+
+    def report(self, start: float) -> None:
+        marks = [(t, what) for t, thread, what in EVENTS if thread == "MainThread"]
+        ends = [(t, what) for t, what in marks if what == "launched"]
+        for t0, a in marks:
+            t1 = next((t for t, _ in ends if t > t0), t0)
+            if a.startswith("launch ") and (t1 - t0) * 1e3 >= self.SLOW_MS:
+                where = Counter(w for t, w in self.samples if t0 <= t <= t1)
+                print(f"{(t0 - start) * 1e3:.1f} ms: {a}, {(t1 - t0) * 1e3:.1f} ms; engine thread samples:")
+                for w, n in where.most_common(8):
+                    print(f"    {n:4d}  {w}")
+
+
 def allocator_counters() -> dict[str, int]:
     import torch
 
@@ -184,17 +229,24 @@ def main() -> None:
     instrument()
     if DETAIL:
         instrument_detail()
-    for _ in range(3):
+    for round_ in range(3):
         EVENTS.clear()
         before = allocator_counters() if DETAIL and device == "cuda" else {}
+        sampler = MainSampler() if DETAIL and round_ == 2 else None
+        if sampler is not None:
+            sampler.start()
         start = time.perf_counter()
         note("call")
         call()
         note("return")
+        if sampler is not None:
+            sampler.stop()
     print(f"{workload}: last of 3 calls, {(EVENTS[-1][0] - start) * 1e3:.1f} ms")
     if before:
         after = allocator_counters()
         print("CUDA allocator during the last call:", {k: after[k] - before[k] for k in after})
+    if sampler is not None:
+        sampler.report(start)
     for t, thread, what in EVENTS:
         print(f"  {(t - start) * 1e3:7.2f} ms  {thread:22s} {what}")
 
