@@ -8,8 +8,8 @@ One synthetic BGE-M3 (bf16), graph replay (device time, median of `--rounds` rou
   products find their weights in L2. Its output differs by construction; its time bounds what any
   weight-streaming gain (prefetch, a faster small-M product) could give at these lengths.
 
-Round eight (docs/benchmarks.md, docs/bench/round8/call3-prefetch.log): 16 tokens 703 -> 539 us,
-128 tokens 781 -> 657 us, 512 tokens 1,213 -> 1,202 us. L2 prefetches on a side stream (commit
+Round eight (docs/benchmarks.md; docs/bench/round8/call10/run.log): 16 tokens 703 -> 538 us,
+128 tokens 784 -> 664 us, 512 tokens 1,219 -> 1,154 us. L2 prefetches on a side stream (commit
 5b9e185, reverted after it) were slower in every plan measured.
 """
 
