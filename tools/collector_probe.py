@@ -61,8 +61,8 @@ def main() -> None:
         build_synthetic("bge-m3", path, args.tokenizer, arch)
         engine = Engine.from_settings(EngineSettings(model=str(path), device=args.device, dtype=args.dtype))
         maker = TextMaker(engine.tokenizer._tok)
-        passages = maker.texts(maker.lognormal_lengths(args.passages, 200, 0.8, 8, 2048))
-        docs = maker.texts(maker.uniform_lengths(args.long_docs, 4000, 8000))
+        passages = maker.passages(args.passages)
+        docs = maker.long_documents(args.long_docs)
         workloads = []
         for label, texts, limit in (("passages", passages, 2048), ("long docs", docs, 8192)):
             tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))

@@ -176,8 +176,8 @@ VARIANTS = {
 def end_to_end(engine: Engine, maker: TextMaker, args: argparse.Namespace) -> list[dict[str, Any]]:
     """Table 2: dense and all three under each variant, each call timed in turn every repeat."""
     variants = Variants(engine)
-    passages = maker.texts(maker.lognormal_lengths(args.passages, 200, 0.8, 8, 2048))
-    docs = maker.texts(maker.uniform_lengths(args.long_docs, 4000, 8000))
+    passages = maker.passages(args.passages)
+    docs = maker.long_documents(args.long_docs)
     device = engine.backend._device  # type: ignore[attr-defined]
     rows = []
     for name, texts, limit in (("passages", passages, 2048), ("long_docs", docs, 8192)):
@@ -232,7 +232,7 @@ def end_to_end(engine: Engine, maker: TextMaker, args: argparse.Namespace) -> li
 def accuracy(engine: Engine, maker: TextMaker) -> dict[str, Any]:
     """Table 3: float16 ColBERT rows (new) against fp32 rows of the same states (old)."""
     variants = Variants(engine)
-    texts = maker.texts(maker.lognormal_lengths(64, 200, 0.8, 8, 2048))
+    texts = maker.passages(64)
     variants.use(False, True)
     old = engine.embed(texts, max_length=2048, colbert=True)
     variants.use(True, True)

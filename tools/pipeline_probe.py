@@ -170,8 +170,8 @@ def _engine(args: argparse.Namespace, path: Path) -> Engine:
 
 
 def embed_rows(engine: Engine, maker: TextMaker, args: argparse.Namespace) -> list[dict[str, Any]]:
-    passages = maker.texts(maker.lognormal_lengths(args.passages, 200, 0.8, 8, 2048))
-    docs = maker.texts(maker.uniform_lengths(args.long_docs, 4000, 8000))
+    passages = maker.passages(args.passages)
+    docs = maker.long_documents(args.long_docs)
     rows = []
     for name, texts, limit in (("passages", passages, 2048), ("long_docs", docs, 8192)):
         for m3 in (False, True):

@@ -215,10 +215,10 @@ def main() -> None:
         passages = maker.texts(maker.uniform_lengths(100, 250, 350))
         call = lambda: engine.rerank(query, passages, max_length=min(512, engine.tasks.max_length))  # noqa: E731
     elif workload == "passages":
-        texts = maker.texts(maker.lognormal_lengths(2000, 200, 0.8, 8, 2048))
+        texts = maker.passages(2000)
         call = lambda: engine.embed(texts, max_length=2048, sparse=ALL, colbert=ALL)  # noqa: E731
     else:
-        docs = maker.texts(maker.uniform_lengths(24, 4000, 8000))
+        docs = maker.long_documents(24)
         call = lambda: engine.embed(docs, max_length=min(8192, engine.tasks.max_length))  # noqa: E731
     for _ in range(3):
         call()

@@ -78,7 +78,7 @@ def variants_m3(path: Path, maker: TextMaker) -> dict[str, Any]:
     out: dict[str, Any] = {}
     rng = np.random.default_rng(0)
     ref = load_engine(path, "cuda", "fp32", 16384, kernels="torch")
-    passages = maker.texts(maker.lognormal_lengths(600, 200, 0.8, 8, 2048))
+    passages = maker.passages(600)
     acc_texts = passages[:100]
     truth = ref.embed(acc_texts, sparse=True)
     del ref

@@ -38,8 +38,8 @@ def main() -> None:
     args = parser.parse_args()
     maker = TextMaker(Tokenizer.from_file(str(args.tokenizer / "tokenizer.json")), seed=0)
     workloads = {
-        "passages": (maker.texts(maker.lognormal_lengths(2000, 200, 0.8, 8, 2048)), 2048),
-        "long_docs": (maker.texts(maker.uniform_lengths(24, 4000, 8000)), 8192),
+        "passages": (maker.passages(2000), 2048),
+        "long_docs": (maker.long_documents(24), 8192),
     }
     with tempfile.TemporaryDirectory() as tmp:
         path = build_synthetic("bge-m3", Path(tmp) / "m3", args.tokenizer)

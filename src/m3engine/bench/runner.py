@@ -121,11 +121,11 @@ def _embed_workloads(
     out["batch_sweep"] = workloads.batch_sweep(
         engine, hf, list(config.batch_sizes), min(512, limit), config.latency_repeats // 2 or 1
     )
-    passages = maker.texts(maker.lognormal_lengths(config.passages, 200, 0.8, 8, min(2048, limit)))
+    passages = maker.passages(config.passages, min(2048, limit))
     print("mixed-length passages", flush=True)
     out["passages"] = workloads.corpus(engine, hf, passages, min(2048, limit), config.repeats)
     if config.long_docs and limit >= 8192:
-        docs = maker.texts(maker.uniform_lengths(config.long_docs, 4000, 8000))
+        docs = maker.long_documents(config.long_docs)
         print("long documents", flush=True)
         out["long_docs"] = workloads.corpus(engine, hf, docs, 8192, config.repeats)
     print("accuracy against the fp32 reference", flush=True)

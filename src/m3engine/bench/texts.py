@@ -26,6 +26,14 @@ class TextMaker:
     def texts(self, lengths: list[int]) -> list[str]:
         return [self.text(n) for n in lengths]
 
+    def passages(self, count: int, longest: int = 2048) -> list[str]:
+        """The bench's mixed passages: lognormal token counts, median 200, sigma 0.8, from 8 to `longest`."""
+        return self.texts(self.lognormal_lengths(count, 200, 0.8, 8, longest))
+
+    def long_documents(self, count: int) -> list[str]:
+        """The bench's long documents: 4,000 to 8,000 tokens each, uniformly."""
+        return self.texts(self.uniform_lengths(count, 4000, 8000))
+
     def lognormal_lengths(self, count: int, median: float, sigma: float, low: int, high: int) -> list[int]:
         raw = self._rng.lognormal(np.log(median), sigma, size=count)
         return [int(x) for x in np.clip(raw, low, high)]
