@@ -12,13 +12,14 @@ On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
 from m3engine import pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
@@ -41,15 +42,8 @@ def use(engine: Engine, finishing: int, slots: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bf16")
+    parser = probe_parser(__doc__)
     parser.add_argument("--settings", default=",".join(SETTINGS))
-    parser.add_argument("--passages", type=int, default=2000)
-    parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json", type=Path)

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 from torch.nn import functional as F
 
 from m3engine import pending
@@ -268,16 +269,9 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tokenizer", type=Path, required=True)
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", default="bf16")
+    parser = probe_parser(__doc__)
     parser.add_argument("--rows", type=int, default=16384, help="table 1: ColBERT rows of one batch")
     parser.add_argument("--copy-repeats", type=int, default=10)
-    parser.add_argument("--passages", type=int, default=2000)
-    parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--tiny", action="store_true", help="a 1-layer model (a dry run)")

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
 from m3engine import pipeline
 from m3engine.backends.base import BackendInfo
@@ -200,19 +201,12 @@ def rerank_row(reranker: Engine, maker: TextMaker, args: argparse.Namespace) -> 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--tokenizer", type=Path, required=True)
+    parser = probe_parser(__doc__, device="cpu", dtype="fp32")
     parser.add_argument("--backend", choices=("sim", "fast"), default="sim")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32")
     parser.add_argument("--rate", type=float, default=800e3, help="sim: device tokens per second")
     parser.add_argument("--batch-overhead-ms", type=float, default=0.2, help="sim: fixed cost per batch")
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument("--attention", choices=("triton", "flash"), default="triton")
-    parser.add_argument("--passages", type=int, default=2000)
-    parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--rerank-passages", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="tokenizer threads (0: the default)")
