@@ -2,7 +2,7 @@
 
     PYTHONPATH=src python3 tools/prefix_split_probe.py TOKENIZER_DIR
 
-The bench's 128-, 512- and 2,048-token texts (`latency_ladder`: ~1.5 n + 16 tokens, cut to n):
+The bench's 128-, 256-, 512- and 2,048-token texts (`latency_ladder`: ~1.5 n + 16 tokens, cut to n):
 1. the prefix the engine encodes, whole and cut at spaces into about 2, 6 and 14 pieces
    (`_split_at_spaces`), each as one `encode_batch_fast` call, and whether the pieces' ids joined
    equal the whole prefix's;
@@ -48,7 +48,7 @@ def main(path: Path) -> None:
         engine_tok = TextTokenizer.load(model)
     print(f"cores {engine_tok.cores}", flush=True)
     maker = TextMaker(tok)
-    for n in (128, 512, 2048):
+    for n in (128, 256, 512, 2048):
         text = maker.text(int(n * 1.5) + 16)
         prefix = text[: text.rfind(" ", 0, (n - 2) * CHARS_PER_TOKEN)]
         whole = tok.encode_batch_fast([prefix], add_special_tokens=False)[0].ids

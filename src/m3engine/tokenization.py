@@ -28,11 +28,13 @@ from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
 PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
-# Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one.
-# `encode` of the bench's single texts on an H200 host (16 cores; tools/prefix_split_probe.py, round
-# eight, call 8), cut at 4,096 / 512 / 256: 2,048 tokens 2,231 / 850 / 843 us, 512 tokens 747 / 347 /
-# 283 us, 128 tokens 138 / 132 / 150 us (2 pieces lost to 1, the 256 floor cuts that text in 2)
-MIN_PIECE_CHARS = 512
+# Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one;
+# a text is cut only into CUT_INTO pieces or more (2 pieces measured no faster than 1). `encode` of
+# the bench's single texts on an H200 host (16 cores; tools/prefix_split_probe.py, round eight, call
+# 13), uncut / pieces of >= 512 / >= 256 characters: 2,048 tokens 2,264 / 895 / 897 us, 512 tokens
+# 822 / 496 / 331 us, 256 tokens 319 / 263 / 192 us, 128 tokens 136 / 132 / 134 us (cut in 2 there)
+MIN_PIECE_CHARS = 256
+CUT_INTO = 3
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
 
@@ -79,7 +81,10 @@ def _between_words(before: str, after: str) -> bool:
 def _split_at_spaces(text: str, size: int, joinable: Joinable = _between_words) -> list[str]:
     """The text in consecutive pieces of at least `size` characters, each after the first starting at
     a single space between two characters that `joinable` accepts: the same words as the whole, split
-    the same way, and no run of spaces (which the XLM-R normalizer collapses) is cut."""
+    the same way, and no run of spaces (which the XLM-R normalizer collapses) is cut. A text of no
+    more than CUT_INTO * size characters stays whole."""
+    if len(text) <= CUT_INTO * size:
+        return [text]
     pieces, start = [], 0
     while len(text) - start > 2 * size:
         cut = text.find(" ", start + size)
@@ -162,7 +167,7 @@ class TextTokenizer:
         parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
         pre-tokenizers, where a word's tokens do not depend on its neighbours."""
         size = self.piece_size(texts)
-        if not self._splits_at_spaces or all(len(text) <= 2 * size for text in texts):
+        if not self._splits_at_spaces or all(len(text) <= CUT_INTO * size for text in texts):
             return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
         pieces = [_split_at_spaces(text, size, self._joinable) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
@@ -194,7 +199,7 @@ class TextTokenizer:
         out: list[Encoded | None] = [None] * len(texts)
         # fewer texts than cores: one that `_content_in_pieces` would cut takes that path even when it
         # is short enough to fit whole, so that its pieces spread over the cores
-        cut_from = 2 * self.piece_size(texts) if self._splits_at_spaces else max_length
+        cut_from = CUT_INTO * self.piece_size(texts) if self._splits_at_spaces else max_length
         short = [i for i, text in enumerate(texts) if len(text) <= min(max_length, cut_from)]
         if short:
             encodings = self._tok.encode_batch_fast([texts[i] for i in short], add_special_tokens=True)

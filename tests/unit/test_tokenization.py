@@ -93,7 +93,7 @@ def test_few_texts_are_cut_finer_than_many(bge_m3: Engine) -> None:
     assert tok.piece_size(["x" * 40_000, "y" * 40_000]) == PIECE_CHARS  # 5,000 per core: capped
     assert tok.piece_size(["x" * 40_000] * 16) == PIECE_CHARS
     text = " ".join(MULTILINGUAL * 8)  # varied words and scripts, ~4,000 characters
-    assert 2 * MIN_PIECE_CHARS < len(text) < 8192
+    assert 16 * MIN_PIECE_CHARS < len(text) < 8192  # cut into pieces of its 1/16, >= CUT_INTO of them
     seen: list[int] = []
     content = tok._content
     tok._content = lambda texts: seen.append(len(texts)) or content(texts)  # type: ignore[method-assign]
