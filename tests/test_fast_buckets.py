@@ -47,3 +47,34 @@ def test_a_mixed_query_workload_lands_in_the_warmed_buckets() -> None:
         lengths = [rng.randint(6, 48) for _ in range(rng.randint(1, 64))]
         key = choose_bucket(sum(lengths), len(lengths), max(lengths), 2048)
         assert key in warmed, key
+
+
+def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GraphRunner's policy, with the capture itself stubbed (it needs CUDA): a shape asked for once
+    runs eagerly, the second ask captures, later asks replay; the ladder captures at once; past
+    max_graphs nothing new is captured or counted."""
+    import torch
+
+    from m3engine.backends.fast import graphs
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: None)
+    captures: list[BucketKey] = []
+
+    def fake_capture(self: graphs.GraphRunner, key: BucketKey) -> object:
+        captures.append(key)
+        return object()
+
+    monkeypatch.setattr(graphs.GraphRunner, "_capture", fake_capture)
+    runner = graphs.GraphRunner(
+        lambda inputs: torch.empty(0), torch.device("cpu"), max_tokens=4096, max_graphs=6
+    )
+    assert graphs.CAPTURE_AFTER == 2
+    assert runner.bucket(100, 1, 100) is None  # first ask: eager
+    key = runner.bucket(100, 1, 100)
+    assert key is not None and captures == []
+    runner.get(key)
+    assert captures == [key] and runner.captured == [key]
+    assert runner.bucket(100, 1, 100) == key and runner.bucket(120, 1, 120) == key  # same bucket: replay
+    assert runner.capture_ladder(32) == 5 and len(captures) == 6  # 16 x 1-2 and 32 x 1-4 seqs, at once
+    assert runner.bucket(3000, 1, 3000) is None and runner.bucket(3000, 1, 3000) is None  # over max_graphs
+    assert runner.bucket(5000, 1, 5000) is None  # over max_tokens

@@ -29,7 +29,8 @@ from m3engine.types import Encoded
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
 PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
 # Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one;
-# a text is cut only into CUT_INTO pieces or more (2 pieces measured no faster than 1). `encode` of
+# a text is cut only when it holds more than CUT_INTO pieces of that size (2 pieces measured no
+# faster than 1; where cuts are allowed only far apart it may still end in 2). `encode` of
 # the bench's single texts on an H200 host (16 cores; tools/prefix_split_probe.py, round eight, call
 # 13), uncut / pieces of >= 512 / >= 256 characters: 2,048 tokens 2,264 / 895 / 897 us, 512 tokens
 # 822 / 496 / 331 us, 256 tokens 319 / 263 / 192 us, 128 tokens 136 / 132 / 134 us (cut in 2 there)
@@ -57,15 +58,22 @@ def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
     return list(texts)
 
 
+_PARALLELISM_OFF = {"", "0", "f", "false", "n", "no", "off"}  # what the Rust side reads as off
+
+
 def usable_cores() -> int:
-    """The CPUs the Rust pool spreads a batch over: this process's affinity (cgroup quotas are not
-    seen), or 1 when the user turned the pool off (TOKENIZERS_PARALLELISM=false)."""
-    if os.environ.get("TOKENIZERS_PARALLELISM", "").lower() in ("0", "false", "no", "off"):
+    """The threads the Rust pool spreads a batch over: this process's CPU affinity (cgroup quotas are
+    not seen), at most RAYON_NUM_THREADS, and 1 when TOKENIZERS_PARALLELISM turns the pool off (a
+    fork's override inside the library is not seen)."""
+    setting = os.environ.get("TOKENIZERS_PARALLELISM")
+    if setting is not None and setting.strip().lower() in _PARALLELISM_OFF:
         return 1
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    threads = os.environ.get("RAYON_NUM_THREADS", "")
+    return max(1, min(cores, int(threads))) if threads.isdigit() and int(threads) > 0 else cores
 
 
 Joinable = Callable[[str, str], bool]
@@ -90,6 +98,8 @@ def _split_at_spaces(text: str, size: int, joinable: Joinable = _between_words) 
         cut = text.find(" ", start + size)
         while 0 < cut < len(text) - 1 and not joinable(text[cut - 1], text[cut + 1]):
             cut = text.find(" ", cut + 1)
+            if cut > start + 2 * size:  # no allowed space near: the rest stays whole (bounds the scan)
+                cut = -1
         if not 0 < cut < len(text) - 1:
             break
         pieces.append(text[start:cut])
@@ -132,6 +142,7 @@ class TextTokenizer:
         self.min_piece_chars = MIN_PIECE_CHARS
         self.cores = usable_cores()
         self._normalizer = self._tok.normalizer
+        self._edges: dict[tuple[str, int], bool] = {}  # _edge_ok's verdicts per (character, side)
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
@@ -151,8 +162,17 @@ class TextTokenizer:
             return False
         if self._normalizer is None:
             return True
-        a, b = self._normalizer.normalize_str(before), self._normalizer.normalize_str(after)
-        return bool(a) and bool(b) and not a[-1].isspace() and not b[0].isspace()
+        return self._edge_ok(before, -1) and self._edge_ok(after, 0)
+
+    def _edge_ok(self, char: str, side: int) -> bool:
+        """Whether `char` normalizes to a non-empty string without a space at index `side` (cached)."""
+        key = (char, side)
+        ok = self._edges.get(key)
+        if ok is None:
+            assert self._normalizer is not None
+            normal = self._normalizer.normalize_str(char)
+            ok = self._edges[key] = bool(normal) and not normal[side].isspace()
+        return ok
 
     def piece_size(self, texts: list[str]) -> int:
         """Characters per piece: `piece_chars`, or for fewer texts than cores their characters shared

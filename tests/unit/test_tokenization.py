@@ -188,3 +188,23 @@ def test_a_repeated_query_is_encoded_once_and_gives_what_each_pair_alone_gives(r
     assert [e.truncated for e in together] == [True, False, True, True]
     with pytest.raises(InputTooLongError, match=r"^pair 0 has"):
         tok.encode_pairs(queries, passages, 64, 20, truncate=False)
+
+
+def test_usable_cores_follows_the_rust_pool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TOKENIZERS_PARALLELISM off (as the Rust side reads it) means one core; RAYON_NUM_THREADS caps
+    the count; neither set: the process's CPUs."""
+    import os
+
+    from m3engine.tokenization import usable_cores
+
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    assert usable_cores() == cpus
+    for off in ("false", "0", "", "n", "OFF"):
+        monkeypatch.setenv("TOKENIZERS_PARALLELISM", off)
+        assert usable_cores() == 1, off
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "true")
+    assert usable_cores() == cpus
+    monkeypatch.setenv("RAYON_NUM_THREADS", "1")
+    assert usable_cores() == 1

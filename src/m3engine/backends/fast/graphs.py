@@ -121,6 +121,7 @@ class GraphRunner:
         captured = self._graphs.get(key)
         if captured is None:
             captured = self._graphs[key] = self._capture(key)
+            self._asked.pop(key, None)
         return captured
 
     def _capture(self, key: BucketKey) -> Captured:
