@@ -28,16 +28,14 @@ from m3engine.engine import Engine
 from m3engine.host_ring import HostRing
 from m3engine.settings import EngineSettings
 
-# (FINISHING, ring slots, QUEUED)
-SETTINGS = {"f1-s4": (1, 4, 0), "f2-s6": (2, 6, 0), "f3-s8": (3, 8, 0), "q2": (1, 4, 2), "q3": (1, 4, 3)}
+SETTINGS = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
 
 
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
 
 
-def use(engine: Engine, finishing: int, slots: int, queued: int) -> None:
+def use(engine: Engine, finishing: int, slots: int) -> None:
     pipeline.Collector.FINISHING = finishing
-    pipeline.Collector.QUEUED = queued
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))

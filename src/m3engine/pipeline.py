@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -121,11 +120,6 @@ class Collector:
     """
 
     FINISHING = 1
-    # 0: off (the default). Else `launch` first waits, sleeping (the GIL free), until fewer than this
-    # many launched batches are unfinished on the device (an experiment: a launch that finds the
-    # driver's queue full blocks inside a kernel launch with the GIL held).
-    QUEUED = 0
-    POLL_S = 0.0002
 
     def __init__(
         self,
@@ -140,21 +134,10 @@ class Collector:
         self._in_flight: deque[tuple[list[int], int, Pending]] = deque()
         self._finishing: deque[Future[None]] = deque()
         self._pool: ThreadPoolExecutor | None = None
-        self._on_device: deque[Pending] = deque()  # QUEUED: launched, maybe not finished on the device
 
     def launch(self, indices: list[int], items: Sequence[Encoded]) -> None:
-        if self.QUEUED:
-            self._wait_for_room()
         pending = self._launcher(PackedBatch.from_encoded(items), self._heads)
         self._in_flight.append((indices, sum(len(e) for e in items), pending))
-        if self.QUEUED:
-            self._on_device.append(pending)
-
-    def _wait_for_room(self) -> None:
-        while self._on_device and (self._on_device[0].done() or len(self._on_device) >= self.QUEUED):
-            while not self._on_device[0].done():
-                time.sleep(self.POLL_S)
-            self._on_device.popleft()
 
     def _finish(self, indices: list[int], tokens: int, pending: Pending) -> None:
         outputs = pending.result()
