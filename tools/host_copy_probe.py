@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
+from probe_cli import fast_settings, probe_parser  # a sibling module (tools/ is on the path)
 from torch.nn import functional as F
 
 from m3engine import pending
@@ -49,7 +49,6 @@ from m3engine.engine import Engine
 from m3engine.host_ring import HostRing
 from m3engine.models.heads import M3Heads
 from m3engine.pending import HostCopy
-from m3engine.settings import EngineSettings
 
 KEEP = 8  # earlier results the caller holds: the caching host allocator cannot reuse their blocks
 
@@ -292,14 +291,7 @@ def main() -> None:
         path = (args.scratch or Path(tmp)) / "bge-m3"
         if not (path / "config.json").is_file():
             build_synthetic("bge-m3", path, args.tokenizer, tiny if args.tiny else Architecture())
-        settings = EngineSettings(
-            model=str(path),
-            backend="fast",
-            device=args.device,
-            dtype=args.dtype,
-            max_batch_tokens=args.max_batch_tokens,
-        )
-        engine = Engine.from_settings(settings)
+        engine = Engine.from_settings(fast_settings(args, path))
         maker = TextMaker(engine.tokenizer._tok)
         print(f"model built and loaded at {time.perf_counter() - started:.0f} s", flush=True)
         e2e = end_to_end(engine, maker, args)

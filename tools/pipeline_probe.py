@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
+from probe_cli import fast_settings, probe_parser  # a sibling module (tools/ is on the path)
 
 from m3engine import pipeline
 from m3engine.backends.base import BackendInfo
@@ -42,7 +42,6 @@ from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
 from m3engine.models.spec import ModelSpec, inspect_model
 from m3engine.prepared import Prepared
-from m3engine.settings import EngineSettings
 from m3engine.tokenization import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, SparseVector
 
@@ -152,13 +151,7 @@ def probe(
 
 
 def _engine(args: argparse.Namespace, path: Path) -> Engine:
-    settings = EngineSettings(
-        model=str(path),
-        backend="fast",
-        device=args.device,
-        dtype=args.dtype,
-        max_batch_tokens=args.max_batch_tokens,
-    )
+    settings = fast_settings(args, path)
     if args.backend == "fast" and args.attention != "triton":
         from m3engine.bench.runner import load_engine
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from m3engine.settings import EngineSettings
+
 
 def probe_parser(
     description: str | None, device: str = "cuda", dtype: str = "bf16"
@@ -20,3 +22,14 @@ def probe_parser(
     parser.add_argument("--passages", type=int, default=2000, help="the bench's mixed passages")
     parser.add_argument("--long-docs", type=int, default=24, help="the bench's long documents")
     return parser
+
+
+def fast_settings(args: argparse.Namespace, model: Path) -> EngineSettings:
+    """The fast backend on the probe's device and dtype, with its --max-batch-tokens."""
+    return EngineSettings(
+        model=str(model),
+        backend="fast",
+        device=args.device,
+        dtype=args.dtype,
+        max_batch_tokens=args.max_batch_tokens,
+    )

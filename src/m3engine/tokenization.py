@@ -86,12 +86,17 @@ def _between_words(before: str, after: str) -> bool:
     return before.isalnum() and after.isalnum()
 
 
+def _worth_cutting(text: str, size: int) -> bool:
+    """Whether `text` is cut into pieces of `size` characters: only when it holds more than CUT_INTO."""
+    return len(text) > CUT_INTO * size
+
+
 def _split_at_spaces(text: str, size: int, joinable: Joinable = _between_words) -> list[str]:
     """The text in consecutive pieces of at least `size` characters, each after the first starting at
     a single space between two characters that `joinable` accepts: the same words as the whole, split
     the same way, and no run of spaces (which the XLM-R normalizer collapses) is cut. A text of no
     more than CUT_INTO * size characters stays whole."""
-    if len(text) <= CUT_INTO * size:
+    if not _worth_cutting(text, size):
         return [text]
     pieces, start = [], 0
     while len(text) - start > 2 * size:
@@ -187,7 +192,7 @@ class TextTokenizer:
         parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
         pre-tokenizers, where a word's tokens do not depend on its neighbours."""
         size = self.piece_size(texts)
-        if not self._splits_at_spaces or all(len(text) <= CUT_INTO * size for text in texts):
+        if not self._splits_at_spaces or not any(_worth_cutting(text, size) for text in texts):
             return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
         pieces = [_split_at_spaces(text, size, self._joinable) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
@@ -219,8 +224,12 @@ class TextTokenizer:
         out: list[Encoded | None] = [None] * len(texts)
         # fewer texts than cores: one that `_content_in_pieces` would cut takes that path even when it
         # is short enough to fit whole, so that its pieces spread over the cores
-        cut_from = CUT_INTO * self.piece_size(texts) if self._splits_at_spaces else max_length
-        short = [i for i, text in enumerate(texts) if len(text) <= min(max_length, cut_from)]
+        size = self.piece_size(texts)
+        short = [
+            i
+            for i, text in enumerate(texts)
+            if len(text) <= max_length and not (self._splits_at_spaces and _worth_cutting(text, size))
+        ]
         if short:
             encodings = self._tok.encode_batch_fast([texts[i] for i in short], add_special_tokens=True)
             for i, encoding in zip(short, encodings, strict=True):
