@@ -9,6 +9,9 @@ DETAIL=1 also times the steps inside a launch and a collection (staging, the enc
 heads, the pinned ring, waiting for the copies, the copy-out, the records, graph captures, Triton
 compiles, Python's garbage collections), each span of 0.5 ms or more as one line, and prints the
 CUDA caching allocator's counters around the last call (a cudaFree waits for the device).
+TRACE=1 runs the last call under torch.profiler (host and device) and prints, for each thread, the
+host events of TRACE_MS (default 3) ms or more (CUDA runtime calls included: a launch that blocks
+shows as one) and the gaps of as long between consecutive runtime calls (a thread that did not run).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from m3engine.settings import EngineSettings
 
 EVENTS: list[tuple[float, str, str]] = []
 ALL = bool(os.environ.get("ALL"))
+TRACE = bool(os.environ.get("TRACE"))
+TRACE_MS = float(os.environ.get("TRACE_MS", "3"))
 DETAIL = bool(os.environ.get("DETAIL"))
 SPAN_MS = 0.5  # DETAIL: shorter spans are not noted
 
@@ -198,6 +203,39 @@ def bare_launches(engine: Engine, workload: str) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15))
 
 
+def torch_trace() -> Any:
+    import torch
+
+    acts = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+    return torch.profiler.profile(activities=acts)
+
+
+def report_trace(prof: Any) -> None:
+    """TRACE: long host events and long gaps between runtime calls, per thread, from the trace's start."""
+    events = [e for e in prof.events() if e.device_type.name == "CPU"]
+    if not events:
+        return
+    origin = min(e.time_range.start for e in events)
+    print(f"trace: host events and runtime-call gaps of {TRACE_MS} ms or more (ms from the trace's start)")
+    by_thread: dict[int, list[Any]] = {}
+    for e in events:
+        by_thread.setdefault(e.thread, []).append(e)
+    for thread, rows in sorted(by_thread.items()):
+        rows.sort(key=lambda e: e.time_range.start)
+        for e in rows:
+            took = (e.time_range.end - e.time_range.start) / 1e3
+            if took >= TRACE_MS:
+                at = (e.time_range.start - origin) / 1e3
+                print(f"  thread {thread}: {at:8.2f} {e.name[:60]} {took:.1f} ms")
+        runtime = [e for e in rows if e.name.startswith(("cuda", "cu"))]
+        for a, b in itertools.pairwise(runtime):
+            gap = (b.time_range.start - a.time_range.end) / 1e3
+            if gap >= TRACE_MS:
+                at = (a.time_range.end - origin) / 1e3
+                names = f"after {a.name[:40]}, before {b.name[:40]}"
+                print(f"  thread {thread}: {at:8.2f} gap {gap:.1f} ms {names}")
+
+
 def main() -> None:
     tokenizer, scratch = Path(sys.argv[1]), Path(sys.argv[2])
     workload = sys.argv[3] if len(sys.argv) > 3 else "rerank"
@@ -229,16 +267,22 @@ def main() -> None:
     instrument()
     if DETAIL:
         instrument_detail()
+    trace = None
     for round_ in range(3):
         EVENTS.clear()
         before = allocator_counters() if DETAIL and device == "cuda" else {}
         sampler = MainSampler() if DETAIL and round_ == 2 else None
         if sampler is not None:
             sampler.start()
+        if TRACE and round_ == 2:
+            trace = torch_trace()
+            trace.__enter__()
         start = time.perf_counter()
         note("call")
         call()
         note("return")
+        if trace is not None:
+            trace.__exit__(None, None, None)
         if sampler is not None:
             sampler.stop()
     print(f"{workload}: last of 3 calls, {(EVENTS[-1][0] - start) * 1e3:.1f} ms")
@@ -247,6 +291,8 @@ def main() -> None:
         print("CUDA allocator during the last call:", {k: after[k] - before[k] for k in after})
     if sampler is not None:
         sampler.report(start)
+    if trace is not None:
+        report_trace(trace)
     for t, thread, what in EVENTS:
         print(f"  {(t - start) * 1e3:7.2f} ms  {thread:22s} {what}")
 

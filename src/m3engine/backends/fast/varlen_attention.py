@@ -51,6 +51,7 @@ class Config(NamedTuple):
     block_n: int  # key rows per inner step
     warps: int = 4
     stages: int = 2
+    tail: int = 0  # key rows per step of a sequence's ragged end (0: block_n); a power of two <= block_n
 
 
 # Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above).
@@ -64,6 +65,12 @@ CONFIGS = {
     "64x128": Config(64, 128, 4, 2),
     "64x128s3": Config(64, 128, 4, 3),
     "128x128w8": Config(128, 128, 8, 2),
+    "64x64s3t32": Config(64, 64, 4, 3, 32),
+    "64x64s3t16": Config(64, 64, 4, 3, 16),
+    "64x64s4": Config(64, 64, 4, 4),
+    "64x64w8s3": Config(64, 64, 8, 3),
+    "64x128s3t32": Config(64, 128, 4, 3, 32),
+    "128x64w8s3t32": Config(128, 64, 8, 3, 32),
 }
 DEFAULT = CONFIGS["64x64s3"]
 
@@ -93,7 +100,7 @@ def _varlen_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
     n_seqs, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
     slot = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)
@@ -118,8 +125,9 @@ def _varlen_fwd_kernel(
         k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
         v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
         acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False)
-    if full_end < end:  # the ragged last key block
-        keys = full_end + cols
+    tail = tl.arange(0, BLOCK_T)
+    for n0 in range(full_end, end, BLOCK_T):  # the ragged end, in steps of BLOCK_T <= BLOCK_N keys
+        keys = n0 + tail
         k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
         v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
         acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True)
@@ -199,7 +207,7 @@ def attention_triton(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1),
         n, LOG2E / math.sqrt(hd),
-        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=config.tail or config.block_n,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out

@@ -1,17 +1,22 @@
-"""How many collected batches may wait for the collecting thread? `Engine.embed` per setting, one process.
+"""Engine settings taken in turn in one process: `Engine.embed` on the bench's bulk workloads per setting.
 
-    PYTHONPATH=src python3 tools/collector_probe.py --tokenizer TOKENIZER_DIR [--device cuda] [--json OUT]
+    PYTHONPATH=src python3 tools/settings_probe.py --tokenizer TOKENIZER_DIR [--settings b16k,b32k] \
+        [--device cuda] [--json OUT]
 
-`pipeline.Collector.FINISHING` batches may wait for the collecting thread before the engine thread
-(which launches) waits for the oldest; each of them keeps its pinned slot (host_ring.py) until it is
-copied out, so a deeper queue needs more slots (`HostRing(slots=...)`). The settings are taken in
-turn, round after round (drift falls on all alike), on the bench's workloads: 2,000 mixed passages
-and 24 long documents, dense and all three outputs. Prints tokens/s (median of the rounds).
-On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
+The settings are taken in turn, round after round (drift falls on all alike), on the bench's
+workloads: 2,000 mixed passages and 24 long documents, dense and all three outputs. Prints tokens/s
+(median of the rounds). On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
+
+- `fN-sM`: `pipeline.Collector.FINISHING` = N batches may wait for the collecting thread before the
+  engine thread (which launches) waits for the oldest; each of them keeps its pinned slot
+  (host_ring.py) until it is copied out, so a deeper queue needs more slots (M, `HostRing(slots=M)`);
+- `bNk`: a token budget per batch (`max_batch_tokens`) of N x 1,024 (the default is 16 k); the
+  collector at its default depth.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import tempfile
@@ -21,39 +26,48 @@ from typing import Any
 
 from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
-from m3engine import pipeline
+from m3engine import host_ring, pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
 from m3engine.host_ring import HostRing
 from m3engine.settings import EngineSettings
 
-SETTINGS = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
-
-
+COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
+BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
+DEFAULT_FINISHING = pipeline.Collector.FINISHING
+DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
 
 
-def use(engine: Engine, finishing: int, slots: int) -> None:
+def use(engine: Engine, name: str, defaults: EngineSettings) -> None:
+    """Apply setting `name`; everything it does not name stays at `defaults`."""
+    finishing, slots = COLLECTOR.get(name, (DEFAULT_FINISHING, DEFAULT_SLOTS))
     pipeline.Collector.FINISHING = finishing
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
+    budget = BUDGETS.get(name, defaults.max_batch_tokens)
+    engine.settings = dataclasses.replace(defaults, max_batch_tokens=budget)
 
 
 def main() -> None:
     parser = probe_parser(__doc__)
-    parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--settings", default=",".join(COLLECTOR))
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.settings.split(",")
+    unknown = [n for n in names if n not in COLLECTOR and n not in BUDGETS]
+    if unknown:
+        parser.error(f"unknown settings {unknown}; known: {[*COLLECTOR, *BUDGETS]}")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
         build_synthetic("bge-m3", path, args.tokenizer, arch)
-        engine = Engine.from_settings(EngineSettings(model=str(path), device=args.device, dtype=args.dtype))
+        defaults = EngineSettings(model=str(path), device=args.device, dtype=args.dtype)
+        engine = Engine.from_settings(defaults)
         maker = TextMaker(engine.tokenizer._tok)
         passages = maker.passages(args.passages)
         docs = maker.long_documents(args.long_docs)
@@ -65,7 +79,7 @@ def main() -> None:
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
             for name in names:
-                use(engine, *SETTINGS[name])
+                use(engine, name, defaults)
                 for label, texts, limit, m3, _ in workloads:
                     start = time.perf_counter()
                     engine.embed(texts, max_length=limit, sparse=m3, colbert=m3)
