@@ -52,7 +52,6 @@ class Config(NamedTuple):
     warps: int = 4
     stages: int = 2
     tail: int = 0  # key rows per step of a sequence's ragged end (0: block_n); a power of two <= block_n
-    half_last: bool = False  # a sequence's last query block of <= block_m / 2 rows as a half-height tile
 
 
 # Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above).
@@ -68,11 +67,10 @@ CONFIGS = {
     "128x128w8": Config(128, 128, 8, 2),
     "64x64s3t32": Config(64, 64, 4, 3, 32),
     "64x64s3t16": Config(64, 64, 4, 3, 16),
-    "64x64s2t16": Config(64, 64, 4, 2, 16),
-    "64x64s3t16h": Config(64, 64, 4, 3, 16, True),
-    "64x64s3t32h": Config(64, 64, 4, 3, 32, True),
-    "64x128s3t16h": Config(64, 128, 4, 3, 16, True),
-    "128x64w8s3t16h": Config(128, 64, 8, 3, 16, True),
+    "64x64s4": Config(64, 64, 4, 4),
+    "64x64w8s3": Config(64, 64, 8, 3),
+    "64x128s3t32": Config(64, 128, 4, 3, 32),
+    "128x64w8s3t32": Config(128, 64, 8, 3, 32),
 }
 DEFAULT = CONFIGS["64x64s3"]
 
@@ -98,20 +96,28 @@ def _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.
 
 
 @triton.jit
-def _attend_rows(
-    q_ptr, k_ptr, v_ptr, o_ptr, first, start, end, head,
-    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h, qk_scale,
-    HEAD_DIM: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
+def _varlen_fwd_kernel(
+    q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
+    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
+    n_seqs, qk_scale,
+    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    # ROWS query rows from packed row `first` over the keys [start, end) of their sequence
-    rows = first + tl.arange(0, ROWS)  # (ROWS,) packed token rows
+    slot = tl.program_id(0)
+    head = tl.program_id(1).to(tl.int64)
+    seq = tl.load(table_ptr + 2 * slot)
+    if seq >= n_seqs:  # a slot past the real block count (the table's length is an upper bound)
+        return
+    block = tl.load(table_ptr + 2 * slot + 1)
+    start = tl.load(cu_ptr + seq).to(tl.int64)
+    end = tl.load(cu_ptr + seq + 1).to(tl.int64)
+    rows = start + block * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) packed token rows
     dims = tl.arange(0, HEAD_DIM)
     in_seq = rows < end
     q = tl.load(q_ptr + rows[:, None] * sq_t + head * sq_h + dims[None, :], mask=in_seq[:, None], other=0.0)
 
-    m_i = tl.full([ROWS], float("-inf"), tl.float32)
-    l_i = tl.zeros([ROWS], tl.float32)
-    acc = tl.zeros([ROWS, HEAD_DIM], tl.float32)
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
     cols = tl.arange(0, BLOCK_N)
     full_end = start + (end - start) // BLOCK_N * BLOCK_N  # key blocks before this need no mask
     for n0 in range(start, full_end, BLOCK_N):
@@ -129,36 +135,6 @@ def _attend_rows(
     out = acc / l_i[:, None]
     o_ptrs = o_ptr + rows[:, None] * so_t + head * so_h + dims[None, :]
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
-
-
-@triton.jit
-def _varlen_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
-    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
-    n_seqs, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
-    HALF_LAST: tl.constexpr,
-):  # fmt: skip
-    slot = tl.program_id(0)
-    head = tl.program_id(1).to(tl.int64)
-    seq = tl.load(table_ptr + 2 * slot)
-    if seq >= n_seqs:  # a slot past the real block count (the table's length is an upper bound)
-        return
-    block = tl.load(table_ptr + 2 * slot + 1)
-    start = tl.load(cu_ptr + seq).to(tl.int64)
-    end = tl.load(cu_ptr + seq + 1).to(tl.int64)
-    first = start + block * BLOCK_M
-    strides = (sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h)
-    if HALF_LAST and end - first <= BLOCK_M // 2:  # a last query block of few rows: a half-height tile
-        _attend_rows(
-            q_ptr, k_ptr, v_ptr, o_ptr, first, start, end, head, *strides, qk_scale,
-            HEAD_DIM, BLOCK_M // 2, BLOCK_N, BLOCK_T,
-        )  # fmt: skip
-    else:
-        _attend_rows(
-            q_ptr, k_ptr, v_ptr, o_ptr, first, start, end, head, *strides, qk_scale,
-            HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_T,
-        )  # fmt: skip
 
 
 @triton.jit
@@ -232,7 +208,6 @@ def attention_triton(
         out.stride(0), out.stride(1),
         n, LOG2E / math.sqrt(hd),
         HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=config.tail or config.block_n,
-        HALF_LAST=config.half_last,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out
