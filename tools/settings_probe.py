@@ -10,8 +10,10 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
 - `fN-sM`: `pipeline.Collector.FINISHING` = N batches may wait for the collecting thread before the
   engine thread (which launches) waits for the oldest; each of them keeps its pinned slot
   (host_ring.py) until it is copied out, so a deeper queue needs more slots (M, `HostRing(slots=M)`);
-- `bNk`: a token budget per batch (`max_batch_tokens`) of N x 1,024 (the default is 16 k); the
-  collector at its default depth.
+- `bNk`: a token budget per batch (`max_batch_tokens`) of N x 1,024 (the default is 16 k);
+- `att-NAME`: the Triton varlen attention kernel's tiles `varlen_attention.CONFIGS[NAME]` (CUDA
+  graphs already captured keep theirs: the bulk batches are eager);
+a setting leaves the others at their defaults.
 """
 
 from __future__ import annotations
@@ -49,6 +51,11 @@ def use(engine: Engine, name: str, defaults: EngineSettings) -> None:
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
     budget = BUDGETS.get(name, defaults.max_batch_tokens)
     engine.settings = dataclasses.replace(defaults, max_batch_tokens=budget)
+    if getattr(backend, "triton_attention", False):
+        from m3engine.backends.fast import varlen_attention
+
+        config = name.removeprefix("att-") if name.startswith("att-") else None
+        backend.attention_config = varlen_attention.CONFIGS[config] if config else varlen_attention.DEFAULT
 
 
 def main() -> None:
@@ -59,9 +66,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.settings.split(",")
-    unknown = [n for n in names if n not in COLLECTOR and n not in BUDGETS]
+    unknown = [n for n in names if n not in COLLECTOR and n not in BUDGETS and not n.startswith("att-")]
     if unknown:
-        parser.error(f"unknown settings {unknown}; known: {[*COLLECTOR, *BUDGETS]}")
+        parser.error(f"unknown settings {unknown}; known: {[*COLLECTOR, *BUDGETS]} and att-NAME")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()

@@ -82,9 +82,10 @@ class FastBackend:
             raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
         self.triton_attention = attention == "triton" and self._varlen and _triton_available()
         if self.triton_attention:  # else the module (which imports triton) stays unloaded
-            from m3engine.backends.fast.varlen_attention import supports_head_dim
+            from m3engine.backends.fast.varlen_attention import DEFAULT, supports_head_dim
 
             self.triton_attention = supports_head_dim(self.weights.config.head_dim)
+            self.attention_config = DEFAULT  # the kernel's tiles (varlen_attention.CONFIGS); probes vary it
         self.fp8 = None
         self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
         if self._varlen:
@@ -121,7 +122,7 @@ class FastBackend:
         if self.triton_attention:  # one block table per batch, read by every layer
             from m3engine.backends.fast.varlen_attention import plan_attention
 
-            inputs = plan_attention(inputs)
+            inputs = plan_attention(inputs, self.attention_config)
         if self.fused:
             from m3engine.backends.fast.fused import encode_fused
 

@@ -15,6 +15,7 @@ never reads them and every other step is row-wise, so whatever they hold never r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ from torch.nn import functional as F
 
 from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
 from m3engine.types import PackedBatch
+
+if TYPE_CHECKING:  # varlen_attention imports triton, which a CPU install may lack
+    from m3engine.backends.fast.varlen_attention import AttentionPlan
 
 
 @dataclass
@@ -34,7 +38,7 @@ class PackedInputs:
     cu_seqlens: torch.Tensor  # (N + 1,) int32, as flash attention wants it
     max_len: int  # longest sequence (a host int: no device sync to read it)
     lengths: tuple[int, ...]  # per-sequence lengths on the host, for the CPU attention loop
-    attention_plan: torch.Tensor | None = None  # (slots, 2) int32 block table: the Triton kernel runs
+    attention_plan: AttentionPlan | None = None  # a block table: the Triton kernel runs
 
 
 def host_arrays(batch: PackedBatch, position_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -94,7 +98,8 @@ def attention(
         if inputs.attention_plan is not None:
             from m3engine.backends.fast.varlen_attention import attention_triton
 
-            return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len, table=inputs.attention_plan)
+            plan = inputs.attention_plan
+            return attention_triton(q, k, v, inputs.cu_seqlens, inputs.max_len, plan.config, plan.table)
         from torch.nn.attention.varlen import varlen_attn
 
         cu = inputs.cu_seqlens

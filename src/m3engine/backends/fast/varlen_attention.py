@@ -72,7 +72,14 @@ CONFIGS = {
     "64x128s3t32": Config(64, 128, 4, 3, 32),
     "128x64w8s3t32": Config(128, 64, 8, 3, 32),
 }
-DEFAULT = CONFIGS["64x64s3"]
+DEFAULT = CONFIGS["64x64s3t32"]
+
+
+class AttentionPlan(NamedTuple):
+    """One batch's block table and the config it was planned for, read by every layer."""
+
+    table: torch.Tensor  # (slots, 2) int32, plan_blocks(cu_seqlens, T, config.block_m)
+    config: Config
 
 
 @triton.jit
@@ -216,4 +223,4 @@ def attention_triton(
 def plan_attention(inputs: PackedInputs, config: Config = DEFAULT) -> PackedInputs:
     """`inputs` with the block table of this batch: every layer's attention then runs this kernel."""
     table = plan_blocks(inputs.cu_seqlens, inputs.input_ids.shape[0], config.block_m)
-    return dataclasses.replace(inputs, attention_plan=table)
+    return dataclasses.replace(inputs, attention_plan=AttentionPlan(table, config))
