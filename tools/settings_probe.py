@@ -13,7 +13,9 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
 - `bNk`: a token budget per batch (`max_batch_tokens`) of N x 1,024 (the default is 16 k);
 - `att-NAME`: the Triton varlen attention kernel's tiles `varlen_attention.CONFIGS[NAME]` (CUDA
   graphs already captured keep theirs: the bulk batches are eager);
-a setting leaves the others at their defaults.
+- `gNk`: batches of up to N x 1,024 tokens replay CUDA graphs (`graph_max_tokens`; default 4 k);
+- `pN`: the pipeline's first piece holds budget / N tokens (`pipeline.FIRST_PIECE`; default 4);
+parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
 """
 
 from __future__ import annotations
@@ -37,24 +39,34 @@ from m3engine.settings import EngineSettings
 
 COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
-DEFAULT_FINISHING = pipeline.Collector.FINISHING
+GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
+FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
+DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
 
 
-def use(engine: Engine, name: str, defaults: EngineSettings) -> None:
-    """Apply setting `name`; everything it does not name stays at `defaults`."""
-    finishing, slots = COLLECTOR.get(name, (DEFAULT_FINISHING, DEFAULT_SLOTS))
+def known(part: str) -> bool:
+    return any(part in table for table in (COLLECTOR, BUDGETS, GRAPHS, FIRST)) or part.startswith("att-")
+
+
+def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) -> None:
+    """Apply setting `name` (parts joined by "+"); what it does not name goes back to its default."""
+    parts = name.split("+")
+    pick = lambda table, default: next((table[p] for p in parts if p in table), default)  # noqa: E731
+    finishing, slots = pick(COLLECTOR, (DEFAULT_FINISHING, DEFAULT_SLOTS))
     pipeline.Collector.FINISHING = finishing
+    pipeline.FIRST_PIECE = pick(FIRST, DEFAULT_FIRST)
+    engine.settings = dataclasses.replace(defaults, max_batch_tokens=pick(BUDGETS, defaults.max_batch_tokens))
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
-    budget = BUDGETS.get(name, defaults.max_batch_tokens)
-    engine.settings = dataclasses.replace(defaults, max_batch_tokens=budget)
+    if getattr(backend, "graphs", None) is not None:
+        backend.graphs.max_tokens = pick(GRAPHS, graph_tokens)
     if getattr(backend, "triton_attention", False):
         from m3engine.backends.fast import varlen_attention
 
-        config = name.removeprefix("att-") if name.startswith("att-") else None
+        config = next((p.removeprefix("att-") for p in parts if p.startswith("att-")), None)
         backend.attention_config = varlen_attention.CONFIGS[config] if config else varlen_attention.DEFAULT
 
 
@@ -66,15 +78,18 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     names = args.settings.split(",")
-    unknown = [n for n in names if n not in COLLECTOR and n not in BUDGETS and not n.startswith("att-")]
+    unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
-        parser.error(f"unknown settings {unknown}; known: {[*COLLECTOR, *BUDGETS]} and att-NAME")
+        tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
+        parser.error(f"unknown settings {unknown}; known: {tables} and att-NAME, joined by +")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
         build_synthetic("bge-m3", path, args.tokenizer, arch)
         defaults = EngineSettings(model=str(path), device=args.device, dtype=args.dtype)
         engine = Engine.from_settings(defaults)
+        graphs: Any = getattr(engine.backend, "graphs", None)
+        graph_tokens = graphs.max_tokens if graphs is not None else 0
         maker = TextMaker(engine.tokenizer._tok)
         passages = maker.passages(args.passages)
         docs = maker.long_documents(args.long_docs)
@@ -86,7 +101,7 @@ def main() -> None:
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
             for name in names:
-                use(engine, name, defaults)
+                use(engine, name, defaults, graph_tokens)
                 for label, texts, limit, m3, _ in workloads:
                     start = time.perf_counter()
                     engine.embed(texts, max_length=limit, sparse=m3, colbert=m3)
