@@ -42,6 +42,37 @@ DETAIL = bool(os.environ.get("DETAIL"))
 SPAN_MS = 0.5  # DETAIL: shorter spans are not noted
 
 
+DEVICE: list[tuple[int, Any, Any]] = []  # DETAIL on CUDA: (tokens, event before, event after) per launch
+
+
+def device_event() -> Any:
+    """DETAIL: a timing event recorded on the current stream (None without CUDA)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return None
+    event = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+    event.record()
+    return event
+
+
+def report_device(origin: Any) -> None:
+    """DETAIL: when each batch's work ran on the device (ms from the call's start) and the idle
+    time before it: the device reaches a batch's first event when the work queued before is done."""
+    if origin is None or not DEVICE:
+        return
+    DEVICE[-1][2].synchronize()
+    print("device: batch tokens, start and end (ms from the call's start), idle before")
+    idle, last = 0.0, 0.0
+    for tokens, before, after in DEVICE:
+        begin, end = origin.elapsed_time(before), origin.elapsed_time(after)
+        gap = max(0.0, begin - last)
+        idle += gap
+        print(f"  {tokens:6d} tokens  {begin:8.2f} -> {end:8.2f}  idle before {gap:6.2f}")
+        last = end
+    print(f"device idle between launches: {idle:.1f} ms; last batch's work ends at {last:.1f} ms")
+
+
 def note(what: str) -> None:
     EVENTS.append((time.perf_counter(), threading.current_thread().name, what))
 
@@ -57,7 +88,10 @@ def instrument() -> None:
 
     def timed_launch(self: pipeline.Launcher, batch: Any, heads: Any) -> Any:
         note(f"launch {batch.num_seqs} seqs {batch.num_tokens} tokens")
+        before = device_event() if DETAIL else None
         out = launch(self, batch, heads)
+        if before is not None:
+            DEVICE.append((batch.num_tokens, before, device_event()))
         note("launched")
         return out
 
@@ -277,6 +311,8 @@ def main() -> None:
         if TRACE and round_ == 2:
             trace = torch_trace()
             trace.__enter__()
+        DEVICE.clear()
+        origin = device_event() if DETAIL else None
         start = time.perf_counter()
         note("call")
         call()
@@ -293,6 +329,7 @@ def main() -> None:
         sampler.report(start)
     if trace is not None:
         report_trace(trace)
+    report_device(origin)
     for t, thread, what in EVENTS:
         print(f"  {(t - start) * 1e3:7.2f} ms  {thread:22s} {what}")
 
