@@ -51,3 +51,17 @@ def test_flat_layout_of_one_text() -> None:
     np.testing.assert_array_equal(out[tokens : 2 * tokens], [2, 3, 4, 5] + [0] * 12)
     np.testing.assert_array_equal(out[2 * tokens : 3 * tokens], 0)
     np.testing.assert_array_equal(out[3 * tokens :], [0, 4, 4])
+
+
+def test_warmup_token_counts_reach_every_small_gemm_config() -> None:
+    """The load-time warm-up (FastBackend._compile_kernels) runs one batch per count here: every config
+    that a batch of any size can pick must be among theirs, or its first use compiles mid-run."""
+    from m3engine.backends.fast import small_gemm as sg
+
+    counts = sg.warmup_token_counts(sg.SMALL_M)
+    assert counts == sorted(set(counts)) and counts[-1] == sg.SMALL_M + 1
+    for n, k in sg.CONFIGS:
+        warmed = {sg.config_for(n, k, m) for m in counts}
+        picked = {sg.config_for(n, k, m) for m in range(1, 4 * sg.SMALL_M)}
+        assert picked <= warmed, ((n, k), picked - warmed)
+    assert sg.warmup_token_counts(64) == [16, 64, 65]  # only the ranges up to small_m, and one past

@@ -138,7 +138,16 @@ def instrument_detail() -> None:
     timed_span(GraphRunner, "_capture", "CUDA graph captured")
     from triton.runtime.jit import JITFunction
 
-    timed_span(JITFunction, "_do_compile", "Triton kernel compiled (a new specialisation)")
+    compile_ = JITFunction._do_compile
+
+    def timed_compile(self: Any, *args: Any, **kwargs: Any) -> Any:
+        start = time.perf_counter()
+        try:
+            return compile_(self, *args, **kwargs)
+        finally:
+            note(f"  Triton kernel {self.__name__} compiled {(time.perf_counter() - start) * 1e3:.1f} ms")
+
+    JITFunction._do_compile = timed_compile  # type: ignore[method-assign]
     gc_started: list[float] = []
 
     def on_gc(phase: str, info: dict[str, int]) -> None:

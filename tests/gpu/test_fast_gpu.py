@@ -190,3 +190,29 @@ def test_mixed_one_token_and_8192_tokens(long_dir: Path) -> None:
         assert _cosines(alone.dense, together.dense[i : i + 1])[0] >= 0.9999
         assert together.colbert is not None and alone.colbert is not None
         assert together.colbert[i].shape == alone.colbert[0].shape == (len(item) - 1, 64)
+
+
+def test_no_triton_compile_after_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of any size after load compile no Triton kernel: loading ran one batch per kernel
+    variant (small_gemm's configs by token count), and per-batch sizes and alignments are not
+    specialised on. BGE-M3's layer shapes (what small_gemm's table holds), two layers."""
+    from triton.runtime.jit import JITFunction
+
+    from m3engine.bench.synthetic import Architecture, build_synthetic
+
+    path = build_synthetic("bge-m3", tmp_path / "m3", arch=Architecture(layers=2, vocab=1000, positions=1026))
+    backend = _backends(path, "bf16")[0]
+    compiled: list[str] = []
+    original = JITFunction._do_compile
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> Any:
+        compiled.append(self.__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(JITFunction, "_do_compile", counting)
+    sizes = ([1], [2], [3], [16], [17], [41], [5, 36], [63, 1], [64], [65], [100, 29], [255], [256], [257])
+    for lengths in (*sizes, [300, 1], [1000, 17, 3], [511, 2]):
+        batch = PackedBatch.from_encoded([Encoded(ids=[5] * n) for n in lengths])
+        backend.hidden_states(batch, use_graphs=False)
+    torch.cuda.synchronize()
+    assert compiled == []

@@ -18,7 +18,7 @@ from m3engine.models.heads import M3Heads, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.pending import HostCopy, PendingOutputs
-from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16
 COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
@@ -108,6 +108,20 @@ class FastBackend:
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
             self.graphs = GraphRunner(self._encode, self._device, max_tokens=graph_max_tokens)
+        if self.fused:
+            self._compile_kernels()
+
+    @torch.inference_mode()
+    def _compile_kernels(self) -> None:
+        """One eager pass per Triton kernel variant a batch can pick (small_gemm's configs by token
+        count), so kernels compile at load and not in the middle of a bulk call: a 41-token last
+        batch of the bench's passages compiled two small_gemm configs there, 0.3 s each (round nine).
+        Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels)."""
+        from m3engine.backends.fast.fused import warmup_token_counts
+
+        for tokens in warmup_token_counts(self.weights):
+            self._hidden_states(PackedBatch.from_encoded([Encoded(ids=[0] * tokens)]), False)
+        torch.cuda.synchronize(self._device)
 
     def colbert_dim(self) -> int | None:
         return self._m3.colbert_dim if self._m3 is not None else None

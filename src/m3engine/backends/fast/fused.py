@@ -121,6 +121,17 @@ def fp8_layer(
     return add_layernorm(a, None, x, lw.ln2_w, lw.ln2_b, cfg.eps, quant=quantize_out)
 
 
+def default_small_m(w: EncoderWeights) -> int:
+    """Batches up to this many tokens run their products in small_gemm (0: never, for this model)."""
+    return sg.small_m_for(w.config.hidden, int(w.layers[0].ffn_in_w.shape[0])) if w.layers else 0
+
+
+def warmup_token_counts(w: EncoderWeights) -> list[int]:
+    """Token counts whose eager passes compile every Triton kernel variant a batch can pick."""
+    small_m = default_small_m(w)
+    return sg.warmup_token_counts(small_m) if small_m else [1]
+
+
 def encode_fused(
     w: EncoderWeights,
     inputs: PackedInputs,
@@ -137,7 +148,7 @@ def encode_fused(
     """
     cfg = w.config
     if small_m is None:
-        small_m = sg.small_m_for(cfg.hidden, int(w.layers[0].ffn_in_w.shape[0])) if w.layers else 0
+        small_m = default_small_m(w)
     layers8 = fp8.layers if fp8 is not None else {}
     x, xq = embed_layernorm(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,

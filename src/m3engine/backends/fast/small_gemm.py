@@ -90,6 +90,13 @@ CONFIGS: dict[tuple[int, int], tuple[tuple[int, Config | None], ...]] = {
 SMS = 132  # H100 / H200 SXM: the CTA count the heuristic aims at for shapes not in CONFIGS
 
 
+def warmup_token_counts(small_m: int) -> list[int]:
+    """A token count in each M range of the table up to `small_m`, and one past it: running the
+    encoder once at each compiles every config a batch can pick (each is one compile, ~0.3 s)."""
+    bounds = sorted({max_m for rows in CONFIGS.values() for max_m, _ in rows if max_m <= small_m})
+    return [*bounds, small_m + 1]
+
+
 def small_m_for(hidden: int, ffn: int) -> int:
     """SMALL_M for a model whose layer products were all measured (the table's shapes), else 0."""
     shapes = {(3 * hidden, hidden), (hidden, hidden), (ffn, hidden), (hidden, ffn)}
@@ -129,7 +136,7 @@ def _gelu(v, ACT: tl.constexpr):
     return v
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["M"])  # a token count: no new compile for M == 1 or M % 16 == 0
 def _gemm_kernel(
     x_ptr, w_ptr, bias_ptr, out_ptr,
     M, N, K, stride_xm, stride_wn,

@@ -102,7 +102,7 @@ def _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.
     return acc, m_new, l_i
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_seqs"])  # per batch: no new compile for one sequence or 16
 def _varlen_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
@@ -144,7 +144,7 @@ def _varlen_fwd_kernel(
     tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n_seqs", "slots"])
 def _plan_kernel(cu_ptr, table_ptr, n_seqs, slots, BLOCK_M: tl.constexpr, CHUNK: tl.constexpr):
     # Sequence i owns slots [cu[i] // BLOCK_M + i, cu[i + 1] // BLOCK_M + i + 1): at least its
     # ceil(n_i / BLOCK_M) query blocks, at most 2 more, with no prefix sum over the other sequences.
