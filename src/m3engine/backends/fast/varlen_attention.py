@@ -29,6 +29,11 @@ call1-varlen-probe.log and call2-varlen-probe.log):
 the bench's passages (lognormal, median 200, 8..2,048, 16 k-token batches) flash 5.61 ms per pass
 (188 TFLOP/s), this kernel 4.01 ms at 64x64 with 3 stages (263 TFLOP/s, 1.40x); query-sized inputs
 (8..64 tokens) flash 1.61 ms, this kernel 0.62-0.65 ms (2.5x). The fast backend uses it by default.
+
+A sequence's ragged end is attended in steps of `Config.tail` keys (32 by default) instead of one
+masked block of 64, so a sequence of 200 keys computes 224 columns, not 256 (round nine,
+docs/bench/round9/call1- and call2-varlen-probe.log, same process: passages 4.51 -> 3.99 / 4.02 ms
+per pass; in the engine, call3-attention-settings.log: passages all three 738 -> 747 k tokens/s).
 """
 
 from __future__ import annotations
@@ -54,7 +59,8 @@ class Config(NamedTuple):
     tail: int = 0  # key rows per step of a sequence's ragged end (0: block_n); a power of two <= block_n
 
 
-# Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above).
+# Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above;
+# round nine also tried wider tiles, more warps, 4 stages and half-height last query blocks: slower).
 CONFIGS = {
     "64x64": Config(64, 64, 4, 2),
     "64x64s3": Config(64, 64, 4, 3),
