@@ -58,10 +58,13 @@ def test_warmup_token_counts_reach_every_small_gemm_config() -> None:
     that a batch of any size can pick must be among theirs, or its first use compiles mid-run."""
     from m3engine.backends.fast import small_gemm as sg
 
-    counts = sg.warmup_token_counts(sg.SMALL_M)
-    assert counts == sorted(set(counts)) and counts[-1] == sg.SMALL_M + 1
-    for n, k in sg.CONFIGS:
-        warmed = {sg.config_for(n, k, m) for m in counts}
-        picked = {sg.config_for(n, k, m) for m in range(1, 4 * sg.SMALL_M)}
-        assert picked <= warmed, ((n, k), picked - warmed)
+    for small_m in (sg.SMALL_M, 200, 64, 8):  # the default, and limits inside and on the table's ranges
+        counts = sg.warmup_token_counts(small_m)
+        assert counts == sorted(set(counts)) and counts[-1] == small_m + 1
+        for n, k in sg.CONFIGS:
+            # the small path takes batches of up to small_m tokens, cuBLAS the rest (config None)
+            warmed = {sg.config_for(n, k, m) if m <= small_m else None for m in counts}
+            picked = {sg.config_for(n, k, m) if m <= small_m else None for m in range(1, 4 * small_m)}
+            assert picked <= warmed, (small_m, (n, k), picked - warmed)
     assert sg.warmup_token_counts(64) == [16, 64, 65]  # only the ranges up to small_m, and one past
+    assert sg.warmup_token_counts(200) == [16, 64, 128, 200, 201]

@@ -19,11 +19,17 @@ from tests.triton_interpreter import allow_loaded_loop_bounds
 
 allow_loaded_loop_bounds()
 
-from m3engine.backends.fast.varlen_attention import Config, attention_triton, plan_blocks  # noqa: E402
+from m3engine.backends.fast.varlen_attention import (  # noqa: E402
+    DEFAULT,
+    Config,
+    attention_triton,
+    plan_blocks,
+)
 
 # 1-token and empty sequences, lengths around and off the block sizes, one of several blocks (200 =
-# 12.5 blocks of 16); two neighbours of length 1 and 3 where a leak across the boundary is loud.
-LENGTHS = (1, 17, 64, 65, 0, 3, 1, 130, 200, 5)
+# 12.5 blocks of 16); two neighbours of length 1 and 3 where a leak across the boundary is loud; 127 =
+# one block of 64 and a ragged end of 63 (two steps of a 32-key tail).
+LENGTHS = (1, 17, 64, 65, 0, 3, 1, 130, 200, 5, 127)
 PAD = 7  # rows past cu_seqlens[-1], as a CUDA-graph bucket has: no sequence owns them
 
 
@@ -64,7 +70,8 @@ def check_values(dtype: torch.dtype, atol: float) -> None:
     whole = reference(qkv[:total], (total,))
     assert (whole - ref).abs().max() > 100 * atol
     # tail: the ragged end of a sequence in steps of fewer keys than block_n (one step or several)
-    full = (Config(16, 16), Config(32, 16), Config(64, 64), Config(64, 64, tail=16), Config(32, 64, tail=32))
+    full = (Config(16, 16), Config(32, 16), Config(64, 64), Config(64, 64, tail=16), Config(32, 64, 4, 2, 32))
+    full += (DEFAULT,)  # the backend's: 64 x 64, a 32-key tail
     configs = full if dtype == torch.float32 else (Config(16, 16), Config(16, 32, tail=16))
     for c in configs:
         # into a NaN-filled buffer: the padding rows must stay untouched (a store without its row

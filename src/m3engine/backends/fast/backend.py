@@ -116,7 +116,9 @@ class FastBackend:
         """One eager pass per Triton kernel variant a batch can pick (small_gemm's configs by token
         count), so kernels compile at load and not in the middle of a bulk call: a 41-token last
         batch of the bench's passages compiled two small_gemm configs there, 0.3 s each (round nine).
-        Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels)."""
+        Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels).
+        Cost: a few eager passes, plus ~0.3 s per small_gemm config the first time on a machine
+        (Triton keeps compiled kernels on disk)."""
         from m3engine.backends.fast.fused import warmup_token_counts
 
         for tokens in warmup_token_counts(self.weights):

@@ -67,8 +67,9 @@ def _add_ln_kernel(
         _quantize_store(y, q_ptr + row * N, s_ptr, row, cols, mask, FP8_MAX)
 
 
-# The id, position and type columns are views into one staged buffer at offsets of T int64s, 16-byte
-# aligned or not with T's parity: not specialised on, so an odd-sized batch compiles nothing new.
+# The id, position and type columns are views into one staged buffer at offsets 0, T and 2T int64s:
+# the positions are 16-byte aligned or not with T's parity. Their alignment is not specialised on
+# (each row loads one scalar from them), so an odd-sized batch compiles nothing new.
 @triton.jit(do_not_specialize_on_alignment=["ids_ptr", "pos_ptr", "types_ptr"])
 def _embed_ln_kernel(
     ids_ptr, pos_ptr, types_ptr, word_ptr, position_ptr, ttype_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr,

@@ -93,7 +93,7 @@ SMS = 132  # H100 / H200 SXM: the CTA count the heuristic aims at for shapes not
 def warmup_token_counts(small_m: int) -> list[int]:
     """A token count in each M range of the table up to `small_m`, and one past it: running the
     encoder once at each compiles every config a batch can pick (each is one compile, ~0.3 s)."""
-    bounds = sorted({max_m for rows in CONFIGS.values() for max_m, _ in rows if max_m <= small_m})
+    bounds = sorted({min(max_m, small_m) for rows in CONFIGS.values() for max_m, _ in rows})
     return [*bounds, small_m + 1]
 
 

@@ -7,8 +7,9 @@ the encoder's device time. Here the grid holds only the query blocks that exist:
     grid = (slots, nh)      slot -> (sequence, query block) from a small int32 table
 
 and each program runs FlashAttention's online softmax over its sequence's keys in BLOCK_N steps
-(fp32 scores and accumulator; exp2 with log2(e) folded into the scale). Only the last key block of a
-sequence is masked; query rows past the sequence's end are computed on zeros and never stored, so
+(fp32 scores and accumulator; exp2 with log2(e) folded into the scale). Only a sequence's ragged end
+(the keys past its last full block, in steps of `Config.tail`) is masked; query rows past the
+sequence's end are computed on zeros and never stored, so
 nothing crosses a sequence boundary and rows past cu_seqlens[-1] (a graph bucket's padding) are not
 written.
 
@@ -206,6 +207,8 @@ def attention_triton(
     assert k.shape == v.shape == q.shape and q.dtype == k.dtype == v.dtype
     assert q.stride(2) == k.stride(2) == v.stride(2) == 1, "head_dim must be contiguous"
     assert supports_head_dim(hd), "tl.dot needs a power-of-two head_dim >= 16"
+    tail = config.tail or config.block_n
+    assert 16 <= tail <= config.block_n and tail & (tail - 1) == 0, f"tail {tail}: a power of two >= 16"
     if out is None:
         out = torch.empty(t, nh, hd, dtype=q.dtype, device=q.device)
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
