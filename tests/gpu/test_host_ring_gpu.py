@@ -49,11 +49,14 @@ def test_bulk_embed_pins_each_slot_once(bge_m3_dir: Path) -> None:
     engine = Engine.load(str(bge_m3_dir), backend="fast", device="cuda", dtype="bf16", max_batch_tokens=512)
     assert isinstance(engine.backend, FastBackend) and engine.backend.ring is not None
     texts = [f"text {i} " + "word " * (i % 50) for i in range(600)]
+    ring = engine.backend.ring
     first = engine.embed(texts, sparse=True, colbert=True)
-    grown = engine.backend.ring.grown
     again = engine.embed(texts, sparse=True, colbert=True)
-    assert grown <= len(engine.backend.ring.slots) + 2  # a slot may grow once more for a larger batch
-    assert engine.backend.ring.grown == grown  # the second call pinned nothing
+    # Every batch here fits a slot's first size (2 MB), so no slot is ever pinned twice. How many
+    # slots are in use at once depends on the threads' timing (the second call may take one that the
+    # first did not), so the count is compared with the slots pinned, not with the first call's.
+    pinned = sum(slot.buffer.numel() > 0 for slot in ring.slots)
+    assert 1 <= ring.grown == pinned <= len(ring.slots)
     for a, b in zip(first, again, strict=True):
         assert a.colbert is not None and b.colbert is not None and a.colbert.dtype == np.float16
         np.testing.assert_array_equal(a.colbert, b.colbert)
