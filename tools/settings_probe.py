@@ -15,7 +15,6 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
   graphs already captured keep theirs: the bulk batches are eager);
 - `gNk`: batches of up to N x 1,024 tokens replay CUDA graphs (`graph_max_tokens`; default 4 k);
 - `pN`: the pipeline's first piece holds budget / N tokens (`pipeline.FIRST_PIECE`; default 4);
-- `cN`: N threads copy each large output out of the pinned ring (`pending.COPY_THREADS`; default 1);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
 """
 
@@ -31,7 +30,7 @@ from typing import Any
 
 from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
-from m3engine import host_ring, pending, pipeline
+from m3engine import host_ring, pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
@@ -42,16 +41,13 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-COPIERS = {f"c{k}": k for k in (1, 2, 4, 8)}  # pending.COPY_THREADS
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
-DEFAULT_COPIERS = pending.COPY_THREADS
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
 
 
 def known(part: str) -> bool:
-    tables = (COLLECTOR, BUDGETS, GRAPHS, FIRST, COPIERS)
-    return any(part in table for table in tables) or part.startswith("att-")
+    return any(part in table for table in (COLLECTOR, BUDGETS, GRAPHS, FIRST)) or part.startswith("att-")
 
 
 def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) -> None:
@@ -61,7 +57,6 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
     finishing, slots = pick(COLLECTOR, (DEFAULT_FINISHING, DEFAULT_SLOTS))
     pipeline.Collector.FINISHING = finishing
     pipeline.FIRST_PIECE = pick(FIRST, DEFAULT_FIRST)
-    pending.COPY_THREADS = pick(COPIERS, DEFAULT_COPIERS)
     engine.settings = dataclasses.replace(defaults, max_batch_tokens=pick(BUDGETS, defaults.max_batch_tokens))
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
@@ -85,7 +80,7 @@ def main() -> None:
     names = args.settings.split(",")
     unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
-        tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST, *COPIERS]
+        tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
         parser.error(f"unknown settings {unknown}; known: {tables} and att-NAME, joined by +")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"

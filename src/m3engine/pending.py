@@ -17,9 +17,7 @@ device's batch at ColBERT's sizes.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
@@ -123,11 +121,6 @@ class HostCopy:
         return self._out
 
 
-COPY_THREADS = 1  # threads that copy one large output out (tried: tools/settings_probe.py cN)
-COPY_SPLIT_BYTES = 8 << 20  # outputs from this size up are split among them
-_copiers: ThreadPoolExecutor | None = None
-
-
 def copy_out(tensor: torch.Tensor) -> np.ndarray:
     """A copy of a host tensor in fresh pageable memory, which the caller then owns.
 
@@ -135,21 +128,8 @@ def copy_out(tensor: torch.Tensor) -> np.ndarray:
     (66 MB: 3.2 against 15.9 ms, docs/bench/round7/call2-host-copy.log), but not in the pipeline:
     tools/host_copy_probe.py's same-process A/B gave passages all three 652 k (numpy) against
     548 k (torch) in call 7, and 755 k against 762 k in call 8, with collection on its own thread.
-    With COPY_THREADS > 1, a large output's rows are copied in that many parts at once (numpy
-    releases the GIL while it copies).
     """
-    source = tensor.numpy()
-    if COPY_THREADS <= 1 or source.nbytes < COPY_SPLIT_BYTES or source.ndim == 0:
-        return np.array(source, copy=True)
-    global _copiers
-    if _copiers is None or _copiers._max_workers != COPY_THREADS:
-        _copiers = ThreadPoolExecutor(COPY_THREADS, thread_name_prefix="m3engine-copy")
-    out = np.empty_like(source)
-    bounds = np.linspace(0, len(source), COPY_THREADS + 1).astype(int)
-    parts = [(int(a), int(b)) for a, b in itertools.pairwise(bounds.tolist()) if b > a]
-    for done in [_copiers.submit(np.copyto, out[a:b], source[a:b]) for a, b in parts]:
-        done.result()
-    return out
+    return np.array(tensor.numpy(), copy=True)
 
 
 class PendingOutputs:

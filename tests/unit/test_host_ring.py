@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from m3engine import pending
 from m3engine.host_ring import ALIGN, HostRing, layout
 from m3engine.models.heads import M3Heads, launch_heads
 from m3engine.pending import HostCopy
@@ -133,16 +132,3 @@ def test_heads_through_a_ring_equal_heads_without(dtype: torch.dtype) -> None:
             np.testing.assert_array_equal(w, g)
         assert want.sparse is not None and got.sparse is not None
         assert [v.to_dict() for v in want.sparse] == [v.to_dict() for v in got.sparse]
-
-
-@pytest.mark.parametrize("threads", [1, 3])
-def test_copy_out_owns_an_equal_copy(threads: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    """copy_out in one thread or in row parts on several: equal values, in the caller's own memory."""
-    monkeypatch.setattr(pending, "COPY_THREADS", threads)
-    monkeypatch.setattr(pending, "COPY_SPLIT_BYTES", 1 << 10)  # split even these small arrays
-    for source in (torch.randn(1001, 64).half(), torch.randn(5000), torch.randn(2, 3)):
-        expected = source.numpy().copy()
-        out = pending.copy_out(source)
-        source.zero_()  # the slot is reused: the copy keeps its values
-        assert out.dtype == expected.dtype and out.flags["C_CONTIGUOUS"]
-        np.testing.assert_array_equal(out, expected)
