@@ -223,7 +223,7 @@ def attention_triton(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1),
         n, LOG2E / math.sqrt(hd),
-        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=config.tail or config.block_n,
+        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=tail,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out
