@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,9 @@ def instrument() -> None:
     pipeline.Collector.collect = timed_collect  # type: ignore[method-assign]
 
 
-def timed_span(owner: Any, name: str, label: str) -> None:
-    """Replace `owner.name` (a function or method) by one that notes its duration when >= SPAN_MS."""
+def timed_span(owner: Any, name: str, label: str | Callable[[Any], str], min_ms: float = SPAN_MS) -> None:
+    """Replace `owner.name` (a function or method) by one that notes its duration when >= min_ms;
+    a callable label is given the call's first argument (`self` of a method)."""
     inner = getattr(owner, name)
 
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -116,8 +118,9 @@ def timed_span(owner: Any, name: str, label: str) -> None:
             return inner(*args, **kwargs)
         finally:
             took = (time.perf_counter() - start) * 1e3
-            if took >= SPAN_MS:
-                note(f"  {label} {took:.1f} ms")
+            if took >= min_ms:
+                text = label if isinstance(label, str) else label(args[0])
+                note(f"  {text} {took:.1f} ms")
 
     setattr(owner, name, wrapper)
 
@@ -138,16 +141,7 @@ def instrument_detail() -> None:
     timed_span(GraphRunner, "_capture", "CUDA graph captured")
     from triton.runtime.jit import JITFunction
 
-    compile_ = JITFunction._do_compile
-
-    def timed_compile(self: Any, *args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return compile_(self, *args, **kwargs)
-        finally:
-            note(f"  Triton kernel {self.__name__} compiled {(time.perf_counter() - start) * 1e3:.1f} ms")
-
-    JITFunction._do_compile = timed_compile  # type: ignore[method-assign]
+    timed_span(JITFunction, "_do_compile", lambda fn: f"Triton kernel {fn.__name__} compiled", min_ms=0.0)
     gc_started: list[float] = []
 
     def on_gc(phase: str, info: dict[str, int]) -> None:
