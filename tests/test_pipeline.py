@@ -98,23 +98,6 @@ def test_window_gives_the_longest_batch_first_under_the_budget() -> None:
     assert len(window) == 0 and window.tokens == 0
 
 
-def test_the_tail_budget_halves_what_is_left_within_its_bounds() -> None:
-    assert [pipeline.tail_budget(left, 16384) for left in (40000, 20000, 5000, 2500, 100)] == [
-        16384, 10000, 2500, 2048, 2048
-    ]  # fmt: skip
-
-
-def test_with_colbert_rows_the_last_batches_taper(bge_m3_dir: Path) -> None:
-    """The last batches halve down to one text: its copy-out after the device's last work is small."""
-    engine, _ = _fake_engine(bge_m3_dir, max_batch_tokens=96)
-    texts = ["word " * 8] * 80  # the same token count each: 9 to a full batch
-    done: list[tuple[int, int]] = []
-    engine.embed(texts, sparse=True, colbert=True, progress=lambda n, t: done.append((n, t)))
-    assert done[0][1] // done[0][0] > 96 // pipeline.TAPER_FLOOR  # so the floor takes one text
-    assert sum(n for n, _ in done) == 80
-    assert done[-1][0] == 1 and done[-2][0] <= 2, done
-
-
 # ---- pipelined == whole-list ----------------------------------------------------------------
 def test_embed_pipelined_equals_the_whole_list(fast_m3: Engine, pieces: list[tuple[int, int]]) -> None:
     texts = [*TEXTS, LONG, LONG[:500]]

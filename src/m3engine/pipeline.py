@@ -16,10 +16,6 @@ the batch before it (waiting longer would leave it idle). A backend with `launch
 before batch i is collected, so building batch i's records on the host overlaps the device's work
 on batch i + 1; a task that builds its records per batch (`Bulk.records`: embed) does so as each
 batch is collected, so after the last batch only that batch's records are left to build.
-With ColBERT rows (the large output: ~8.6 ms to copy out a 16 k-token batch on an H200 host, half
-its device time) the batches after the last piece taper (`tail_budget`): each halves what is left,
-so each batch's copy-out runs while the device works on the next, and the one left after the
-device's last batch is small.
 
 Outputs are gathered by input index: one record per input, in input order, whatever the batches.
 An error in any piece or batch is raised and nothing is returned; pieces not started are cancelled.
@@ -56,8 +52,6 @@ LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
 # were not measured.
 LONG_MEAN = 2048
 POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
-TAPER = True  # the last batches of a call with ColBERT rows halve (tail_budget); False: full batches
-TAPER_FLOOR = 8  # and none of them below budget / TAPER_FLOOR tokens
 
 
 def default_threads(sizes: Sequence[int]) -> int:
@@ -94,12 +88,6 @@ def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int
     if start < len(sizes):
         pieces.append((start, len(sizes)))
     return pieces
-
-
-def tail_budget(left: int, budget: int) -> int:
-    """The token budget of a batch once every input is tokenized and `left` tokens wait: half of
-    them, within [budget / TAPER_FLOOR, budget]. From 20 k: 10 k, 5 k, 2.5 k, 2 k, the rest."""
-    return min(budget, max(budget // TAPER_FLOOR, (left + 1) // 2))
 
 
 class Launcher:
@@ -276,7 +264,6 @@ def run_bulk(
 
     assemble = bulk.assemble if bulk.records is not None else None  # records per batch, or finish
     collector = Collector(launcher, bulk.heads, progress, build if assemble is not None else None)
-    taper = TAPER and bulk.heads.colbert
     queue: list[tuple[int, Future[list[Encoded]]]] = []  # pieces submitted, not yet in the window
     submitted = 0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")
@@ -318,8 +305,7 @@ def run_bulk(
             # batch before it is collected: the threads tokenize while the engine thread waits.
             part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
             if window and (exhausted or window.full(budget, max_size) or part_ready):
-                size = tail_budget(window.tokens, budget) if exhausted and taper else budget
-                indices = window.take(size, max_size, padded)
+                indices = window.take(budget, max_size, padded)
                 collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
                 submit()
                 collector.collect(keep=1)
