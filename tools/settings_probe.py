@@ -15,8 +15,6 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
   graphs already captured keep theirs: the bulk batches are eager);
 - `gNk`: batches of up to N x 1,024 tokens replay CUDA graphs (`graph_max_tokens`; default 4 k);
 - `pN`: the pipeline's first piece holds budget / N tokens (`pipeline.FIRST_PIECE`; default 4);
-- `cut-part` / `cut-tok`: `pipeline.GRAPH_CUT` "part" / "tokenizing" (default "off"): batches cut
-  to the CUDA-graph size when the device ran dry / while pieces are being tokenized;
 - `gc-on`: Python's cyclic collector stays on during the calls (`gcpause.ENABLED = False`; by
   default a bulk call switches it off);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
@@ -45,7 +43,7 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-FLAGS = ("gc-on", "cut-part", "cut-tok")  # gcpause.ENABLED off; pipeline.GRAPH_CUT
+FLAGS = ("gc-on",)  # switches off: gcpause.ENABLED
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
@@ -64,14 +62,12 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
     pipeline.Collector.FINISHING = finishing
     pipeline.FIRST_PIECE = pick(FIRST, DEFAULT_FIRST)
     gcpause.ENABLED = "gc-on" not in parts
-    pipeline.GRAPH_CUT = "part" if "cut-part" in parts else "tokenizing" if "cut-tok" in parts else "off"
     engine.settings = dataclasses.replace(defaults, max_batch_tokens=pick(BUDGETS, defaults.max_batch_tokens))
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
     if getattr(backend, "graphs", None) is not None:
         backend.graphs.max_tokens = pick(GRAPHS, graph_tokens)
-        backend.info = dataclasses.replace(backend.info, graph_tokens=backend.graphs.max_tokens)
     if getattr(backend, "triton_attention", False):
         from m3engine.backends.fast import varlen_attention
 
@@ -90,8 +86,7 @@ def main() -> None:
     unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
         tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
-        flags = ", ".join(FLAGS)
-        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and {flags}, joined by +")
+        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and gc-on, joined by +")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()

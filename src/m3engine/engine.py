@@ -214,7 +214,4 @@ class Engine:
         with gcpause.gc_paused():
             if self.backend.info.padded or small:
                 return self.execute(bulk.prepare(), progress)
-            graphs = self.backend.info.graph_tokens
-            return pipeline.run_bulk(
-                bulk, self._launcher, budget, max_size, progress=progress, graph_tokens=graphs
-            )
+            return pipeline.run_bulk(bulk, self._launcher, budget, max_size, progress=progress)

@@ -52,11 +52,6 @@ LOOKAHEAD = 8  # batches' worth of tokens tokenized ahead of the device, at most
 # were not measured.
 LONG_MEAN = 2048
 POLL_S = 0.0005  # while the device works and no batch is full: how often to look whether it is done
-# Batches cut to the backend's CUDA-graph size (`BackendInfo.graph_tokens`), launched as one replay:
-# "part": a part-filled batch that leaves because the device ran dry; "tokenizing": every batch
-# while pieces are still being tokenized (the tokenizer threads slow the ~170 eager launches of a
-# batch, up to 28 ms for 5.8 k tokens on an H200 host); "off": neither.
-GRAPH_CUT = "off"
 
 
 def default_threads(sizes: Sequence[int]) -> int:
@@ -253,14 +248,9 @@ def run_bulk(
     padded: bool = False,
     progress: Progress | None = None,
     threads: int | None = None,
-    graph_tokens: int = 0,
 ) -> R:
-    """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result.
-
-    `graph_tokens`: the backend launches batches up to this many tokens as one CUDA graph (GRAPH_CUT).
-    """
+    """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result."""
     threads = threads or default_threads(bulk.sizes)
-    cut = min(budget, graph_tokens) if graph_tokens and GRAPH_CUT != "off" else budget
     pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget // LARGEST_PIECE)
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
     window = Window()
@@ -314,13 +304,8 @@ def run_bulk(
             # threads, delayed the first launch by ~5 ms), then more pieces are submitted, then the
             # batch before it is collected: the threads tokenize while the engine thread waits.
             part_ready = window.tokens >= budget // MIN_PARTIAL and collector.idle()
-            full = window.full(budget, max_size)
-            if window and (exhausted or full or part_ready):
-                tokenizing = submitted < len(pieces) or bool(queue)
-                quick = (GRAPH_CUT == "part" and not full and not exhausted) or (
-                    GRAPH_CUT == "tokenizing" and tokenizing
-                )
-                indices = window.take(cut if quick else budget, max_size, padded)
+            if window and (exhausted or window.full(budget, max_size) or part_ready):
+                indices = window.take(budget, max_size, padded)
                 collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
                 submit()
                 collector.collect(keep=1)

@@ -14,7 +14,6 @@ class BackendInfo:
     device: str  # cpu, cuda, cuda:1
     dtype: str  # fp32, fp16, bf16
     padded: bool  # whether a batch costs max_len * n tokens (True) or sum(len) (False)
-    graph_tokens: int = 0  # batches up to this many tokens launch as one CUDA graph (0: none do)
 
 
 @runtime_checkable

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -109,7 +108,6 @@ class FastBackend:
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
             self.graphs = GraphRunner(self._encode, self._device, max_tokens=graph_max_tokens)
-            self.info = dataclasses.replace(self.info, graph_tokens=graph_max_tokens)
         if self.fused:
             self._compile_kernels()
 
