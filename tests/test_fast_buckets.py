@@ -30,14 +30,6 @@ def test_over_budget_runs_eager() -> None:
     assert choose_bucket(600, 2, 300, 512) is None
 
 
-def test_a_full_batch_of_the_token_budget_replays_a_graph_but_not_one_of_long_sequences() -> None:
-    assert choose_bucket(16300, 57, 1900, 4096, min_len=12) == BucketKey(tokens=16384, seqs=64, max_len=16384)
-    assert choose_bucket(16384, 200, 900, 4096, min_len=12) == BucketKey(16384, 256, 16384)
-    assert choose_bucket(15000, 57, 1900, 4096, min_len=12) is None  # 8 % of padding: eager
-    assert choose_bucket(16385, 57, 1900, 4096, min_len=12) is None  # over the largest bucket
-    assert choose_bucket(16300, 3, 6000, 4096, min_len=4100) is None  # long documents: SDPA, eager
-
-
 @pytest.mark.parametrize("seqs", [1, 2, 5, 17, 100])
 def test_sequence_count_rounds_to_power_of_two(seqs: int) -> None:
     key = choose_bucket(1000, seqs, 50, 4096)

@@ -15,8 +15,6 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
   graphs already captured keep theirs: the bulk batches are eager);
 - `gNk`: batches of up to N x 1,024 tokens replay CUDA graphs (`graph_max_tokens`; default 4 k);
 - `pN`: the pipeline's first piece holds budget / N tokens (`pipeline.FIRST_PIECE`; default 4);
-- `full0`: full batches launch eagerly (`graphs.FULL_TOKENS = ()`; by default a batch that fills
-  16,384 tokens to within 4 % replays a CUDA graph);
 - `gc-on`: Python's cyclic collector stays on during the calls (`gcpause.ENABLED = False`; by
   default a bulk call switches it off);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
@@ -35,7 +33,6 @@ from typing import Any
 from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
 from m3engine import gcpause, host_ring, pipeline
-from m3engine.backends.fast import graphs
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
@@ -46,8 +43,7 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-FLAGS = ("gc-on", "full0")  # switches off: gcpause.ENABLED, graphs.FULL_TOKENS
-DEFAULT_FULL = graphs.FULL_TOKENS
+FLAGS = ("gc-on",)  # switches off: gcpause.ENABLED
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
@@ -66,7 +62,6 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
     pipeline.Collector.FINISHING = finishing
     pipeline.FIRST_PIECE = pick(FIRST, DEFAULT_FIRST)
     gcpause.ENABLED = "gc-on" not in parts
-    graphs.FULL_TOKENS = () if "full0" in parts else DEFAULT_FULL
     engine.settings = dataclasses.replace(defaults, max_batch_tokens=pick(BUDGETS, defaults.max_batch_tokens))
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:

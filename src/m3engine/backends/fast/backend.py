@@ -155,8 +155,7 @@ class FastBackend:
         offset = self.weights.config.position_offset
         lengths = tuple(batch.lengths.tolist())
         max_len = max(lengths, default=0)  # batch.max_len is ~10 us of numpy at batch 1
-        graphs = self.graphs if use_graphs else None
-        key = graphs.bucket(t, n, max_len, min(lengths, default=0)) if graphs is not None else None
+        key = self.graphs.bucket(t, n, max_len) if (self.graphs is not None and use_graphs) else None
         if key is not None and self.graphs is not None:
             captured = self.graphs.get(key)
             flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)

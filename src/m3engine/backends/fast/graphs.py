@@ -27,20 +27,12 @@ from dataclasses import dataclass
 
 import torch
 
-from m3engine.backends.fast.encoder import LONG_SEQUENCE, PackedInputs
+from m3engine.backends.fast.encoder import PackedInputs
 from m3engine.backends.fast.staging import flat_size, unpack
 
 CAPTURE_AFTER = 2  # a bucket's graph is captured the time it is asked for this often (see above)
 # Token counts a graph is captured for: dense at the small end, where launches dominate.
 TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
-# Full batches of a bulk call: a batch over `max_tokens` that fills one of these token counts to
-# within FULL_SLACK replays a graph too (the default token budget's batches hold 16.0-16.4 k tokens;
-# padded by <= 4 %). Their ~170 eager launches cost 5 ms of the host's time when it is idle and up
-# to 28 ms beside the tokenizer threads (H200 host, docs/benchmarks.md round ten), while the device
-# waits at the start of a call. Not for batches of long sequences only: those attend per sequence
-# with SDPA (encoder.LONG_SEQUENCE), which a graph's packed attention would replace.
-FULL_TOKENS: tuple[int, ...] = (16384,)
-FULL_SLACK = 0.04
 
 
 @dataclass(frozen=True)
@@ -54,26 +46,16 @@ def _pow2_at_least(n: int) -> int:
     return 1 << max(0, (n - 1).bit_length())
 
 
-def choose_bucket(
-    num_tokens: int, num_seqs: int, max_len: int, max_tokens: int, min_len: int = 0
-) -> BucketKey | None:
-    """The smallest bucket that holds the batch, or None when it is over `max_tokens` and not a full
-    batch (FULL_TOKENS; `min_len`: its shortest sequence): run it eagerly."""
+def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int) -> BucketKey | None:
+    """The smallest bucket that holds the batch, or None when it is over `max_tokens` (run eager)."""
     step = bisect_left(TOKEN_LADDER, num_tokens)
     if step == len(TOKEN_LADDER) or TOKEN_LADDER[step] > max_tokens:
-        return _full_bucket(num_tokens, num_seqs, min_len) if max_tokens > 0 else None
+        return None
     tokens = TOKEN_LADDER[step]
     seqs = min(_pow2_at_least(num_seqs), tokens)
     # max_seqlen is the bucket's token count: flash attention only launches blocks that find no work,
     # and a third key dimension would multiply the graphs that a mixed workload captures mid-run.
     return BucketKey(tokens=tokens, seqs=max(seqs, num_seqs), max_len=tokens)
-
-
-def _full_bucket(num_tokens: int, num_seqs: int, min_len: int) -> BucketKey | None:
-    full = next((f for f in FULL_TOKENS if f * (1 - FULL_SLACK) <= num_tokens <= f), None)
-    if full is None or min_len >= LONG_SEQUENCE:
-        return None
-    return BucketKey(tokens=full, seqs=min(_pow2_at_least(num_seqs), full), max_len=full)
 
 
 def warmup_buckets(max_tokens: int, max_seqs: int = 64, min_tokens_per_seq: int = 8) -> list[BucketKey]:
@@ -118,9 +100,9 @@ class GraphRunner:
     def captured(self) -> list[BucketKey]:
         return list(self._graphs)
 
-    def bucket(self, num_tokens: int, num_seqs: int, max_len: int, min_len: int = 0) -> BucketKey | None:
+    def bucket(self, num_tokens: int, num_seqs: int, max_len: int) -> BucketKey | None:
         """The bucket to replay (captured by `get` if need be), or None: run this batch eagerly."""
-        key = choose_bucket(num_tokens, num_seqs, max_len, self.max_tokens, min_len)
+        key = choose_bucket(num_tokens, num_seqs, max_len, self.max_tokens)
         if key is None or key in self._graphs:
             return key
         if len(self._graphs) >= self.max_graphs:
