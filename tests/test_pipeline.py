@@ -326,7 +326,7 @@ def test_the_first_batch_runs_before_later_pieces_are_tokenized(
 
 def test_the_first_piece_is_tokenized_alone(bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No other piece starts before the first is done: beside others it took 4x longer (H200 host)."""
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 4)  # threads to start other pieces with
+    monkeypatch.setattr(pipeline, "available_cpus", lambda: 4)  # threads to start other pieces with
     engine, _ = _fake_engine(bge_m3_dir, max_batch_tokens=64)
     events: list[str] = []
     lock = threading.Lock()
@@ -386,8 +386,8 @@ def test_each_batch_is_launched_before_the_one_before_it_is_collected(fast_m3: E
 
 
 def test_long_inputs_get_fewer_tokenizer_threads(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(pipeline, "available_cpus", lambda: 16)
     assert pipeline.default_threads([8192] * 24) == 2  # long documents: Rust spreads each one
     assert pipeline.default_threads([300, 1500, 2048] * 100) == 4  # passages
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(pipeline, "available_cpus", lambda: 1)
     assert pipeline.default_threads([300] * 10) == 1

@@ -25,7 +25,6 @@ Unlike the whole-list path, a forward may run before a later piece's input error
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,6 +34,7 @@ from typing import TypeVar
 from m3engine import postprocess
 from m3engine.backends.base import Backend
 from m3engine.batching import plan_batches
+from m3engine.cpu_quota import available_cpus
 from m3engine.pending import Pending, Ready
 from m3engine.prepared import Bulk
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
@@ -65,7 +65,7 @@ def default_threads(sizes: Sequence[int]) -> int:
     all three 356 / 356 / 337 k; 12 threads: passages 346 k, long documents 263 k.
     """
     long = bool(sizes) and sum(sizes) >= LONG_MEAN * len(sizes)
-    return max(1, min(2 if long else 4, os.cpu_count() or 1))
+    return max(1, min(2 if long else 4, available_cpus()))
 
 
 def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int, int]]:

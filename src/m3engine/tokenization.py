@@ -22,6 +22,7 @@ from typing import Any
 
 import tokenizers
 
+from m3engine.cpu_quota import available_cpus
 from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
 from m3engine.pair_template import read_pair_template, read_single_template
 from m3engine.types import Encoded
@@ -62,16 +63,13 @@ _PARALLELISM_OFF = {"", "0", "f", "false", "n", "no", "off"}  # what the Rust si
 
 
 def usable_cores() -> int:
-    """The threads the Rust pool spreads a batch over: this process's CPU affinity (cgroup quotas are
-    not seen), at most RAYON_NUM_THREADS, and 1 when TOKENIZERS_PARALLELISM turns the pool off (a
-    fork's override inside the library is not seen)."""
+    """The threads the Rust pool spreads a batch over: this process's CPU affinity, within its cgroup
+    CPU quota (cpu_quota.py), at most RAYON_NUM_THREADS, and 1 when TOKENIZERS_PARALLELISM turns the
+    pool off (a fork's override inside the library is not seen)."""
     setting = os.environ.get("TOKENIZERS_PARALLELISM")
     if setting is not None and setting.strip().lower() in _PARALLELISM_OFF:
         return 1
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
+    cores = available_cpus()
     threads = os.environ.get("RAYON_NUM_THREADS", "")
     return max(1, min(cores, int(threads))) if threads.isdigit() and int(threads) > 0 else cores
 
