@@ -50,8 +50,11 @@ RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (
 
 
 def known(part: str) -> bool:
-    tables = (COLLECTOR, BUDGETS, GRAPHS, FIRST)
-    return any(part in table for table in tables) or part.startswith("att-") or part in FLAGS
+    if part.startswith("att-"):  # checked here, not when the round reaches it
+        from m3engine.backends.fast import varlen_attention
+
+        return part.removeprefix("att-") in varlen_attention.CONFIGS
+    return any(part in table for table in (COLLECTOR, BUDGETS, GRAPHS, FIRST)) or part in FLAGS
 
 
 def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) -> None:
