@@ -6,7 +6,8 @@
 `m3engine bench` times `Engine.embed` of the 2,000 passages (all three outputs) as `workloads.timed`
 does: the result is dropped inside the timed span, so freeing its ~1.1 GB of ColBERT rows is timed
 too. The pipeline's own timelines (tools/pipeline_timeline.py) end when the call returns. This
-probe times the same call in one process, phase after phase, round after round:
+probe times the same call in one process, a few calls per phase, the phases one after another
+(each keeps what the one before set):
 
 - `default`: the process as the bench runs it;
 - `gc-frozen`: after `gc.freeze()` (what `m3engine serve` does at start-up: a full collection then
@@ -109,11 +110,11 @@ def young_at_reenable(engine: Engine, texts: list[str]) -> dict[str, Any]:
         del young
         enable()
 
-    gc.enable = counting_enable  # type: ignore[assignment]
+    gc.enable = counting_enable
     try:
         engine.embed(texts, max_length=2048, sparse=True, colbert=True)
     finally:
-        gc.enable = enable  # type: ignore[assignment]
+        gc.enable = enable
     return seen
 
 

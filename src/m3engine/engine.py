@@ -207,11 +207,11 @@ class Engine:
 
         Not for a padded backend (it wants the whole list sorted at once: pieces would cost it
         padding) nor for work smaller than the pipeline's first piece (one piece is the whole list).
-        Python's cyclic collector is off meanwhile (gcpause.py).
+        Python's cyclic collector is off while the pipeline runs (gcpause.py).
         """
         budget, max_size = self.settings.max_batch_tokens, self.settings.max_batch_size
         small = len(bulk.sizes) < 2 or sum(bulk.sizes) <= budget // pipeline.FIRST_PIECE
+        if self.backend.info.padded or small:
+            return self.execute(bulk.prepare(), progress)
         with gcpause.gc_paused():
-            if self.backend.info.padded or small:
-                return self.execute(bulk.prepare(), progress)
             return pipeline.run_bulk(bulk, self._launcher, budget, max_size, progress=progress)

@@ -192,14 +192,13 @@ def test_a_repeated_query_is_encoded_once_and_gives_what_each_pair_alone_gives(r
 
 def test_usable_cores_follows_the_rust_pool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """TOKENIZERS_PARALLELISM off (as the Rust side reads it) means one core; RAYON_NUM_THREADS caps
-    the count; neither set: the process's CPUs."""
-    import os
-
+    the count; neither set: the process's CPUs (its affinity within its cgroup quota)."""
+    from m3engine.cpu_quota import available_cpus
     from m3engine.tokenization import usable_cores
 
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    cpus = available_cpus()
     assert usable_cores() == cpus
     for off in ("false", "0", "", "n", "OFF"):
         monkeypatch.setenv("TOKENIZERS_PARALLELISM", off)
