@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention",
         default="triton",
-        choices=["triton", "flash"],
-        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton)",
+        choices=["triton", "flash", "fa4"],
+        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton; "
+        "fa4 needs flash-attn-4)",
     )
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)
@@ -83,7 +84,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     report = run(config)
     stem = f"{report['model'].replace('/', '_')}-{args.dtype}" + (
-        "-flash" if args.attention == "flash" else ""
+        "" if args.attention == "triton" else f"-{args.attention}"
     )
     paths = write(report, args.out, stem)
     print(markdown(report))
