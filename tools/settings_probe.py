@@ -6,9 +6,6 @@
 The settings are taken in turn, round after round (drift falls on all alike), on the bench's
 workloads: 2,000 mixed passages and 24 long documents, dense and all three outputs. Prints tokens/s
 (median of the rounds). On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
-With `--device-only` each workload is tokenized once and only its planned batches are timed
-(launched one ahead of collection, as the engine runs them): the device's share without the
-tokenizer's noise, for settings that change device work.
 
 - `fN-sM`: `pipeline.Collector.FINISHING` = N batches may wait for the collecting thread before the
   engine thread (which launches) waits for the oldest; each of them keeps its pinned slot
@@ -22,7 +19,6 @@ tokenizer's noise, for settings that change device work.
   default a bulk call switches it off);
 - `prefault-off`: the copy-out's destination is not faulted in before waiting for the device
   (`pending.PREFAULT = False`; its pages then fault in as the copy writes them);
-- `fa4`: FlashAttention-4's varlen kernel for mixed-length batches (needs flash-attn-4);
 - `res-gemm-off`: attention-out and FFN-out add their bias in the product and the residual in the
   row kernel (`fused.RESIDUAL_IN_GEMM = False`; graphs already captured keep what they had);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
@@ -38,8 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipeline_probe import _device_only  # sibling modules (tools/ is on the path)
-from probe_cli import probe_parser
+from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
 from m3engine import gcpause, host_ring, pending, pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
@@ -52,8 +47,8 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-FLAGS = ("gc-on", "prefault-off", "res-gemm-off", "fa4")  # off: gcpause.ENABLED, pending.PREFAULT,
-# fused.RESIDUAL_IN_GEMM; on: FlashAttention-4
+FLAGS = ("gc-on", "prefault-off", "res-gemm-off")  # switch off: gcpause.ENABLED, pending.PREFAULT,
+# fused.RESIDUAL_IN_GEMM
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
@@ -86,10 +81,6 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
         from m3engine.backends.fast import fused
 
         fused.RESIDUAL_IN_GEMM = "res-gemm-off" not in parts
-    if hasattr(backend, "fa4_attention"):  # Triton attention is what the backend started with
-        backend.__dict__.setdefault("triton_at_start", backend.triton_attention)
-        backend.fa4_attention = "fa4" in parts
-        backend.triton_attention = backend.triton_at_start and not backend.fa4_attention
     if getattr(backend, "triton_attention", False):
         from m3engine.backends.fast import varlen_attention
 
@@ -103,7 +94,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--device-only", action="store_true", help="time the pre-tokenized batches alone")
     args = parser.parse_args()
     names = args.settings.split(",")
     unknown = [p for n in names for p in n.split("+") if not known(p)]
@@ -125,28 +115,21 @@ def main() -> None:
         for label, texts, limit in (("passages", passages, 2048), ("long docs", docs, 8192)):
             tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))
             for m3 in (False, True):
-
-                def run(t: list[str] = texts, n: int = limit, h: bool = m3) -> object:
-                    return engine.embed(t, max_length=n, sparse=h, colbert=h)
-
-                if args.device_only:
-                    task = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
-                    run = _device_only(engine, task)
-                workloads.append((f"{label} {'all three' if m3 else 'dense'}", run, tokens))
+                workloads.append((f"{label} {'all three' if m3 else 'dense'}", texts, limit, m3, tokens))
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
             for name in names:
                 use(engine, name, defaults, graph_tokens)
-                for label, run, _ in workloads:
+                for label, texts, limit, m3, _ in workloads:
                     start = time.perf_counter()
-                    run()
+                    engine.embed(texts, max_length=limit, sparse=m3, colbert=m3)
                     if round_:
                         times[name][label].append(time.perf_counter() - start)
         result: dict[str, dict[str, float]] = {}
         for name in names:
             result[name] = {}
             cells = []
-            for label, _, tokens in workloads:
+            for label, *_, tokens in workloads:
                 rate = tokens / statistics.median(times[name][label])
                 result[name][label] = rate
                 cells.append(f"{label} {rate / 1e3:5.0f} k")

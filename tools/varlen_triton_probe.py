@@ -8,8 +8,7 @@ short inputs (8..64 tokens, query-sized). q/k/v are strided views of one (T, 3 x
 after a warm-up pass that also compiles), attention TFLOP/s (4 n^2 nh hd per sequence), the ratio to
 flash, and the largest |difference| to flash's output. Variants: flash; each Triton config with its
 block table built per call; the default config with the table prebuilt once per batch; the engine's
-`attention()` with inputs planned as the fast backend plans them (once per batch); FlashAttention-4's
-varlen kernel where flash-attn-4 is installed.
+`attention()` with inputs planned as the fast backend plans them (once per batch).
 
     PYTHONPATH=src python tools/varlen_triton_probe.py [OUT_JSON]             # CUDA
     TRITON_INTERPRET=1 PYTHONPATH=src python tools/varlen_triton_probe.py --dry   # CPU: small, slow
@@ -40,7 +39,7 @@ if DRY:  # before triton.jit decorates the kernel
 
     allow_loaded_loop_bounds()
 
-from m3engine.backends.fast import encoder, fa4_attention  # noqa: E402
+from m3engine.backends.fast import encoder  # noqa: E402
 from m3engine.backends.fast.encoder import PackedInputs  # noqa: E402
 from m3engine.backends.fast.varlen_attention import (  # noqa: E402
     CONFIGS,
@@ -151,8 +150,6 @@ def probe(name: str) -> list[dict[str, Any]]:
     variants.update({f"triton {n}": triton_variant(c) for n, c in configs.items()})
     variants[f"triton {default} prebuilt table"] = prebuilt_variant(data, DEFAULT)
     variants[f"engine (triton {default})"] = engine_variant(data)
-    if not DRY and fa4_attention.available():
-        variants["fa4 varlen"] = lambda b: fa4_attention.attention_fa4(b[0], b[1], b[2], b[3], b[4])
     reference = [flash(b) for b in data]
     tokens = sum(map(sum, planned))
     print(f"{name}: {len(planned)} batches, {tokens} tokens, {sum(map(len, planned))} sequences", flush=True)

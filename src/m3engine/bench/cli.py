@@ -32,9 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--attention",
         default="triton",
-        choices=["triton", "flash", "fa4"],
-        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton; "
-        "fa4 needs flash-attn-4)",
+        choices=["triton", "flash"],
+        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton)",
     )
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)
@@ -84,7 +83,7 @@ def run_command(args: argparse.Namespace) -> int:
     )
     report = run(config)
     stem = f"{report['model'].replace('/', '_')}-{args.dtype}" + (
-        "" if args.attention == "triton" else f"-{args.attention}"
+        "-flash" if args.attention == "flash" else ""
     )
     paths = write(report, args.out, stem)
     print(markdown(report))

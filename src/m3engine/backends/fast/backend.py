@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -51,8 +50,7 @@ class FastBackend:
     larger batches run eagerly, where each kernel outlasts its launch anyway. `kernels`: "auto"
     runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch" the plain
     encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
-    where Triton is installed), "flash" (torch's varlen_attn) or "fa4" (fa4_attention.py, where
-    flash-attn-4 is installed). dtype "fp8" runs the encoder's
+    where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
     matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
     """
 
@@ -80,14 +78,8 @@ class FastBackend:
         if dtype == "fp8" and not self.fused:
             raise ValueError("dtype fp8 needs CUDA and Triton (the fused kernels quantise activations)")
         self._gelu_epilogue = gelu_epilogue
-        if attention not in ("triton", "flash", "fa4"):
-            raise ValueError(f"attention must be 'triton', 'flash' or 'fa4', not {attention!r}")
-        self.fa4_attention = attention == "fa4" and self._varlen
-        if self.fa4_attention:
-            from m3engine.backends.fast.fa4_attention import available
-
-            if not available():
-                raise ValueError("attention 'fa4' needs FlashAttention-4: pip install flash-attn-4")
+        if attention not in ("triton", "flash"):
+            raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
         self.triton_attention = attention == "triton" and self._varlen and _triton_available()
         if self.triton_attention:  # else the module (which imports triton) stays unloaded
             from m3engine.backends.fast.varlen_attention import DEFAULT, supports_head_dim
@@ -97,8 +89,7 @@ class FastBackend:
         self.fp8 = None
         self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
         if self._varlen:
-            kind = "FlashAttention-4" if self.fa4_attention else "flash"
-            self.precision += ", Triton varlen attention" if self.triton_attention else f", {kind} attention"
+            self.precision += ", Triton varlen attention" if self.triton_attention else ", flash attention"
         if dtype == "fp8":
             from m3engine.backends.fast.fp8 import quantize_layers
 
@@ -144,9 +135,7 @@ class FastBackend:
             self.graphs.capture_ladder()
 
     def _encode(self, inputs: PackedInputs) -> torch.Tensor:
-        if self.fa4_attention:
-            inputs = dataclasses.replace(inputs, fa4=True)
-        elif self.triton_attention:  # one block table per batch, read by every layer
+        if self.triton_attention:  # one block table per batch, read by every layer
             from m3engine.backends.fast.varlen_attention import plan_attention
 
             inputs = plan_attention(inputs, self.attention_config)

@@ -39,7 +39,6 @@ class PackedInputs:
     max_len: int  # longest sequence (a host int: no device sync to read it)
     lengths: tuple[int, ...]  # per-sequence lengths on the host, for the CPU attention loop
     attention_plan: AttentionPlan | None = None  # a block table: the Triton kernel runs
-    fa4: bool = False  # FlashAttention-4's varlen kernel runs (fa4_attention.py)
 
 
 def host_arrays(batch: PackedBatch, position_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -96,10 +95,6 @@ def attention(
     """Bidirectional attention within each sequence; (T, nh, hd)."""
     long_only = bool(inputs.lengths) and min(inputs.lengths) >= LONG_SEQUENCE
     if varlen and not long_only:
-        if inputs.fa4:
-            from m3engine.backends.fast.fa4_attention import attention_fa4
-
-            return attention_fa4(q, k, v, inputs.cu_seqlens, inputs.max_len)
         if inputs.attention_plan is not None:
             from m3engine.backends.fast.varlen_attention import attention_triton
 
