@@ -39,8 +39,6 @@ def check_row_kernels() -> None:
     assert _rel(q[0].float() * q[1], ref) < 0.1
     y2, q2 = K.add_layernorm(x, None, r, w, lb, 1e-5)
     assert q2 is None and _rel(y2, F.layer_norm(x + r, (n,), w, lb, 1e-5)) < 1e-6
-    y3, _ = K.add_layernorm(x + r, bias, None, w, lb, 1e-5)  # the residual already in x
-    assert _rel(y3, ref) < 1e-6, _rel(y3, ref)
     h, hb = torch.randn(t, f, generator=g) * 3, torch.randn(f, generator=g)
     gelu, hq = K.bias_gelu(h, hb, store=True, quant=True)
     assert gelu is not None and hq is not None
@@ -92,7 +90,6 @@ def check_small_gemm() -> None:
 
 def check_fused_encoder(path: Path) -> None:
     """The fused encoder (fp32 and fp8 matrix products) against encoder.py on a packed batch."""
-    from m3engine.backends.fast import fused as fused_module
     from m3engine.backends.fast.encoder import encode, to_device
     from m3engine.backends.fast.fp8 import quantize_layers
     from m3engine.backends.fast.fused import encode_fused
@@ -108,10 +105,6 @@ def check_fused_encoder(path: Path) -> None:
     fused = encode_fused(weights, inputs, None, varlen=False, gelu_epilogue=False)
     assert _rel(fused, ref) < 1e-5, _rel(fused, ref)
     print("fused fp32 ok", _rel(fused, ref))
-    fused_module.RESIDUAL_IN_GEMM = False  # the bias in the product, the residual in the row kernel
-    apart = encode_fused(weights, inputs, None, varlen=False, gelu_epilogue=False)
-    fused_module.RESIDUAL_IN_GEMM = True
-    assert _rel(apart, ref) < 1e-5, _rel(apart, ref)
     # every product through small_gemm (the tiny model's shapes get heuristic configs); the tanh GELU
     # is checked per kernel above: on the CPU torch's _addmm_activation computes the erf GELU
     small = encode_fused(weights, inputs, None, varlen=False, gelu_epilogue=False, small_m=4096)

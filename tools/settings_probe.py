@@ -19,8 +19,6 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
   default a bulk call switches it off);
 - `prefault-off`: the copy-out's destination is not faulted in before waiting for the device
   (`pending.PREFAULT = False`; its pages then fault in as the copy writes them);
-- `res-gemm-off`: attention-out and FFN-out add their bias in the product and the residual in the
-  row kernel (`fused.RESIDUAL_IN_GEMM = False`; graphs already captured keep what they had);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
 """
 
@@ -47,8 +45,7 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-FLAGS = ("gc-on", "prefault-off", "res-gemm-off")  # switch off: gcpause.ENABLED, pending.PREFAULT,
-# fused.RESIDUAL_IN_GEMM
+FLAGS = ("gc-on", "prefault-off")  # switches off: gcpause.ENABLED, pending.PREFAULT
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
@@ -77,10 +74,6 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
         backend.ring = RINGS.setdefault(slots, HostRing(slots=slots))
     if getattr(backend, "graphs", None) is not None:
         backend.graphs.max_tokens = pick(GRAPHS, graph_tokens)
-    if getattr(backend, "fused", False):
-        from m3engine.backends.fast import fused
-
-        fused.RESIDUAL_IN_GEMM = "res-gemm-off" not in parts
     if getattr(backend, "triton_attention", False):
         from m3engine.backends.fast import varlen_attention
 

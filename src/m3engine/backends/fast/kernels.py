@@ -4,8 +4,8 @@ The unfused layer reads and writes each (T, H) activation several times around a
 then normalise) and each (T, F) one twice around the GELU; at ~700 k tokens/s those passes cost
 10-20 % of an H200's time. Each kernel here handles one row per program, in fp32 registers:
 
-- `add_layernorm`: LayerNorm(x + bias + residual) (either addend may be absent), optionally also
-  the row quantised to fp8 e4m3 with its scale, for the next fp8 matrix product;
+- `add_layernorm`: LayerNorm(x + bias + residual), optionally also the row quantised to fp8 e4m3
+  with its scale, for the next fp8 matrix product;
 - `embed_layernorm`: LayerNorm(word[id] + position[pos] + token_type[type]), the gathers included;
 - `bias_gelu`: exact (erf) GELU of x + bias, to bf16/fp16 or straight to fp8 with a row scale;
 - `quantize_rows`: a row's fp8 e4m3 values and scale (amax / 448) for the attention output.
@@ -52,15 +52,13 @@ def layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps):
 def _add_ln_kernel(
     x_ptr, bias_ptr, res_ptr, w_ptr, b_ptr, y_ptr, q_ptr, s_ptr,
     N, eps,
-    HAS_BIAS: tl.constexpr, HAS_RES: tl.constexpr, QUANT: tl.constexpr, BLOCK: tl.constexpr,
-    FP8_MAX: tl.constexpr,
+    HAS_BIAS: tl.constexpr, QUANT: tl.constexpr, BLOCK: tl.constexpr, FP8_MAX: tl.constexpr,
 ):  # fmt: skip
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     mask = cols < N
     v = tl.load(x_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
-    if HAS_RES:
-        v += tl.load(res_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
+    v += tl.load(res_ptr + row * N + cols, mask=mask, other=0.0).to(tl.float32)
     if HAS_BIAS:
         v += tl.load(bias_ptr + cols, mask=mask, other=0.0).to(tl.float32)
     y = layernorm_row(v, cols, mask, w_ptr, b_ptr, N, eps)
@@ -142,7 +140,7 @@ def _fp8_outputs(rows: int, n: int, like: torch.Tensor, quant: bool) -> tuple[to
 def add_layernorm(
     x: torch.Tensor,  # (T, N) the sublayer's output
     bias: torch.Tensor | None,  # (N,) its bias, when the matrix product did not add it
-    residual: torch.Tensor | None,  # (T, N), when x does not already hold it
+    residual: torch.Tensor,  # (T, N)
     weight: torch.Tensor,  # (N,)
     ln_bias: torch.Tensor,  # (N,)
     eps: float,
@@ -154,10 +152,8 @@ def add_layernorm(
     q, s = _fp8_outputs(rows, n, x, quant)
     block, warps = _block(n)
     _add_ln_kernel[(rows,)](
-        x, bias if bias is not None else x, residual if residual is not None else x,
-        weight, ln_bias, y, q, s, n, eps,
-        HAS_BIAS=bias is not None, HAS_RES=residual is not None, QUANT=quant, BLOCK=block,
-        FP8_MAX=FP8_MAX, num_warps=warps,
+        x, bias if bias is not None else x, residual, weight, ln_bias, y, q, s, n, eps,
+        HAS_BIAS=bias is not None, QUANT=quant, BLOCK=block, FP8_MAX=FP8_MAX, num_warps=warps,
     )  # fmt: skip
     return y, ((q, s) if quant else None)
 

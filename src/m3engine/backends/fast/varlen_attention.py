@@ -58,7 +58,6 @@ class Config(NamedTuple):
     warps: int = 4
     stages: int = 2
     tail: int = 0  # key rows per step of a sequence's ragged end (0: block_n); a power of two <= block_n
-    fold: bool = False  # scale inside exp2's argument, one FMA per score (the row max scaled per row)
 
 
 # Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above;
@@ -79,8 +78,6 @@ CONFIGS = {
     "64x64w8s3": Config(64, 64, 8, 3),
     "64x128s3t32": Config(64, 128, 4, 3, 32),
     "128x64w8s3t32": Config(128, 64, 8, 3, 32),
-    "64x64s3t32f": Config(64, 64, 4, 3, 32, True),
-    "64x128s3t32f": Config(64, 128, 4, 3, 32, True),
 }
 DEFAULT = CONFIGS["64x64s3t32"]
 
@@ -93,9 +90,7 @@ class AttentionPlan(NamedTuple):
 
 
 @triton.jit
-def _attend_block(
-    q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.constexpr, FOLD: tl.constexpr
-):
+def _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.constexpr):
     # q: (BLOCK_M, D); k_ptrs, v_ptrs: (BLOCK_N, D) pointers; valid: (BLOCK_N,) keys inside the sequence
     if MASKED:
         k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
@@ -103,18 +98,11 @@ def _attend_block(
     else:
         k = tl.load(k_ptrs)
         v = tl.load(v_ptrs)
-    if FOLD:  # m in log2 units from the raw row max; then one FMA per score: s * scale - m
-        s = tl.dot(q, tl.trans(k))  # (BLOCK_M, BLOCK_N) fp32, raw
-        if MASKED:
-            s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1) * qk_scale)
-        p = tl.math.exp2(s * qk_scale - m_new[:, None])
-    else:
-        s = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) fp32, in log2 units
-        if MASKED:
-            s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every key block holds one valid key
-        p = tl.math.exp2(s - m_new[:, None])
+    s = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) fp32, in log2 units
+    if MASKED:
+        s = tl.where(valid[None, :], s, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(s, axis=1))  # finite: every key block holds one valid key
+    p = tl.math.exp2(s - m_new[:, None])
     alpha = tl.math.exp2(m_i - m_new)  # 0 on the first block (m_i = -inf)
     l_i = l_i * alpha + tl.sum(p, axis=1)
     acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
@@ -127,7 +115,6 @@ def _varlen_fwd_kernel(
     sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
     n_seqs, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
-    FOLD: tl.constexpr,
 ):  # fmt: skip
     slot = tl.program_id(0)
     head = tl.program_id(1).to(tl.int64)
@@ -151,13 +138,13 @@ def _varlen_fwd_kernel(
         keys = n0 + cols
         k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
         v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
-        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False, FOLD)
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False)
     tail = tl.arange(0, BLOCK_T)
     for n0 in range(full_end, end, BLOCK_T):  # the ragged end, in steps of BLOCK_T <= BLOCK_N keys
         keys = n0 + tail
         k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
         v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
-        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True, FOLD)
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True)
 
     out = acc / l_i[:, None]
     o_ptrs = o_ptr + rows[:, None] * so_t + head * so_h + dims[None, :]
@@ -236,7 +223,7 @@ def attention_triton(
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1),
         out.stride(0), out.stride(1),
         n, LOG2E / math.sqrt(hd),
-        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=tail, FOLD=config.fold,
+        HEAD_DIM=hd, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_T=tail,
         num_warps=config.warps, num_stages=config.stages,
     )  # fmt: skip
     return out
