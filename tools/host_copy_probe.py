@@ -156,7 +156,7 @@ class Variants:
         self.backend.ring = self.ring if ring and on_cuda else None
 
 
-def _torch_copy_out(tensor: torch.Tensor, _: np.ndarray) -> np.ndarray:
+def _torch_copy_out(tensor: torch.Tensor) -> np.ndarray:
     out = torch.empty(tensor.shape, dtype=tensor.dtype)
     out.copy_(tensor)
     return out.numpy()

@@ -17,8 +17,6 @@ workloads: 2,000 mixed passages and 24 long documents, dense and all three outpu
 - `pN`: the pipeline's first piece holds budget / N tokens (`pipeline.FIRST_PIECE`; default 4);
 - `gc-on`: Python's cyclic collector stays on during the calls (`gcpause.ENABLED = False`; by
   default a bulk call switches it off);
-- `prefault-off`: the copy-out's destination is not faulted in before waiting for the device
-  (`pending.PREFAULT = False`; its pages then fault in as the copy writes them);
 parts join with "+" (`g8k+p8`); what a setting does not name stays at its default.
 """
 
@@ -34,7 +32,7 @@ from typing import Any
 
 from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
-from m3engine import gcpause, host_ring, pending, pipeline
+from m3engine import gcpause, host_ring, pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
@@ -45,7 +43,7 @@ COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, r
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}
 GRAPHS = {f"g{k}k": k * 1024 for k in (0, 2, 4, 8)}  # graph_max_tokens (0: no graphs)
 FIRST = {f"p{k}": k for k in (2, 4, 8, 16)}  # pipeline.FIRST_PIECE
-FLAGS = ("gc-on", "prefault-off")  # switches off: gcpause.ENABLED, pending.PREFAULT
+FLAGS = ("gc-on",)  # switches off: gcpause.ENABLED
 DEFAULT_FINISHING, DEFAULT_FIRST = pipeline.Collector.FINISHING, pipeline.FIRST_PIECE
 DEFAULT_SLOTS = host_ring.SLOTS
 RINGS: dict[int, HostRing] = {}  # one ring per slot count, kept across rounds (pinning is paid once)
@@ -67,7 +65,6 @@ def use(engine: Engine, name: str, defaults: EngineSettings, graph_tokens: int) 
     pipeline.Collector.FINISHING = finishing
     pipeline.FIRST_PIECE = pick(FIRST, DEFAULT_FIRST)
     gcpause.ENABLED = "gc-on" not in parts
-    pending.PREFAULT = "prefault-off" not in parts
     engine.settings = dataclasses.replace(defaults, max_batch_tokens=pick(BUDGETS, defaults.max_batch_tokens))
     backend: Any = engine.backend
     if getattr(backend, "ring", None) is not None:
@@ -92,7 +89,7 @@ def main() -> None:
     unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
         tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
-        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and {FLAGS}, joined by +")
+        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and gc-on, joined by +")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()

@@ -13,13 +13,6 @@ does not hand its memory to the next batch before the copy has read it. A source
 view of a CUDA graph's static buffers: the next replay would overwrite it mid-copy. The copies land
 in a reused pinned buffer (host_ring.py), not a fresh one per launch: pinning costs more than the
 device's batch at ColBERT's sizes.
-
-Copying out of the ring writes fresh memory, and a 16 k-token batch's ColBERT rows (32 MB) fault in
-their pages as the copy first touches them: ~0.9 us per token on the H200 hosts, most of the copy's
-10-15 ms, which for the last batch of a call comes after the device's last work. So `wait()` takes
-its destination arrays and touches each of their pages *before* it waits for the device
-(`PREFAULT`), while the collecting thread would otherwise sit idle, and then copies into memory that
-is already mapped.
 """
 
 from __future__ import annotations
@@ -35,9 +28,6 @@ from m3engine.host_ring import HostRing
 from m3engine.types import BatchOutputs
 
 Host = dict[str, np.ndarray]  # the copied tensors by name, as numpy arrays on the host
-
-PREFAULT = True  # fault in the copy-out's destination before waiting for the device (probes switch it)
-PAGE = 4096  # bytes: touching one byte per page maps it (a huge page maps with its first touch)
 
 
 class Pending(Protocol):
@@ -118,15 +108,12 @@ class HostCopy:
     def wait(self) -> Host:
         if self._out is not None:
             return self._out
-        fresh = {}
-        if self._slot is not None:  # the copy-out's destinations, mapped while the device works
-            fresh = {name: destination(tensor, PREFAULT) for name, tensor in self._host.items()}
         if self._event is not None:
             self._event.synchronize()
         if self._slot is None:
             self._out = {name: tensor.numpy() for name, tensor in self._host.items()}
         else:
-            self._out = {name: copy_out(tensor, fresh[name]) for name, tensor in self._host.items()}
+            self._out = {name: copy_out(tensor) for name, tensor in self._host.items()}
             assert self._ring is not None
             self._ring.release(self._slot)  # its contents are out: the next launch may overwrite it
             self._slot = None
@@ -134,28 +121,15 @@ class HostCopy:
         return self._out
 
 
-def destination(tensor: torch.Tensor, prefault: bool) -> np.ndarray:
-    """An uninitialised pageable array shaped as the host tensor, with its pages mapped if `prefault`.
-
-    One byte per page is written (numpy releases the GIL for the loop, so the launching thread runs
-    meanwhile); the copy then overwrites it.
-    """
-    out = np.empty(tuple(tensor.shape), dtype=tensor.numpy().dtype)
-    if prefault and out.nbytes > PAGE:
-        out.reshape(-1).view(np.uint8)[::PAGE] = 0
-    return out
-
-
-def copy_out(tensor: torch.Tensor, out: np.ndarray) -> np.ndarray:
-    """The host tensor copied into `out` (fresh pageable memory, which the caller then owns).
+def copy_out(tensor: torch.Tensor) -> np.ndarray:
+    """A copy of a host tensor in fresh pageable memory, which the caller then owns.
 
     numpy's copy (one thread). torch's (empty + copy_, threaded) was faster alone on an H200 host
     (66 MB: 3.2 against 15.9 ms, docs/bench/round7/call2-host-copy.log), but not in the pipeline:
     tools/host_copy_probe.py's same-process A/B gave passages all three 652 k (numpy) against
     548 k (torch) in call 7, and 755 k against 762 k in call 8, with collection on its own thread.
     """
-    np.copyto(out, tensor.numpy())
-    return out
+    return np.array(tensor.numpy(), copy=True)
 
 
 class PendingOutputs:

@@ -7,8 +7,6 @@ earlier result's contents overwritten by a later launch.
 from __future__ import annotations
 
 import gc
-import resource
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ import torch
 
 from m3engine.host_ring import ALIGN, HostRing, layout
 from m3engine.models.heads import M3Heads, launch_heads
-from m3engine.pending import HostCopy, copy_out, destination
+from m3engine.pending import HostCopy
 from m3engine.types import HeadRequest
 
 
@@ -134,23 +132,3 @@ def test_heads_through_a_ring_equal_heads_without(dtype: torch.dtype) -> None:
             np.testing.assert_array_equal(w, g)
         assert want.sparse is not None and got.sparse is not None
         assert [v.to_dict() for v in want.sparse] == [v.to_dict() for v in got.sparse]
-
-
-def _faults(step: Callable[[], np.ndarray]) -> tuple[np.ndarray, int]:
-    """What `step` returns, and the page faults the process took meanwhile (minor: memory mapped in)."""
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    out = step()
-    return out, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-
-def test_a_prefaulted_copy_out_writes_pages_mapped_before_the_wait() -> None:
-    # 64 MB: above glibc's largest mmap threshold (32 MB), so every destination is fresh memory
-    source = torch.arange(64 << 20, dtype=torch.int64).to(torch.uint8)
-    fresh, touched = _faults(lambda: destination(source, prefault=True))
-    out, copying = _faults(lambda: copy_out(source, fresh))
-    assert touched >= 16 and copying <= 4  # 2 MB huge pages or 4 kB ones: mapped before the copy
-    assert np.array_equal(out, source.numpy())
-    lazy, untouched = _faults(lambda: destination(source, prefault=False))
-    out, copying = _faults(lambda: copy_out(source, lazy))
-    assert untouched <= 4 and copying >= 16  # without: the copy maps them as it writes
-    assert np.array_equal(out, source.numpy()) and out.ctypes.data != source.data_ptr()
