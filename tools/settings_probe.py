@@ -6,6 +6,9 @@
 The settings are taken in turn, round after round (drift falls on all alike), on the bench's
 workloads: 2,000 mixed passages and 24 long documents, dense and all three outputs. Prints tokens/s
 (median of the rounds). On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
+With `--device-only` each workload is tokenized once and only its planned batches are timed
+(launched one ahead of collection, as the engine runs them): the device's share without the
+tokenizer's noise, for settings that change device work.
 
 - `fN-sM`: `pipeline.Collector.FINISHING` = N batches may wait for the collecting thread before the
   engine thread (which launches) waits for the oldest; each of them keeps its pinned slot
@@ -30,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
+from pipeline_probe import _device_only  # sibling modules (tools/ is on the path)
+from probe_cli import probe_parser
 
 from m3engine import gcpause, host_ring, pipeline
 from m3engine.bench.synthetic import Architecture, build_synthetic
@@ -84,12 +88,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--device-only", action="store_true", help="time the pre-tokenized batches alone")
     args = parser.parse_args()
     names = args.settings.split(",")
     unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
         tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
-        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and gc-on, joined by +")
+        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and {FLAGS}, joined by +")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
@@ -105,21 +110,28 @@ def main() -> None:
         for label, texts, limit in (("passages", passages, 2048), ("long docs", docs, 8192)):
             tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))
             for m3 in (False, True):
-                workloads.append((f"{label} {'all three' if m3 else 'dense'}", texts, limit, m3, tokens))
+
+                def run(t: list[str] = texts, n: int = limit, h: bool = m3) -> object:
+                    return engine.embed(t, max_length=n, sparse=h, colbert=h)
+
+                if args.device_only:
+                    task = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
+                    run = _device_only(engine, task)
+                workloads.append((f"{label} {'all three' if m3 else 'dense'}", run, tokens))
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
             for name in names:
                 use(engine, name, defaults, graph_tokens)
-                for label, texts, limit, m3, _ in workloads:
+                for label, run, _ in workloads:
                     start = time.perf_counter()
-                    engine.embed(texts, max_length=limit, sparse=m3, colbert=m3)
+                    run()
                     if round_:
                         times[name][label].append(time.perf_counter() - start)
         result: dict[str, dict[str, float]] = {}
         for name in names:
             result[name] = {}
             cells = []
-            for label, *_, tokens in workloads:
+            for label, _, tokens in workloads:
                 rate = tokens / statistics.median(times[name][label])
                 result[name][label] = rate
                 cells.append(f"{label} {rate / 1e3:5.0f} k")
