@@ -16,6 +16,10 @@ printed in microseconds, one JSON line per length:
 - embed: the whole `Engine.embed` call (on CUDA, waited for); on CUDA also replay (the graph alone,
   device time) and host = embed - replay: what the host adds to the device's work.
 
+With `--profile`, each length is then profiled over 200 `Engine.embed` calls: torch.profiler's
+operators and CUDA API calls by host time (what the host spends in `cudaGraphLaunch`, copies,
+events, the wait), and cProfile's Python functions by their own time.
+
 On CPU the model has one small layer and its CUDA graph is a no-op (`NoGraphs`): the backend takes
 its graph path (static buffers, no eager encoder), so `embed` is the host's work alone.
 """
@@ -123,6 +127,26 @@ def breakdown(engine: Engine, floor: Tokenizer, text: str, n: int, count: int, c
     return out
 
 
+def profile(engine: Engine, text: str, n: int, calls: int = 200) -> None:
+    """Where the host's time goes in `calls` embeds: torch's operators and CUDA calls, then Python's."""
+    import cProfile
+    import pstats
+
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with torch_profile(activities=activities) as prof:
+        for _ in range(calls):
+            engine.embed([text], max_length=n)
+    print(f"{n} tokens, {calls} embeds: torch operators and CUDA calls by host time", flush=True)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25), flush=True)
+    python = cProfile.Profile()
+    python.runcall(lambda: [engine.embed([text], max_length=n) for _ in range(calls)])
+    print(f"{n} tokens, {calls} embeds: Python functions by own time", flush=True)
+    pstats.Stats(python).sort_stats("tottime").print_stats(25)
+
+
 def main() -> None:
     raw = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=raw)
@@ -130,6 +154,7 @@ def main() -> None:
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cuda")
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--lengths", default="128")
+    parser.add_argument("--profile", action="store_true", help="then profile 200 embeds per length")
     args = parser.parse_args()
     cuda = args.device == "cuda"
     with tempfile.TemporaryDirectory() as scratch:
@@ -144,6 +169,8 @@ def main() -> None:
         for n in (int(x) for x in args.lengths.split(",")):
             text = maker.text(int(n * 1.5) + 16)
             print(json.dumps(breakdown(engine, floor, text, n, args.rounds, cuda)), flush=True)
+            if args.profile:
+                profile(engine, text, n)
 
 
 if __name__ == "__main__":
