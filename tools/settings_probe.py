@@ -6,9 +6,11 @@
 The settings are taken in turn, round after round (drift falls on all alike), on the bench's
 workloads: 2,000 mixed passages and 24 long documents, dense and all three outputs. Prints tokens/s
 (median of the rounds). On the CPU (`--tiny`, a 1-layer model) it is a smoke run of the probe itself.
-With `--device-only` each workload is tokenized once and only its planned batches are timed
-(launched one ahead of collection, as the engine runs them): the device's share without the
-tokenizer's noise, for settings that change device work.
+With `--device-only` each workload is tokenized once, and what is timed is `pipeline.run_planned` of
+its inputs: batches planned over the whole list (longest first, under the setting's budget, re-planned
+per setting), each launched before the one before it is collected, the collecting thread's copy-outs
+and sparse vectors included, no tokenization, no pipeline, the collector not paused. For settings
+that change device work (att-NAME, gNk, bNk, fN-sM); `pN` and `gc-on` change nothing there.
 
 - `fN-sM`: `pipeline.Collector.FINISHING` = N batches may wait for the collecting thread before the
   engine thread (which launches) waits for the oldest; each of them keeps its pinned slot
@@ -41,6 +43,7 @@ from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
 from m3engine.host_ring import HostRing
+from m3engine.prepared import Prepared
 from m3engine.settings import EngineSettings
 
 COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
@@ -94,7 +97,9 @@ def main() -> None:
     unknown = [p for n in names for p in n.split("+") if not known(p)]
     if unknown:
         tables = [*COLLECTOR, *BUDGETS, *GRAPHS, *FIRST]
-        parser.error(f"unknown settings {unknown}; known: {tables}, att-NAME and {FLAGS}, joined by +")
+        parser.error(
+            f"unknown settings {unknown}; known: {tables}, att-NAME and {', '.join(FLAGS)}, joined by +"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bge-m3"
         arch = Architecture(layers=1, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
@@ -111,12 +116,15 @@ def main() -> None:
             tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))
             for m3 in (False, True):
 
-                def run(t: list[str] = texts, n: int = limit, h: bool = m3) -> object:
+                def public(t: list[str] = texts, n: int = limit, h: bool = m3) -> object:
                     return engine.embed(t, max_length=n, sparse=h, colbert=h)
 
-                if args.device_only:
-                    task = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
-                    run = _device_only(engine, task)
+                prepared = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
+
+                def planned(task: Prepared[Any] = prepared) -> object:
+                    return _device_only(engine, task)()  # planned now, under this setting's budget
+
+                run = planned if args.device_only else public
                 workloads.append((f"{label} {'all three' if m3 else 'dense'}", run, tokens))
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
