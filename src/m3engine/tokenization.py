@@ -185,12 +185,16 @@ class TextTokenizer:
         share = sum(len(text) for text in texts) // self.cores
         return min(self.piece_chars, max(self.min_piece_chars, share))
 
+    def _cuts(self, text: str, size: int) -> bool:
+        """Whether `_content_in_pieces` cuts `text` into pieces of `size` characters."""
+        return self._splits_at_spaces and _worth_cutting(text, size)
+
     def _content_in_pieces(self, texts: list[str]) -> list[tokenizers.Encoding]:
         """`_content`, with each long text cut at spaces into pieces that the Rust pool encodes in
         parallel (one 50 k-character document would otherwise take one core). Only for word-splitting
         pre-tokenizers, where a word's tokens do not depend on its neighbours."""
         size = self.piece_size(texts)
-        if not self._splits_at_spaces or not any(_worth_cutting(text, size) for text in texts):
+        if not any(self._cuts(text, size) for text in texts):
             return self._content(texts)  # nothing to cut: _split_at_spaces keeps these whole
         pieces = [_split_at_spaces(text, size, self._joinable) for text in texts]
         flat = self._content([piece for parts in pieces for piece in parts])
@@ -223,11 +227,7 @@ class TextTokenizer:
         # fewer texts than cores: one that `_content_in_pieces` would cut takes that path even when it
         # is short enough to fit whole, so that its pieces spread over the cores
         size = self.piece_size(texts)
-        short = [
-            i
-            for i, text in enumerate(texts)
-            if len(text) <= max_length and not (self._splits_at_spaces and _worth_cutting(text, size))
-        ]
+        short = [i for i, text in enumerate(texts) if len(text) <= max_length and not self._cuts(text, size)]
         if short:
             encodings = self._tok.encode_batch_fast([texts[i] for i in short], add_special_tokens=True)
             for i, encoding in zip(short, encodings, strict=True):
