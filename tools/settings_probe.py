@@ -32,6 +32,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -111,26 +112,25 @@ def main() -> None:
         maker = TextMaker(engine.tokenizer._tok)
         passages = maker.passages(args.passages)
         docs = maker.long_documents(args.long_docs)
-        workloads = []
+        workloads = []  # (label, a maker of the timed call under the current setting, tokens)
         for label, texts, limit in (("passages", passages, 2048), ("long docs", docs, 8192)):
-            tokens = sum(len(e) for e in engine.tokenizer.encode(texts, limit))
             for m3 in (False, True):
+                task = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
 
                 def public(t: list[str] = texts, n: int = limit, h: bool = m3) -> object:
                     return engine.embed(t, max_length=n, sparse=h, colbert=h)
 
-                prepared = engine.tasks.embed(texts, max_length=limit, sparse=m3, colbert=m3)
+                def planned(task: Prepared[Any] = task) -> Callable[[], object]:
+                    return _device_only(engine, task)  # planned under the setting's budget, untimed
 
-                def planned(task: Prepared[Any] = prepared) -> object:
-                    return _device_only(engine, task)()  # planned now, under this setting's budget
-
-                run = planned if args.device_only else public
-                workloads.append((f"{label} {'all three' if m3 else 'dense'}", run, tokens))
+                make = planned if args.device_only else lambda run=public: run
+                workloads.append((f"{label} {'all three' if m3 else 'dense'}", make, task.num_tokens))
         times: dict[str, dict[str, list[float]]] = {n: {w[0]: [] for w in workloads} for n in names}
         for round_ in range(args.rounds + 1):  # round 0 warms up (graphs, pools, ring sizes)
             for name in names:
                 use(engine, name, defaults, graph_tokens)
-                for label, run, _ in workloads:
+                for label, make, _ in workloads:
+                    run = make()
                     start = time.perf_counter()
                     run()
                     if round_:
