@@ -5,7 +5,9 @@
 One synthetic BGE-M3 (bf16), one sequence per length. Per variant of the 24-layer encoder:
 - `fused`: the engine's fused layers (small_gemm products; seven kernels a layer);
 - `phases`: the persistent kernel's code launched once per phase (seven launches a layer, no barrier);
-- `persistent` and `p:<tiles>`: one persistent launch per layer, default and other tilings.
+- `persistent` and `p:<tiles>`: one persistent launch per layer, default and other tilings (each
+  with L2 prefetch of the layer's later weights); `no-prefetch` without it; `cg` with loads of what
+  the launch wrote bypassing L1.
 First a check that a scalar `tl.atomic_add` counts once per program (the barrier relies on it); then,
 per length, each variant's largest difference to `fused` and the cosine of their rows; then graph
 replay (device time, median of `--rounds` rounds of 50 replays, variants in turn); last,
@@ -43,11 +45,11 @@ from m3engine.engine import Engine
 from m3engine.types import Encoded, PackedBatch
 
 TILES = {
-    "n64": pl.Tiles(qkv_n=64, in_n=64, fout_n=64),
-    "k64": pl.Tiles(block_k=64),
-    "s2": pl.Tiles(out_split=2, fout_split=2),
     "st4": pl.Tiles(stages=4),
     "w8": pl.Tiles(warps=8),
+    "w8st4": pl.Tiles(warps=8, stages=4),
+    "m64": pl.Tiles(block_m=64),
+    "m64st4": pl.Tiles(block_m=64, stages=4),
 }
 
 
@@ -62,7 +64,9 @@ def atomic_counts_once() -> int:
     return int(counter.item())  # 4: once per program; 512: once per thread
 
 
-def persistent_encoder(w: EncoderWeights, tiles: pl.Tiles | None, phases: bool) -> Callable:
+def persistent_encoder(
+    w: EncoderWeights, tiles: pl.Tiles | None, phases: bool, prefetch: bool = True, cache: str = ""
+) -> Callable:
     def run(inputs: PackedInputs) -> torch.Tensor:
         cfg = w.config
         x, _ = embed_layernorm(
@@ -72,7 +76,11 @@ def persistent_encoder(w: EncoderWeights, tiles: pl.Tiles | None, phases: bool) 
         t = pl.tiles_for(x.shape[0], tiles or pl.DEFAULT_TILES)
         counters = torch.zeros(len(w.layers), dtype=torch.int32, device=x.device)
         for i, lw in enumerate(w.layers):
-            x = pl.persistent_layer(x, lw, cfg, inputs, counters[i : i + 1], t, phases=phases)
+            after = w.layers[i + 1].qkv_w if i + 1 < len(w.layers) else None
+            x = pl.persistent_layer(
+                x, lw, cfg, inputs, counters[i : i + 1], t, phases=phases, next_qkv_w=after,
+                prefetch=prefetch, cache=cache,
+            )  # fmt: skip
         return x
 
     return run
@@ -141,6 +149,8 @@ def main() -> None:
             "fused": lambda inputs: encode_fused(w, inputs, None),
             "phases": persistent_encoder(w, None, phases=True),
             "persistent": persistent_encoder(w, None, phases=False),
+            "no-prefetch": persistent_encoder(w, None, phases=False, prefetch=False),
+            "cg": persistent_encoder(w, None, phases=False, cache=".cg"),
         }
         for name in filter(None, args.variants.split(",")):
             variants[f"p:{name}"] = persistent_encoder(w, TILES[name], phases=False)

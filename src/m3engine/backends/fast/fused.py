@@ -172,8 +172,9 @@ def encode_fused(
     for i, lw in enumerate(w.layers):
         f = layers8.get(i)
         if f is None and counters is not None:
+            after = w.layers[i + 1].qkv_w if i + 1 < len(w.layers) else None
             x = pl.persistent_layer(x, lw, cfg, inputs, counters[i : i + 1], tiles, gelu,
-                                    phases=persistent_phases)  # fmt: skip
+                                    phases=persistent_phases, next_qkv_w=after)  # fmt: skip
             xq = None
             continue
         if f is None:

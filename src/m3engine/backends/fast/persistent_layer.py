@@ -40,6 +40,7 @@ from m3engine.backends.fast.weights import EncoderConfig, LayerWeights
 
 PHASES = 7
 ALL_PHASES = -1
+PREFETCH_CHUNK = 4096  # bytes per bulk L2 prefetch
 
 
 class Tiles(NamedTuple):
@@ -160,6 +161,24 @@ def _attention_phase(
 
 
 @triton.jit
+def _prefetch_l2(pid, nprog, ptr, NBYTES: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    # this program's share of [ptr, ptr + NBYTES) asked for in L2, one bulk prefetch per CHUNK bytes:
+    # chunks pid, pid + nprog, ... (the last one repeated where a program has fewer: no effect)
+    N_CHUNKS: tl.constexpr = NBYTES // CHUNK
+    chunks = tl.minimum(pid + tl.arange(0, BLOCK) * nprog, N_CHUNKS - 1)
+    ptrs = ptr.to(tl.pointer_type(tl.uint8)) + chunks.to(tl.int64) * CHUNK
+    size = tl.full([BLOCK], CHUNK, tl.int32)
+    tl.inline_asm_elementwise(
+        "cp.async.bulk.prefetch.L2.global [$1], $2;\n\tmov.u32 $0, 0;",
+        "=r,l,r",
+        [ptrs, size],
+        dtype=tl.int32,
+        is_pure=False,
+        pack=1,
+    )
+
+
+@triton.jit
 def _grid_barrier(counter_ptr, target):
     # every program: arrive (release: this program's stores before it), then wait for all (acquire)
     tl.debug_barrier()  # all of this program's threads have issued their stores
@@ -172,17 +191,25 @@ def _grid_barrier(counter_ptr, target):
 @triton.jit(do_not_specialize=["M", "slots", "n_seqs"])
 def _layer_kernel(
     x_ptr, qkv_w, qkv_b, out_w, out_b, ln1_w, ln1_b, in_w, in_b, fout_w, fout_b, ln2_w, ln2_b,
-    qkv_ptr, ctx_ptr, parts_ptr, x1_ptr, h_ptr, y_ptr, cu_ptr, table_ptr, counter_ptr,
+    qkv_ptr, ctx_ptr, parts_ptr, parts2_ptr, x1_ptr, h_ptr, y_ptr, cu_ptr, table_ptr, counter_ptr,
+    next_qkv_w,
     M, slots, n_seqs, qk_scale, eps,
     H: tl.constexpr, BLOCK_H: tl.constexpr, F: tl.constexpr, HEADS: tl.constexpr,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, QKV_N: tl.constexpr, OUT_N: tl.constexpr,
     OUT_SPLIT: tl.constexpr, IN_N: tl.constexpr, FOUT_N: tl.constexpr, FOUT_SPLIT: tl.constexpr,
     BLOCK_K: tl.constexpr, ATT_M: tl.constexpr, ATT_N: tl.constexpr, ATT_T: tl.constexpr,
     ACT: tl.constexpr, PHASE: tl.constexpr, CACHE: tl.constexpr,
+    PREFETCH: tl.constexpr, CHUNK: tl.constexpr, ESIZE: tl.constexpr, P_H: tl.constexpr,
+    P_Q: tl.constexpr, P_F: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
     ALL: tl.constexpr = PHASE < 0
+    if PREFETCH:  # this layer's later products and the next layer's QKV stream into L2 meanwhile
+        _prefetch_l2(pid, nprog, out_w, H * H * ESIZE, CHUNK, P_H)
+        _prefetch_l2(pid, nprog, in_w, F * H * ESIZE, CHUNK, P_F)
+        _prefetch_l2(pid, nprog, fout_w, F * H * ESIZE, CHUNK, P_F)
+        _prefetch_l2(pid, nprog, next_qkv_w, 3 * H * H * ESIZE, CHUNK, P_Q)
     if ALL or PHASE == 0:  # (M, 3H) = x Wqkv^T + b
         _gemm_phase(pid, nprog, x_ptr, qkv_w, qkv_b, qkv_ptr, M, 3 * H, H, BLOCK_M, QKV_N, BLOCK_K, 1,
                     False, 0, CACHE)  # fmt: skip
@@ -209,12 +236,12 @@ def _layer_kernel(
     if ALL:
         _grid_barrier(counter_ptr, 5 * nprog)
     if ALL or PHASE == 5:  # (FOUT_SPLIT, M, H) fp32 parts of h Wfout^T
-        _gemm_phase(pid, nprog, h_ptr, fout_w, fout_b, parts_ptr, M, H, F, BLOCK_M, FOUT_N, BLOCK_K,
+        _gemm_phase(pid, nprog, h_ptr, fout_w, fout_b, parts2_ptr, M, H, F, BLOCK_M, FOUT_N, BLOCK_K,
                     FOUT_SPLIT, True, 0, CACHE)  # fmt: skip
     if ALL:
         _grid_barrier(counter_ptr, 6 * nprog)
     if ALL or PHASE == 6:  # y = LN(parts + b + x1)
-        _add_ln_phase(pid, nprog, parts_ptr, fout_b, x1_ptr, ln2_w, ln2_b, y_ptr, M, eps, H, BLOCK_H,
+        _add_ln_phase(pid, nprog, parts2_ptr, fout_b, x1_ptr, ln2_w, ln2_b, y_ptr, M, eps, H, BLOCK_H,
                       FOUT_SPLIT, CACHE)  # fmt: skip
 
 
@@ -228,6 +255,9 @@ def persistent_layer(
     gelu: str = "gelu_tanh",  # "gelu_tanh" (cuBLASLt's epilogue) or "gelu" (exact erf)
     programs: int | None = None,  # default: one per SM
     phases: bool = False,  # one launch per phase, no barrier (the interpreter; probes)
+    next_qkv_w: torch.Tensor | None = None,  # the next layer's QKV weights, asked for in L2 (CUDA)
+    prefetch: bool = True,
+    cache: str = "",  # the cache modifier of loads of what this launch wrote ("" or ".cg")
 ) -> torch.Tensor:
     """(T, H) the post-LayerNorm layer of fused.half_layer, in one launch (or seven with `phases`)."""
     t, h = x.shape
@@ -237,17 +267,19 @@ def persistent_layer(
     att, table = (plan.config, plan.table) if plan is not None else (DEFAULT, None)
     if table is None:
         table = plan_blocks(inputs.cu_seqlens, t, att.block_m)
-    split = max(tiles.out_split, tiles.fout_split)
     qkv = torch.empty(t, 3 * h, dtype=x.dtype, device=x.device)
     ctx, x1, y = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
     hidden = torch.empty(t, f, dtype=x.dtype, device=x.device)
-    parts = torch.empty(split, t, h, dtype=torch.float32, device=x.device)
+    # every buffer is written once per launch, before any program reads it: no L1 line of it is stale
+    parts = torch.empty(tiles.out_split, t, h, dtype=torch.float32, device=x.device)
+    parts2 = torch.empty(tiles.fout_split, t, h, dtype=torch.float32, device=x.device)
     if programs is None:
         programs = _sm_count(x.device.index or 0) if x.is_cuda else 4
     args = (
         x, lw.qkv_w, lw.qkv_b, lw.attn_out_w, lw.attn_out_b, lw.ln1_w, lw.ln1_b,
         lw.ffn_in_w, lw.ffn_in_b, lw.ffn_out_w, lw.ffn_out_b, lw.ln2_w, lw.ln2_b,
-        qkv, ctx, parts, x1, hidden, y, inputs.cu_seqlens, table, counter,
+        qkv, ctx, parts, parts2, x1, hidden, y, inputs.cu_seqlens, table, counter,
+        next_qkv_w if next_qkv_w is not None else lw.qkv_w,
         t, table.shape[0], inputs.cu_seqlens.numel() - 1, LOG2E / math.sqrt(cfg.head_dim), cfg.eps,
     )  # fmt: skip
     meta = dict(
@@ -257,9 +289,17 @@ def persistent_layer(
         ATT_M=att.block_m, ATT_N=att.block_n, ATT_T=att.tail or att.block_n, ACT=ACTS[gelu],
         num_warps=tiles.warps, num_stages=tiles.stages,
     )  # fmt: skip
+    # chunks per program of each prefetched matrix (H x H, 3H x H, F x H); sm_90's bulk prefetch
+    esize = x.element_size()
+    p_h, p_q, p_f = (
+        triton.next_power_of_2(max(1, triton.cdiv(rows * h * esize // PREFETCH_CHUNK, programs)))
+        for rows in (h, 3 * h, f)
+    )
+    prefetch = prefetch and x.is_cuda and not phases and torch.cuda.get_device_capability(x.device)[0] >= 9
+    fetch = dict(PREFETCH=prefetch, CHUNK=PREFETCH_CHUNK, ESIZE=esize, P_H=p_h, P_Q=p_q, P_F=p_f)
     if phases:
         for phase in range(PHASES):
-            _layer_kernel[(programs,)](*args, **meta, PHASE=phase, CACHE="")
+            _layer_kernel[(programs,)](*args, **meta, **fetch, PHASE=phase, CACHE=cache)
     else:
-        _layer_kernel[(programs,)](*args, **meta, PHASE=ALL_PHASES, CACHE=".cg")
+        _layer_kernel[(programs,)](*args, **meta, **fetch, PHASE=ALL_PHASES, CACHE=cache)
     return y
