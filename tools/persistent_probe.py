@@ -18,6 +18,7 @@ replay (device time, median of `--rounds` rounds of 50 replays, variants in turn
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -65,7 +66,12 @@ def atomic_counts_once() -> int:
 
 
 def persistent_encoder(
-    w: EncoderWeights, tiles: pl.Tiles | None, phases: bool, prefetch: bool = True, cache: str = ""
+    w: EncoderWeights,
+    tiles: pl.Tiles | None,
+    phases: bool,
+    prefetch: bool = True,
+    cache: str = "",
+    only: int | None = None,
 ) -> Callable:
     def run(inputs: PackedInputs) -> torch.Tensor:
         cfg = w.config
@@ -79,11 +85,29 @@ def persistent_encoder(
             after = w.layers[i + 1].qkv_w if i + 1 < len(w.layers) else None
             x = pl.persistent_layer(
                 x, lw, cfg, inputs, counters[i : i + 1], t, phases=phases, next_qkv_w=after,
-                prefetch=prefetch, cache=cache,
+                prefetch=prefetch, cache=cache, only=only,
             )  # fmt: skip
         return x
 
     return run
+
+
+def kernel_stats() -> list[dict]:
+    """Registers, spills and shared memory of each compiled variant of the layer kernel."""
+    rows = []
+    for caches in pl._layer_kernel.device_caches.values():
+        for key, kernel in caches[0].items():
+            with contextlib.suppress(Exception):
+                kernel._init_handles()
+            rows.append(
+                {
+                    "regs": getattr(kernel, "n_regs", None),
+                    "spills": getattr(kernel, "n_spills", None),
+                    "shared": getattr(kernel.metadata, "shared", None),
+                    "key": str(key)[-160:],
+                }
+            )
+    return rows
 
 
 def replay_us(graph: torch.cuda.CUDAGraph, n: int = 50) -> float:
@@ -151,7 +175,11 @@ def main() -> None:
             "persistent": persistent_encoder(w, None, phases=False),
             "no-prefetch": persistent_encoder(w, None, phases=False, prefetch=False),
             "cg": persistent_encoder(w, None, phases=False, cache=".cg"),
+            "barriers-only": persistent_encoder(w, None, False, prefetch=False, only=pl.BARRIERS_ONLY),
+            "empty": persistent_encoder(w, None, False, prefetch=False, only=pl.NOTHING),
         }
+        for phase in range(pl.PHASES):  # one phase alone, persistent grid, 24 launches
+            variants[f"phase{phase}"] = persistent_encoder(w, None, False, prefetch=False, only=phase)
         for name in filter(None, args.variants.split(",")):
             variants[f"p:{name}"] = persistent_encoder(w, TILES[name], phases=False)
         for n in (int(v) for v in args.lengths.split(",")):
@@ -186,6 +214,8 @@ def main() -> None:
         maker = TextMaker(Tokenizer.from_file(str(path / "tokenizer.json")))
         report["embed_128_us"] = embed_medians(engine, backend, maker.text(int(128 * 1.5) + 16), args.embeds)
         print(report["embed_128_us"], flush=True)
+    report["kernels"] = kernel_stats()
+    print(report["kernels"], flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1))
 

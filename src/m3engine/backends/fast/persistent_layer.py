@@ -40,6 +40,8 @@ from m3engine.backends.fast.weights import EncoderConfig, LayerWeights
 
 PHASES = 7
 ALL_PHASES = -1
+BARRIERS_ONLY = -2  # probes: the six barriers and no work
+NOTHING = -3  # probes: an empty launch
 PREFETCH_CHUNK = 4096  # bytes per bulk L2 prefetch
 
 
@@ -204,7 +206,10 @@ def _layer_kernel(
 ):  # fmt: skip
     pid = tl.program_id(0)
     nprog = tl.num_programs(0)
-    ALL: tl.constexpr = PHASE < 0
+    ALL: tl.constexpr = PHASE == -1
+    if PHASE == -2:
+        for j in tl.static_range(1, 7):
+            _grid_barrier(counter_ptr, j * nprog)
     if PREFETCH:  # this layer's later products and the next layer's QKV stream into L2 meanwhile
         _prefetch_l2(pid, nprog, out_w, H * H * ESIZE, CHUNK, P_H)
         _prefetch_l2(pid, nprog, in_w, F * H * ESIZE, CHUNK, P_F)
@@ -258,6 +263,7 @@ def persistent_layer(
     next_qkv_w: torch.Tensor | None = None,  # the next layer's QKV weights, asked for in L2 (CUDA)
     prefetch: bool = True,
     cache: str = "",  # the cache modifier of loads of what this launch wrote ("" or ".cg")
+    only: int | None = None,  # probes: launch this PHASE value alone (BARRIERS_ONLY, NOTHING, 0..6)
 ) -> torch.Tensor:
     """(T, H) the post-LayerNorm layer of fused.half_layer, in one launch (or seven with `phases`)."""
     t, h = x.shape
@@ -297,7 +303,9 @@ def persistent_layer(
     )
     prefetch = prefetch and x.is_cuda and not phases and torch.cuda.get_device_capability(x.device)[0] >= 9
     fetch = dict(PREFETCH=prefetch, CHUNK=PREFETCH_CHUNK, ESIZE=esize, P_H=p_h, P_Q=p_q, P_F=p_f)
-    if phases:
+    if only is not None:
+        _layer_kernel[(programs,)](*args, **meta, **fetch, PHASE=only, CACHE=cache)
+    elif phases:
         for phase in range(PHASES):
             _layer_kernel[(programs,)](*args, **meta, **fetch, PHASE=phase, CACHE=cache)
     else:
