@@ -123,45 +123,7 @@ def check_fused_encoder(path: Path) -> None:
     print("fused fp8 ok", float(cos.mean()), float(cos.min()))
 
 
-def check_persistent_layer() -> None:
-    """persistent_layer.py's phases (one launch each) against encoder.layer, on four packed sequences."""
-    from m3engine.backends.fast import persistent_layer as pl
-    from m3engine.backends.fast.encoder import layer, to_device
-    from m3engine.backends.fast.varlen_attention import plan_attention
-    from m3engine.backends.fast.weights import EncoderConfig, LayerWeights
-    from m3engine.types import Encoded, PackedBatch
-
-    g = torch.Generator().manual_seed(int.from_bytes(os.urandom(4), "little"))
-    h, f = 128, 256
-    cfg = EncoderConfig(hidden=h, heads=2, layers=1, eps=1e-5, activation="gelu", position_offset=0)
-
-    def rand(*shape: int, scale: float = 0.1) -> torch.Tensor:
-        return torch.randn(*shape, generator=g) * scale
-
-    lw = LayerWeights(
-        rand(3 * h, h), rand(3 * h), rand(h, h), rand(h), 1 + rand(h), rand(h),
-        rand(f, h), rand(f), rand(h, f), rand(h), 1 + rand(h), rand(h),
-    )  # fmt: skip
-    batch = PackedBatch.from_encoded([Encoded(ids=list(range(n))) for n in (1, 30, 7, 60)])
-    inputs = plan_attention(to_device(batch, 0, torch.device("cpu")))
-    x = torch.randn(batch.num_tokens, h, generator=g)
-    ref = layer(x, lw, cfg, inputs, varlen=False)
-    # 98 rows in M tiles of 32 (a ragged last tile), two K chunks in each split product, 3 programs
-    tiles = pl.Tiles(block_m=32, out_split=2, fout_split=4, block_k=32)
-    assert pl.supports(cfg, f, tiles) and not pl.supports(cfg, f, tiles._replace(qkv_n=100))
-    counter = torch.zeros(1, dtype=torch.int32)
-    y = pl.persistent_layer(x, lw, cfg, inputs, counter, tiles, "gelu", programs=3, phases=True)
-    assert _rel(y, ref) < 1e-5, _rel(y, ref)
-    tanh = pl.persistent_layer(x, lw, cfg, inputs, counter, tiles, "gelu_tanh", programs=5, phases=True)
-    assert 1e-7 < _rel(tanh, ref) < 1e-3, _rel(tanh, ref)  # the tanh GELU: close, not equal
-    print("persistent layer ok", _rel(y, ref))
-
-
 if __name__ == "__main__":
-    from tests.triton_interpreter import allow_loaded_loop_bounds
-
-    allow_loaded_loop_bounds()
-    check_persistent_layer()
     check_row_kernels()
     check_small_gemm()
     check_fused_encoder(Path(sys.argv[1]))

@@ -78,8 +78,6 @@ class FastBackend:
         if dtype == "fp8" and not self.fused:
             raise ValueError("dtype fp8 needs CUDA and Triton (the fused kernels quantise activations)")
         self._gelu_epilogue = gelu_epilogue
-        # batches up to this many tokens run each layer as one persistent kernel (fused.encode_fused)
-        self.persistent_m = 0
         if attention not in ("triton", "flash"):
             raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
         self.triton_attention = attention == "triton" and self._varlen and _triton_available()
@@ -144,9 +142,7 @@ class FastBackend:
         if self.fused:
             from m3engine.backends.fast.fused import encode_fused
 
-            return encode_fused(
-                self.weights, inputs, self.fp8, True, self._gelu_epilogue, persistent_m=self.persistent_m
-            )
+            return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue)
         return encode(self.weights, inputs, self._varlen)
 
     @torch.inference_mode()

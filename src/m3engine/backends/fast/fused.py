@@ -24,7 +24,6 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from m3engine.backends.fast import persistent_layer as pl
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import PackedInputs, attention
 from m3engine.backends.fast.fp8 import Fp8Layer, Fp8Weights, fp8_linear
@@ -140,17 +139,12 @@ def encode_fused(
     varlen: bool = True,
     gelu_epilogue: bool = True,
     small_m: int | None = None,
-    persistent_m: int = 0,
-    persistent_phases: bool = False,
 ) -> torch.Tensor:
     """(T, H) final states; layers in `fp8.layers` use fp8 matrix products, the rest bf16/fp16.
 
     `varlen=False` attends per sequence (the CPU, where the Triton interpreter runs the kernels).
     `small_m`: see the module docstring; None: small_gemm.SMALL_M where its table holds this
     model's product shapes (measured ones only), else 0.
-    `persistent_m`: batches of at most this many tokens run each bf16/fp16 layer as one persistent
-    kernel (persistent_layer.py; varlen attention only); `persistent_phases` launches its phases one
-    by one instead (the CPU interpreter, probes).
     """
     cfg = w.config
     if small_m is None:
@@ -160,23 +154,8 @@ def encode_fused(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,
         w.emb_ln_w, w.emb_ln_b, cfg.eps, quant=0 in layers8,
     )  # fmt: skip
-    t = x.shape[0]
-    tiles = pl.tiles_for(t)
-    persistent = (
-        varlen and 0 < t <= persistent_m and bool(w.layers)
-        and pl.supports(cfg, int(w.layers[0].ffn_in_w.shape[0]), tiles)
-    )  # fmt: skip
-    # one barrier counter per layer, zeroed once per pass (one memset in a captured graph)
-    counters = torch.zeros(len(w.layers), dtype=torch.int32, device=x.device) if persistent else None
-    gelu = "gelu_tanh" if gelu_epilogue else "gelu"
     for i, lw in enumerate(w.layers):
         f = layers8.get(i)
-        if f is None and counters is not None:
-            after = w.layers[i + 1].qkv_w if i + 1 < len(w.layers) else None
-            x = pl.persistent_layer(x, lw, cfg, inputs, counters[i : i + 1], tiles, gelu,
-                                    phases=persistent_phases, next_qkv_w=after)  # fmt: skip
-            xq = None
-            continue
         if f is None:
             x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m), None
             continue

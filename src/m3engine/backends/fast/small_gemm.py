@@ -127,7 +127,7 @@ def config_for(n: int, k: int, m: int) -> Config | None:
 
 
 @triton.jit
-def apply_gelu(v, ACT: tl.constexpr):
+def _gelu(v, ACT: tl.constexpr):
     if ACT == 1:  # tanh approximation, as cuBLASLt's epilogue: 0.5 (1 + tanh u) = sigmoid(2u)
         u = 0.7978845608028654 * (v + 0.044715 * v * v * v)
         v = v * tl.sigmoid(2.0 * u)
@@ -177,7 +177,7 @@ def _gemm_kernel(
     if MODE == 0:
         if HAS_BIAS:
             acc += tl.load(bias_ptr + rn).to(tl.float32)[None, :]
-        acc = apply_gelu(acc, ACT)
+        acc = _gelu(acc, ACT)
         tl.store(out_ptr + idx, acc.to(out_ptr.dtype.element_ty), mask=mask)
     elif MODE == 1:
         tl.store(out_ptr + pid_k.to(tl.int64) * M * N + idx, acc, mask=mask)
@@ -198,7 +198,7 @@ def _finish_kernel(
         v += tl.load(parts_ptr + s * MN + offs, mask=mask, other=0.0)
     if HAS_BIAS:
         v += tl.load(bias_ptr + offs % N, mask=mask, other=0.0).to(tl.float32)
-    v = apply_gelu(v, ACT)
+    v = _gelu(v, ACT)
     tl.store(out_ptr + offs, v.to(out_ptr.dtype.element_ty), mask=mask)
 
 

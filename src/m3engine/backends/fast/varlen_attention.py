@@ -90,16 +90,14 @@ class AttentionPlan(NamedTuple):
 
 
 @triton.jit
-def _attend_block(
-    q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.constexpr, CACHE: tl.constexpr
-):  # fmt: skip
+def _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, valid, qk_scale, MASKED: tl.constexpr):
     # q: (BLOCK_M, D); k_ptrs, v_ptrs: (BLOCK_N, D) pointers; valid: (BLOCK_N,) keys inside the sequence
     if MASKED:
-        k = tl.load(k_ptrs, mask=valid[:, None], other=0.0, cache_modifier=CACHE)
-        v = tl.load(v_ptrs, mask=valid[:, None], other=0.0, cache_modifier=CACHE)
+        k = tl.load(k_ptrs, mask=valid[:, None], other=0.0)
+        v = tl.load(v_ptrs, mask=valid[:, None], other=0.0)
     else:
-        k = tl.load(k_ptrs, cache_modifier=CACHE)
-        v = tl.load(v_ptrs, cache_modifier=CACHE)
+        k = tl.load(k_ptrs)
+        v = tl.load(v_ptrs)
     s = tl.dot(q, tl.trans(k)) * qk_scale  # (BLOCK_M, BLOCK_N) fp32, in log2 units
     if MASKED:
         s = tl.where(valid[None, :], s, float("-inf"))
@@ -111,52 +109,6 @@ def _attend_block(
     return acc, m_new, l_i
 
 
-@triton.jit
-def attend_slot(
-    slot, head, q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
-    sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h,
-    n_seqs, qk_scale,
-    HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
-    CACHE: tl.constexpr,
-):  # fmt: skip
-    """One (query block, head) of the table: writes its rows of o. CACHE: the loads' cache modifier
-    ("" here; ".cg" in persistent_layer.py, whose q, k, v were written by other programs of the same
-    launch and must not come from a stale L1 line)."""
-    seq = tl.load(table_ptr + 2 * slot, cache_modifier=CACHE)
-    if seq < n_seqs:  # else a slot past the real block count (the table's length is an upper bound)
-        block = tl.load(table_ptr + 2 * slot + 1, cache_modifier=CACHE)
-        start = tl.load(cu_ptr + seq).to(tl.int64)
-        end = tl.load(cu_ptr + seq + 1).to(tl.int64)
-        rows = start + block * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) packed token rows
-        dims = tl.arange(0, HEAD_DIM)
-        in_seq = rows < end
-        q_ptrs = q_ptr + rows[:, None] * sq_t + head * sq_h + dims[None, :]
-        q = tl.load(q_ptrs, mask=in_seq[:, None], other=0.0, cache_modifier=CACHE)
-
-        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-        l_i = tl.zeros([BLOCK_M], tl.float32)
-        acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
-        cols = tl.arange(0, BLOCK_N)
-        full_end = start + (end - start) // BLOCK_N * BLOCK_N  # key blocks before this need no mask
-        for n0 in range(start, full_end, BLOCK_N):
-            keys = n0 + cols
-            k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
-            v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
-            acc, m_i, l_i = _attend_block(
-                q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False, CACHE
-            )
-        tail = tl.arange(0, BLOCK_T)
-        for n0 in range(full_end, end, BLOCK_T):  # the ragged end, in steps of BLOCK_T <= BLOCK_N keys
-            keys = n0 + tail
-            k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
-            v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
-            acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True, CACHE)
-
-        out = acc / l_i[:, None]
-        o_ptrs = o_ptr + rows[:, None] * so_t + head * so_h + dims[None, :]
-        tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
-
-
 @triton.jit(do_not_specialize=["n_seqs"])  # per batch: no new compile for one sequence or 16
 def _varlen_fwd_kernel(
     q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
@@ -164,11 +116,39 @@ def _varlen_fwd_kernel(
     n_seqs, qk_scale,
     HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    attend_slot(
-        tl.program_id(0), tl.program_id(1).to(tl.int64), q_ptr, k_ptr, v_ptr, o_ptr, cu_ptr, table_ptr,
-        sq_t, sq_h, sk_t, sk_h, sv_t, sv_h, so_t, so_h, n_seqs, qk_scale,
-        HEAD_DIM, BLOCK_M, BLOCK_N, BLOCK_T, "",
-    )  # fmt: skip
+    slot = tl.program_id(0)
+    head = tl.program_id(1).to(tl.int64)
+    seq = tl.load(table_ptr + 2 * slot)
+    if seq >= n_seqs:  # a slot past the real block count (the table's length is an upper bound)
+        return
+    block = tl.load(table_ptr + 2 * slot + 1)
+    start = tl.load(cu_ptr + seq).to(tl.int64)
+    end = tl.load(cu_ptr + seq + 1).to(tl.int64)
+    rows = start + block * BLOCK_M + tl.arange(0, BLOCK_M)  # (BLOCK_M,) packed token rows
+    dims = tl.arange(0, HEAD_DIM)
+    in_seq = rows < end
+    q = tl.load(q_ptr + rows[:, None] * sq_t + head * sq_h + dims[None, :], mask=in_seq[:, None], other=0.0)
+
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, HEAD_DIM], tl.float32)
+    cols = tl.arange(0, BLOCK_N)
+    full_end = start + (end - start) // BLOCK_N * BLOCK_N  # key blocks before this need no mask
+    for n0 in range(start, full_end, BLOCK_N):
+        keys = n0 + cols
+        k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
+        v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, False)
+    tail = tl.arange(0, BLOCK_T)
+    for n0 in range(full_end, end, BLOCK_T):  # the ragged end, in steps of BLOCK_T <= BLOCK_N keys
+        keys = n0 + tail
+        k_ptrs = k_ptr + keys[:, None] * sk_t + head * sk_h + dims[None, :]
+        v_ptrs = v_ptr + keys[:, None] * sv_t + head * sv_h + dims[None, :]
+        acc, m_i, l_i = _attend_block(q, acc, m_i, l_i, k_ptrs, v_ptrs, keys < end, qk_scale, True)
+
+    out = acc / l_i[:, None]
+    o_ptrs = o_ptr + rows[:, None] * so_t + head * so_h + dims[None, :]
+    tl.store(o_ptrs, out.to(o_ptr.dtype.element_ty), mask=in_seq[:, None])
 
 
 @triton.jit(do_not_specialize=["n_seqs", "slots"])
