@@ -23,11 +23,7 @@ V1_MOUNTS = ("cpu", "cpu,cpuacct")  # where a v1 hierarchy with the cpu controll
 def _own_paths(self_cgroup: Path) -> tuple[str, str]:
     """(v2 path, v1 cpu-controller path) from /proc/self/cgroup; "/" where not listed."""
     v2 = v1 = "/"
-    try:
-        lines = self_cgroup.read_text().splitlines()
-    except (OSError, ValueError):
-        return v2, v1
-    for line in lines:
+    for line in (_read(self_cgroup) or "").splitlines():
         parts = line.split(":", 2)
         if len(parts) != 3:
             continue
