@@ -110,6 +110,14 @@ def check_fused_encoder(path: Path) -> None:
     small = encode_fused(weights, inputs, None, varlen=False, gelu_epilogue=False, small_m=4096)
     assert _rel(small, fused) < 1e-5, _rel(small, fused)
     print("fused small-M ok", _rel(small, fused))
+    # the last layer on the CLS rows alone, through cuBLAS-sized and small_gemm products
+    rows = inputs.cu_seqlens[:-1].long()
+    for small_m in (0, 4096):
+        cls = encode_fused(
+            weights, inputs, None, varlen=False, gelu_epilogue=False, small_m=small_m, rows=rows
+        )
+        assert cls.shape == (len(items), ref.shape[1]) and _rel(cls, ref[rows]) < 1e-5, _rel(cls, ref[rows])
+    print("fused CLS rows ok")
     fp8 = quantize_layers(weights.layers)
     low = encode_fused(weights, inputs, fp8, varlen=False)
     cos = F.cosine_similarity(low, ref, dim=-1)
@@ -120,6 +128,8 @@ def check_fused_encoder(path: Path) -> None:
     half = quantize_layers(weights.layers, keep_bf16=frozenset({0}))
     mixed = F.cosine_similarity(encode_fused(weights, inputs, half, varlen=False), ref, dim=-1)
     assert mixed.mean() > 0.94 and mixed.min() > 0.7, (mixed.mean(), mixed.min())
+    low_cls = encode_fused(weights, inputs, fp8, varlen=False, rows=rows)  # the same kernels on fewer rows
+    assert _rel(low_cls, low[rows]) < 1e-5, _rel(low_cls, low[rows])
     print("fused fp8 ok", float(cos.mean()), float(cos.min()))
 
 

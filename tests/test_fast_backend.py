@@ -92,12 +92,30 @@ def test_one_token_text(m3_pair: tuple[FastBackend, ReferenceBackend, TextTokeni
     assert f.sparse is not None and list(f.sparse[1].indices) in ([57], [])
 
 
+def test_cls_only_last_layer_gives_the_same_dense_vectors(
+    m3_pair: tuple[FastBackend, ReferenceBackend, TextTokenizer],
+) -> None:
+    fast, ref, tokenizer = m3_pair
+    batch = _batch(tokenizer, [*MULTILINGUAL, " ".join(MULTILINGUAL)])
+    full = fast.hidden_states(batch)
+    cls = fast.hidden_states(batch, cls_only=True)
+    assert not full.cls_only and full.hidden.shape[0] == batch.num_tokens
+    assert cls.cls_only and cls.hidden.shape == (batch.num_seqs, full.hidden.shape[1])
+    np.testing.assert_allclose(cls.cls().numpy(), full.cls().numpy(), atol=1e-5, rtol=1e-5)
+    dense = HeadRequest(dense=True)
+    assert fast.reads_cls_only(dense) and not fast.reads_cls_only(HeadRequest(dense=True, sparse=True))
+    f, r = fast.forward(batch, dense).dense, ref.forward(batch, dense).dense
+    assert f is not None and r is not None and f.shape == r.shape
+    np.testing.assert_allclose(f, r, atol=1e-5, rtol=1e-4)
+
+
 def test_reranker_logits_match(reranker_dir: Path) -> None:
     fast, ref, tokenizer = _pair(reranker_dir)
     pairs = [(MULTILINGUAL[0], p) for p in MULTILINGUAL[1:]]
     batch = PackedBatch.from_encoded(
         tokenizer.encode_pairs([q for q, _ in pairs], [p for _, p in pairs], 128, 96)
     )
+    assert fast.reads_cls_only(HeadRequest(logits=True))  # its last layer runs on the CLS rows alone
     f = fast.forward(batch, HeadRequest(logits=True)).logits
     r = ref.forward(batch, HeadRequest(logits=True)).logits
     assert f is not None and r is not None and f.shape == (len(pairs), 1)

@@ -26,6 +26,7 @@ def test_kernels_and_fused_encoder_under_interpreter(bge_m3_dir: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "row kernels ok" in done.stdout and "fused fp8 ok" in done.stdout
     assert "small gemm ok" in done.stdout and "fused small-M ok" in done.stdout
+    assert "fused CLS rows ok" in done.stdout
 
 
 def test_flat_layout_round_trip() -> None:

@@ -124,13 +124,24 @@ def embed(w: EncoderWeights, inputs: PackedInputs) -> torch.Tensor:
 
 
 def layer(
-    x: torch.Tensor, lw: LayerWeights, cfg: EncoderConfig, inputs: PackedInputs, varlen: bool
+    x: torch.Tensor,
+    lw: LayerWeights,
+    cfg: EncoderConfig,
+    inputs: PackedInputs,
+    varlen: bool,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One post-LayerNorm transformer layer over packed rows; (T, H) -> (T, H)."""
+    """One post-LayerNorm transformer layer over packed rows; (T, H) -> (T, H), or (R, H) for `rows`.
+
+    `rows` (R,): only these rows' outputs. QKV and attention still run on every row (the keys and
+    values are all needed); the products and LayerNorms after attention run on the R rows alone.
+    """
     t = x.shape[0]
     qkv = F.linear(x, lw.qkv_w, lw.qkv_b).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
     q, k, v = qkv.unbind(1)  # (T, nh, hd) each, strided views of qkv
     ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
+    if rows is not None:
+        ctx, x = ctx[rows], x[rows]  # (R, H) each
     x = F.layer_norm(
         F.linear(ctx, lw.attn_out_w, lw.attn_out_b) + x, (cfg.hidden,), lw.ln1_w, lw.ln1_b, cfg.eps
     )
@@ -140,18 +151,25 @@ def layer(
     )
 
 
-def encode(w: EncoderWeights, inputs: PackedInputs, varlen: bool) -> torch.Tensor:
-    """The final hidden states, (T, H), in the weights' dtype."""
+def encode(
+    w: EncoderWeights, inputs: PackedInputs, varlen: bool, rows: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The final hidden states in the weights' dtype: (T, H), or (R, H) of `rows` alone (`layer`)."""
     x = embed(w, inputs)
-    for lw in w.layers:
-        x = layer(x, lw, w.config, inputs, varlen)
+    last = len(w.layers) - 1
+    for i, lw in enumerate(w.layers):
+        x = layer(x, lw, w.config, inputs, varlen, rows if i == last else None)
     return x
 
 
-def classify(w: EncoderWeights, hidden: torch.Tensor, cls_rows: torch.Tensor) -> torch.Tensor:
-    """(N, C) logits in fp32 from the CLS rows of the final states."""
+def cls_rows(cu_seqlens: torch.Tensor) -> torch.Tensor:
+    """(N,) int64 row of each sequence's first token (its CLS), from (N + 1,) cu_seqlens."""
+    return cu_seqlens[:-1].long()
+
+
+def classify(w: EncoderWeights, cls: torch.Tensor) -> torch.Tensor:
+    """(N, C) logits in fp32 from the final states of the N CLS rows, (N, H)."""
     head = w.classifier
     assert head is not None, "classify() needs a checkpoint with a classification head"
-    cls = hidden[cls_rows]  # (N, H)
     pooled = torch.tanh(F.linear(cls, head.dense_w, head.dense_b))
     return F.linear(pooled, head.out_w, head.out_b).float()

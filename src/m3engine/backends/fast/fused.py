@@ -85,13 +85,17 @@ def half_layer(
     varlen: bool,
     gelu_epilogue: bool,
     small_m: int = 0,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One post-LayerNorm layer in bf16/fp16, fused row-wise work; (T, H) -> (T, H)."""
+    """One post-LayerNorm layer in bf16/fp16, fused row-wise work; (T, H) -> (T, H), or (R, H) of
+    `rows` alone (encoder.layer)."""
     t = x.shape[0]
-    small = 0 < t <= small_m
-    qkv = _linear(x, lw.qkv_w, lw.qkv_b, small).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
-    q, k, v = qkv.unbind(1)
+    qkv = _linear(x, lw.qkv_w, lw.qkv_b, 0 < t <= small_m).view(t, 3, cfg.heads, cfg.head_dim)
+    q, k, v = qkv.unbind(1)  # (T, nh, hd) each
     ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
+    if rows is not None:
+        ctx, x = ctx[rows], x[rows]  # (R, H) each
+    small = 0 < x.shape[0] <= small_m
     x = _linear_add_ln(ctx, lw.attn_out_w, lw.attn_out_b, x, lw.ln1_w, lw.ln1_b, cfg.eps, small)
     h = _ffn_in(x, lw, gelu_epilogue, small)  # (T, F)
     return _linear_add_ln(h, lw.ffn_out_w, lw.ffn_out_b, x, lw.ln2_w, lw.ln2_b, cfg.eps, small)
@@ -106,11 +110,14 @@ def fp8_layer(
     inputs: PackedInputs,
     varlen: bool,
     quantize_out: bool,  # the next layer runs in fp8: also return the output's e4m3 rows
+    rows: torch.Tensor | None = None,  # only these rows' outputs (encoder.layer)
 ) -> tuple[torch.Tensor, Quantized | None]:
     t, dtype = x.shape[0], x.dtype
     qkv = fp8_linear(xq, f.qkv, lw.qkv_b, dtype).view(t, 3, cfg.heads, cfg.head_dim)
     q, k, v = qkv.unbind(1)
     ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H) bf16
+    if rows is not None:
+        ctx, x = ctx[rows], x[rows]  # (R, H) each
     a = fp8_linear(quantize_rows(ctx), f.attn_out, lw.attn_out_b, dtype)
     x, x8 = add_layernorm(a, None, x, lw.ln1_w, lw.ln1_b, cfg.eps, quant=True)
     assert x8 is not None
@@ -139,8 +146,10 @@ def encode_fused(
     varlen: bool = True,
     gelu_epilogue: bool = True,
     small_m: int | None = None,
+    rows: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(T, H) final states; layers in `fp8.layers` use fp8 matrix products, the rest bf16/fp16.
+    """(T, H) final states, or (R, H) of `rows` alone (encoder.encode); layers in `fp8.layers` use
+    fp8 matrix products, the rest bf16/fp16.
 
     `varlen=False` attends per sequence (the CPU, where the Triton interpreter runs the kernels).
     `small_m`: see the module docstring; None: small_gemm.SMALL_M where its table holds this
@@ -154,12 +163,13 @@ def encode_fused(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,
         w.emb_ln_w, w.emb_ln_b, cfg.eps, quant=0 in layers8,
     )  # fmt: skip
+    last = len(w.layers) - 1
     for i, lw in enumerate(w.layers):
-        f = layers8.get(i)
+        f, keep = layers8.get(i), rows if i == last else None
         if f is None:
-            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m), None
+            x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m, keep), None
             continue
         if xq is None:  # the previous layer ran in bf16
             xq = quantize_rows(x)
-        x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, quantize_out=(i + 1) in layers8)
+        x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, (i + 1) in layers8, keep)
     return x
