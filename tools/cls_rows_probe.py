@@ -67,7 +67,7 @@ def _apart(engine: Engine, public: Callable[[], Any], reranker: bool) -> float:
     """Dense cosine min (embed) or the largest absolute logit difference (rerank) of the two settings."""
     outs = [_set(engine, on, public)() for on in SETTINGS.values()]
     if reranker:
-        a, b = ({r.index: r.score for r in out} for out in outs)
+        a, b = ({r.index: r.logit for r in out} for out in outs)
         return max(abs(a[i] - b[i]) for i in a)
     a, b = (np.stack([np.asarray(e.dense) for e in out]) for out in outs)
     return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min())
