@@ -60,8 +60,9 @@ class FastBackend:
 
     `cls_only`: an eager batch whose outputs read only each sequence's CLS row (a cross-encoder's
     scores; CLS-pooled dense vectors without sparse or ColBERT) runs its last layer's products and
-    LayerNorms on those rows alone (encoder.layer). The same vectors for ~3 % less arithmetic in a
-    24-layer model; graphed batches (small ones) keep every row.
+    LayerNorms on those rows alone (encoder.layer): 3.1 % of XLM-R large's multiply-adds, 2-3 % of the
+    device time of the bench's dense passages and 2-4 % of its rerank (H200, docs/benchmarks.md, round
+    thirteen). Graphed batches (up to graph_max_tokens) keep every row.
     """
 
     def __init__(
