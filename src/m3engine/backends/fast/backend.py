@@ -59,10 +59,11 @@ class FastBackend:
     matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
 
     `cls_only`: an eager batch whose outputs read only each sequence's CLS row (a cross-encoder's
-    scores; CLS-pooled dense vectors without sparse or ColBERT) runs its last layer's products and
-    LayerNorms on those rows alone (encoder.layer): 3.1 % of XLM-R large's multiply-adds, 2-3 % of the
-    device time of the bench's dense passages and 2-4 % of its rerank (H200, docs/benchmarks.md, round
-    thirteen). Graphed batches (up to graph_max_tokens) keep every row.
+    scores; CLS-pooled dense vectors without sparse or ColBERT) runs its last layer's products after
+    attention, and its LayerNorms, on those rows alone (encoder.layer; QKV and attention still see
+    every row): 3.1 % of XLM-R large's matrix-product multiply-adds, 2-3 % of the device time of
+    passages like the bench's, dense only, and 1.6-3.6 % of its rerank (H200, docs/benchmarks.md,
+    round thirteen). Graphed batches (up to graph_max_tokens) keep every row.
     """
 
     def __init__(
