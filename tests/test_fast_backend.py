@@ -6,9 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from m3engine.backends.fast import FastBackend
-from m3engine.backends.fast.encoder import host_arrays
+from m3engine.backends.fast.encoder import PackedInputs, host_arrays
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.backends.registry import create_backend
 from m3engine.models.spec import inspect_model
@@ -92,31 +93,53 @@ def test_one_token_text(m3_pair: tuple[FastBackend, ReferenceBackend, TextTokeni
     assert f.sparse is not None and list(f.sparse[1].indices) in ([57], [])
 
 
+def _spy_rows(fast: FastBackend, monkeypatch: pytest.MonkeyPatch) -> list[torch.Tensor | None]:
+    """The `rows` of every encoder run from now on (None: every row kept)."""
+    seen: list[torch.Tensor | None] = []
+    encode = fast._encode
+
+    def spy(inputs: PackedInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
+        seen.append(rows)
+        return encode(inputs, rows)
+
+    monkeypatch.setattr(fast, "_encode", spy)
+    return seen
+
+
 def test_cls_only_last_layer_gives_the_same_dense_vectors(
-    m3_pair: tuple[FastBackend, ReferenceBackend, TextTokenizer],
+    m3_pair: tuple[FastBackend, ReferenceBackend, TextTokenizer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fast, ref, tokenizer = m3_pair
     batch = _batch(tokenizer, [*MULTILINGUAL, " ".join(MULTILINGUAL)])
+    starts = torch.as_tensor(batch.cu_seqlens[:-1], dtype=torch.long)  # (N,) each text's first row
     full = fast.hidden_states(batch)
     cls = fast.hidden_states(batch, cls_only=True)
     assert not full.cls_only and full.hidden.shape[0] == batch.num_tokens
     assert cls.cls_only and cls.hidden.shape == (batch.num_seqs, full.hidden.shape[1])
-    np.testing.assert_allclose(cls.cls().numpy(), full.cls().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(cls.hidden.numpy(), full.hidden[starts].numpy(), atol=1e-5, rtol=1e-5)
+    seen = _spy_rows(fast, monkeypatch)
     dense = HeadRequest(dense=True)
-    assert fast.reads_cls_only(dense) and not fast.reads_cls_only(HeadRequest(dense=True, sparse=True))
-    f, r = fast.forward(batch, dense).dense, ref.forward(batch, dense).dense
-    assert f is not None and r is not None and f.shape == r.shape
-    np.testing.assert_allclose(f, r, atol=1e-5, rtol=1e-4)
+    for texts in ([*MULTILINGUAL, " ".join(MULTILINGUAL)], MULTILINGUAL[:1]):
+        one = _batch(tokenizer, texts)
+        f, r = fast.forward(one, dense).dense, ref.forward(one, dense).dense
+        assert f is not None and r is not None and f.shape == r.shape
+        np.testing.assert_allclose(f, r, atol=1e-5, rtol=1e-4)
+        rows = seen[-1]  # the forward ran its last layer on the CLS rows
+        assert rows is not None and rows.tolist() == one.cu_seqlens[:-1].tolist()
+    fast.forward(batch, HeadRequest(dense=True, sparse=True))
+    assert seen[-1] is None  # the sparse head reads every row
 
 
-def test_reranker_logits_match(reranker_dir: Path) -> None:
+def test_reranker_logits_match(reranker_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fast, ref, tokenizer = _pair(reranker_dir)
     pairs = [(MULTILINGUAL[0], p) for p in MULTILINGUAL[1:]]
     batch = PackedBatch.from_encoded(
         tokenizer.encode_pairs([q for q, _ in pairs], [p for _, p in pairs], 128, 96)
     )
-    assert fast.reads_cls_only(HeadRequest(logits=True))  # its last layer runs on the CLS rows alone
+    seen = _spy_rows(fast, monkeypatch)
     f = fast.forward(batch, HeadRequest(logits=True)).logits
+    rows = seen[-1]  # the forward ran its last layer on the CLS rows
+    assert rows is not None and rows.tolist() == batch.cu_seqlens[:-1].tolist()
     r = ref.forward(batch, HeadRequest(logits=True)).logits
     assert f is not None and r is not None and f.shape == (len(pairs), 1)
     np.testing.assert_allclose(f, r, atol=1e-5, rtol=1e-5)  # fp32 rounding on logits ~10

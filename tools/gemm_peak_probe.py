@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from collections.abc import Callable
 
 import torch
 
@@ -22,7 +23,7 @@ LAYERS = 24
 SHAPES = {"qkv": (1024, 3072), "attn-out": (1024, 1024), "ffn-in": (1024, 4096), "ffn-out": (4096, 1024)}
 
 
-def _time_ms(fn, runs: int = 50) -> float:  # type: ignore[no-untyped-def]
+def _time_ms(fn: Callable[[], object], runs: int = 50) -> float:
     for _ in range(5):
         fn()
     times = []
@@ -36,7 +37,7 @@ def _time_ms(fn, runs: int = 50) -> float:  # type: ignore[no-untyped-def]
     return statistics.median(times)
 
 
-def _product(dtype: str, m: int, k: int, n: int):  # type: ignore[no-untyped-def]
+def _product(dtype: str, m: int, k: int, n: int) -> Callable[[], torch.Tensor]:
     """A callable running one (m, k) x (k, n) product in `dtype`."""
     x = torch.randn(m, k, device="cuda")
     w = torch.randn(n, k, device="cuda")  # (N, K) as a checkpoint stores it

@@ -154,7 +154,6 @@ def launch_heads(
     vocab_size: int,
     copy_stream: torch.cuda.Stream | None = None,
     ring: HostRing | None = None,  # reused pinned buffers for the copies (host_ring.py)
-    cls_only: bool = False,  # `hidden` is (N, H): each sequence's CLS row alone
 ) -> PendingOutputs:
     """Queue the heads and their copies to the host; no step waits on the device."""
     if (request.sparse or request.colbert) and m3_heads is None:
@@ -162,15 +161,10 @@ def launch_heads(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
     device: dict[str, torch.Tensor] = {}
-    assert not cls_only or (pooling == "cls" and not (request.sparse or request.colbert)), (
-        "CLS rows: dense only"
-    )
     # (T, H) in fp32 for the sparse head and mean pooling; CLS pooling converts only N rows, and
     # ColBERT reads `hidden` in its own dtype (M3Heads.colbert)
     states = hidden.float() if request.sparse or pooling != "cls" else hidden
-    if request.dense and cls_only:
-        device["dense"] = states.to(torch.float32, copy=True)  # (N, H): the CLS rows already
-    elif request.dense and pooling == "cls" and len(lengths) == 1:
+    if request.dense and pooling == "cls" and len(lengths) == 1:
         # one text: its CLS row is row 0, a slice (no index kernel); copied, as `hidden` may be a
         # CUDA graph's static output, which the next replay overwrites
         device["dense"] = states[:1].to(torch.float32, copy=True)  # (1, H)

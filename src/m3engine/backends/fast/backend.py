@@ -32,7 +32,7 @@ class DeviceStates(NamedTuple):
     lengths: tuple[int, ...]  # (N,) on the host
     cls_only: bool = False  # `hidden` holds each sequence's CLS row alone, in order
 
-    def cls(self) -> torch.Tensor:
+    def cls_states(self) -> torch.Tensor:
         """(N, H) the final states of each sequence's CLS row."""
         return self.hidden if self.cls_only else self.hidden[cls_rows(self.cu_seqlens)]
 
@@ -63,7 +63,7 @@ class FastBackend:
     attention, and its LayerNorms, on those rows alone (encoder.layer; QKV and attention still see
     every row): 3.1 % of XLM-R large's matrix-product multiply-adds, 2-3 % of the device time of
     passages like the bench's, dense only, and 1.6-3.6 % of its rerank (H200, docs/benchmarks.md,
-    round thirteen). Graphed batches (up to graph_max_tokens) keep every row.
+    round thirteen). Batches replayed through a captured graph keep every row.
     """
 
     def __init__(
@@ -202,10 +202,8 @@ class FastBackend:
         """
         cls_only = self.cls_only and self.reads_cls_only(heads)
         states = self._hidden_states(batch, True, cls_only)  # inference mode entered once, here
-        if self.spec.is_cross_encoder:
-            logits = classify(self.weights, states.cls())  # (N, C) fp32
-            copy = HostCopy({"logits": logits}, self._copy_stream, self.ring)
-            return PendingOutputs(copy, lambda host: BatchOutputs(logits=host["logits"]))
+        if self.spec.is_cross_encoder or states.cls_only:
+            return self._launch_from_cls(states, heads)
         return launch_heads(
             states.hidden,
             batch.input_ids,
@@ -218,5 +216,14 @@ class FastBackend:
             self.spec.vocab_size,
             self._copy_stream,
             self.ring,
-            states.cls_only,
         )
+
+    def _launch_from_cls(self, states: DeviceStates, heads: HeadRequest) -> PendingOutputs:
+        """Outputs read from the CLS rows alone: a cross-encoder's logits, or CLS-pooled dense vectors."""
+        cls = states.cls_states()  # (N, H); a gather or an eager output, never a graph's static buffer
+        if self.spec.is_cross_encoder:
+            copy = HostCopy({"logits": classify(self.weights, cls)}, self._copy_stream, self.ring)  # (N, C)
+            return PendingOutputs(copy, lambda host: BatchOutputs(logits=host["logits"]))
+        dense = {"dense": cls.float()} if heads.dense else {}  # (N, H) fp32
+        copy = HostCopy(dense, self._copy_stream, self.ring)
+        return PendingOutputs(copy, lambda host: BatchOutputs(dense=host.get("dense")))

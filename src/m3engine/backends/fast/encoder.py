@@ -123,6 +123,14 @@ def embed(w: EncoderWeights, inputs: PackedInputs) -> torch.Tensor:
     return F.layer_norm(x, (w.config.hidden,), w.emb_ln_w, w.emb_ln_b, w.config.eps)
 
 
+def keep_rows(
+    ctx: torch.Tensor, x: torch.Tensor, rows: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The attention output and the residual, (T, H) each, cut to `rows` (R,) when given: the rest of
+    the layer is row-wise, so it then runs on the R rows alone."""
+    return (ctx, x) if rows is None else (ctx[rows], x[rows])
+
+
 def layer(
     x: torch.Tensor,
     lw: LayerWeights,
@@ -139,13 +147,11 @@ def layer(
     t = x.shape[0]
     qkv = F.linear(x, lw.qkv_w, lw.qkv_b).view(t, 3, cfg.heads, cfg.head_dim)  # (T, 3, nh, hd)
     q, k, v = qkv.unbind(1)  # (T, nh, hd) each, strided views of qkv
-    ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
-    if rows is not None:
-        ctx, x = ctx[rows], x[rows]  # (R, H) each
+    ctx, x = keep_rows(attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden), x, rows)  # (T or R, H)
     x = F.layer_norm(
         F.linear(ctx, lw.attn_out_w, lw.attn_out_b) + x, (cfg.hidden,), lw.ln1_w, lw.ln1_b, cfg.eps
     )
-    h = activate(F.linear(x, lw.ffn_in_w, lw.ffn_in_b), cfg.activation)  # (T, F)
+    h = activate(F.linear(x, lw.ffn_in_w, lw.ffn_in_b), cfg.activation)  # (T or R, F)
     return F.layer_norm(
         F.linear(h, lw.ffn_out_w, lw.ffn_out_b) + x, (cfg.hidden,), lw.ln2_w, lw.ln2_b, cfg.eps
     )
@@ -156,6 +162,8 @@ def encode(
 ) -> torch.Tensor:
     """The final hidden states in the weights' dtype: (T, H), or (R, H) of `rows` alone (`layer`)."""
     x = embed(w, inputs)
+    if not w.layers:
+        return x if rows is None else x[rows]
     last = len(w.layers) - 1
     for i, lw in enumerate(w.layers):
         x = layer(x, lw, w.config, inputs, varlen, rows if i == last else None)

@@ -25,7 +25,7 @@ import torch
 from torch.nn import functional as F
 
 from m3engine.backends.fast import small_gemm as sg
-from m3engine.backends.fast.encoder import PackedInputs, attention
+from m3engine.backends.fast.encoder import PackedInputs, attention, keep_rows
 from m3engine.backends.fast.fp8 import Fp8Layer, Fp8Weights, fp8_linear
 from m3engine.backends.fast.kernels import (
     Quantized,
@@ -92,12 +92,10 @@ def half_layer(
     t = x.shape[0]
     qkv = _linear(x, lw.qkv_w, lw.qkv_b, 0 < t <= small_m).view(t, 3, cfg.heads, cfg.head_dim)
     q, k, v = qkv.unbind(1)  # (T, nh, hd) each
-    ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H)
-    if rows is not None:
-        ctx, x = ctx[rows], x[rows]  # (R, H) each
-    small = 0 < x.shape[0] <= small_m
+    ctx, x = keep_rows(attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden), x, rows)  # (T or R, H)
+    small = 0 < x.shape[0] <= small_m  # the products below run on R rows: small_gemm picks by R
     x = _linear_add_ln(ctx, lw.attn_out_w, lw.attn_out_b, x, lw.ln1_w, lw.ln1_b, cfg.eps, small)
-    h = _ffn_in(x, lw, gelu_epilogue, small)  # (T, F)
+    h = _ffn_in(x, lw, gelu_epilogue, small)  # (T or R, F)
     return _linear_add_ln(h, lw.ffn_out_w, lw.ffn_out_b, x, lw.ln2_w, lw.ln2_b, cfg.eps, small)
 
 
@@ -110,18 +108,21 @@ def fp8_layer(
     inputs: PackedInputs,
     varlen: bool,
     quantize_out: bool,  # the next layer runs in fp8: also return the output's e4m3 rows
-    rows: torch.Tensor | None = None,  # only these rows' outputs (encoder.layer)
+    rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, Quantized | None]:
+    """One layer with e4m3 products; (T, H) -> (T, H), or (R, H) of `rows` alone (encoder.layer),
+    with the output's e4m3 rows when `quantize_out`."""
+    assert rows is None or not quantize_out, (
+        "a layer cut to some rows is the last: nothing reads its e4m3 rows"
+    )
     t, dtype = x.shape[0], x.dtype
     qkv = fp8_linear(xq, f.qkv, lw.qkv_b, dtype).view(t, 3, cfg.heads, cfg.head_dim)
     q, k, v = qkv.unbind(1)
-    ctx = attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden)  # (T, H) bf16
-    if rows is not None:
-        ctx, x = ctx[rows], x[rows]  # (R, H) each
+    ctx, x = keep_rows(attention(q, k, v, inputs, varlen).reshape(t, cfg.hidden), x, rows)  # (T or R, H) bf16
     a = fp8_linear(quantize_rows(ctx), f.attn_out, lw.attn_out_b, dtype)
     x, x8 = add_layernorm(a, None, x, lw.ln1_w, lw.ln1_b, cfg.eps, quant=True)
     assert x8 is not None
-    h = fp8_linear(x8, f.ffn_in, None, dtype)  # (T, F) before bias and GELU
+    h = fp8_linear(x8, f.ffn_in, None, dtype)  # (T or R, F) before bias and GELU
     _, h8 = bias_gelu(h, lw.ffn_in_b, store=False, quant=True)
     assert h8 is not None
     a = fp8_linear(h8, f.ffn_out, lw.ffn_out_b, dtype)
@@ -163,9 +164,12 @@ def encode_fused(
         inputs.input_ids, inputs.positions, inputs.token_types, w.word, w.position, w.token_type,
         w.emb_ln_w, w.emb_ln_b, cfg.eps, quant=0 in layers8,
     )  # fmt: skip
+    if not w.layers:
+        return x if rows is None else x[rows]
     last = len(w.layers) - 1
     for i, lw in enumerate(w.layers):
-        f, keep = layers8.get(i), rows if i == last else None
+        f = layers8.get(i)
+        keep = rows if i == last else None
         if f is None:
             x, xq = half_layer(x, lw, cfg, inputs, varlen, gelu_epilogue, small_m, keep), None
             continue
