@@ -17,7 +17,7 @@ import json
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pipeline_probe import _device_only, _interleaved  # sibling modules (tools/ is on the path)
@@ -30,10 +30,11 @@ from m3engine.prepared import Prepared
 from m3engine.settings import EngineSettings
 
 SETTINGS = {"cls rows": True, "all rows": False}
+R = TypeVar("R")
 
 
-def _set(engine: Engine, cls_only: bool, fn: Callable[[], object]) -> Callable[[], object]:
-    def run() -> object:
+def _set(engine: Engine, cls_only: bool, fn: Callable[[], R]) -> Callable[[], R]:
+    def run() -> R:
         engine.backend.cls_only = cls_only  # type: ignore[attr-defined]
         return fn()
 
@@ -65,11 +66,11 @@ def _rows(
 
 def _apart(engine: Engine, public: Callable[[], Any], reranker: bool) -> float:
     """Dense cosine min (embed) or the largest absolute logit difference (rerank) of the two settings."""
-    outs = [_set(engine, on, public)() for on in SETTINGS.values()]
+    outs: list[list[Any]] = [_set(engine, on, public)() for on in SETTINGS.values()]  # (setting, input)
     if reranker:
-        a, b = ({r.index: r.logit for r in out} for out in outs)
-        return max(abs(a[i] - b[i]) for i in a)
-    a, b = (np.stack([np.asarray(e.dense) for e in out]) for out in outs)
+        first, second = ({r.index: float(r.logit) for r in out} for out in outs)
+        return max(abs(first[i] - second[i]) for i in first)
+    a, b = (np.stack([np.asarray(e.dense) for e in out]) for out in outs)  # (inputs, H) each
     return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).min())
 
 

@@ -26,14 +26,15 @@ SHAPES = {"qkv": (1024, 3072), "attn-out": (1024, 1024), "ffn-in": (1024, 4096),
 def _time_ms(fn: Callable[[], object], runs: int = 50) -> float:
     for _ in range(5):
         fn()
-    times = []
+    times: list[float] = []
     for _ in range(runs):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+        end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
         start.record()
         fn()
         end.record()
         end.synchronize()
-        times.append(start.elapsed_time(end))
+        times.append(float(start.elapsed_time(end)))
     return statistics.median(times)
 
 
