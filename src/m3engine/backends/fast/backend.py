@@ -8,13 +8,13 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import BackendInfo
-from m3engine.backends.fast.encoder import PackedInputs, classify, cls_rows, encode, uses_varlen
+from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.device import DTYPES
 from m3engine.host_ring import HostRing
-from m3engine.models.heads import M3Heads, launch_heads
+from m3engine.models.heads import M3Heads, cls_pool, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.pending import HostCopy, PendingOutputs
@@ -34,7 +34,7 @@ class DeviceStates(NamedTuple):
 
     def cls_states(self) -> torch.Tensor:
         """(N, H) the final states of each sequence's CLS row."""
-        return self.hidden if self.cls_only else self.hidden[cls_rows(self.cu_seqlens)]
+        return self.hidden if self.cls_only else cls_pool(self.hidden, self.cu_seqlens)
 
 
 def _triton_available() -> bool:
@@ -186,7 +186,7 @@ class FastBackend:
             return DeviceStates(captured.out[:t], flat[3 * key.tokens : 3 * key.tokens + n + 1], lengths)
         flat = self._stager.stage(batch, offset, t, n)
         cu = flat[3 * t : 3 * t + n + 1]  # (N + 1,) int64
-        rows = cls_rows(cu) if cls_only else None
+        rows = cu[:-1] if cls_only else None  # (N,) each sequence's first row
         return DeviceStates(self._encode(unpack(flat, t, n, max_len, lengths), rows), cu, lengths, cls_only)
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:

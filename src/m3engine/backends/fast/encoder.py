@@ -170,11 +170,6 @@ def encode(
     return x
 
 
-def cls_rows(cu_seqlens: torch.Tensor) -> torch.Tensor:
-    """(N,) int64 row of each sequence's first token (its CLS), from (N + 1,) cu_seqlens."""
-    return cu_seqlens[:-1].long()
-
-
 def classify(w: EncoderWeights, cls: torch.Tensor) -> torch.Tensor:
     """(N, C) logits in fp32 from the final states of the N CLS rows, (N, H)."""
     head = w.classifier
