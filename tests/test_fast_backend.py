@@ -13,7 +13,7 @@ from m3engine.backends.fast.encoder import PackedInputs, host_arrays
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.backends.registry import create_backend
 from m3engine.models.spec import inspect_model
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 from tests.texts import MULTILINGUAL
 

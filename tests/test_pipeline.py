@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from m3engine import Engine, pipeline
+from m3engine import Engine
 from m3engine.backends.base import BackendInfo
 from m3engine.backends.fake import FakeBackend
 from m3engine.backends.fast import FastBackend
 from m3engine.errors import BackendError, InputTooLongError
 from m3engine.models.spec import inspect_model
-from m3engine.prepared import Bulk
 from m3engine.results import Embedding
+from m3engine.scheduling import pipeline
 from m3engine.settings import EngineSettings
-from m3engine.tokenization import TextTokenizer
+from m3engine.tasks.prepared import Bulk
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 from tests.texts import LONG, MULTILINGUAL
 

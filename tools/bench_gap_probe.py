@@ -38,10 +38,10 @@ from typing import Any
 
 from probe_cli import probe_parser  # a sibling module (tools/ is on the path)
 
-from m3engine import gcpause
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
+from m3engine.process import gcpause
 from m3engine.settings import EngineSettings
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters

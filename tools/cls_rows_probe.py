@@ -26,8 +26,8 @@ from probe_cli import probe_parser
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
-from m3engine.prepared import Prepared
 from m3engine.settings import EngineSettings
+from m3engine.tasks.prepared import Prepared
 
 SETTINGS = {"cls rows": True, "all rows": False}
 R = TypeVar("R")

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from m3engine import pipeline
-from m3engine.batching import plan_batches
 from m3engine.bench.synthetic import build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
+from m3engine.scheduling import pipeline
+from m3engine.scheduling.batching import plan_batches
 from m3engine.settings import EngineSettings
 
 

@@ -26,8 +26,8 @@ from typing import Any
 def _engine(model: str, backend: str, socket_path: str, metrics_dir: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     from m3engine.metrics import Metrics
-    from m3engine.scheduler.engine_service import EngineService
-    from m3engine.server.cli import load_engines
+    from m3engine.server.multiproc.engine_service import EngineService
+    from m3engine.server.serving import load_engines
     from m3engine.settings import EngineSettings, ServerSettings
 
     async def serve() -> None:
@@ -50,11 +50,11 @@ def _cpu(pid: int, task: int | None = None) -> float:
 
 
 async def _load(socket_path: str, frontends: int, concurrency: int, duration: float) -> int:
-    from m3engine.scheduler.remote import EngineClient
+    from m3engine.server.multiproc.remote import EngineClient
     from m3engine.types import Encoded, HeadRequest
 
     try:  # this branch's wire form, or the list of Encoded of the one before it
-        from m3engine.scheduler.sequences import Sequences
+        from m3engine.scheduling.sequences import Sequences
 
         def payload(e: Encoded) -> Any:
             return Sequences.from_encoded([e]).to_wire()

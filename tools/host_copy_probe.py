@@ -41,14 +41,14 @@ import torch
 from probe_cli import fast_settings, probe_parser  # a sibling module (tools/ is on the path)
 from torch.nn import functional as F
 
-from m3engine import pending
+from m3engine.backends import pending
 from m3engine.backends.fast import FastBackend
+from m3engine.backends.host_ring import HostRing
+from m3engine.backends.transfer import HostCopy
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
-from m3engine.host_ring import HostRing
 from m3engine.models.heads import M3Heads
-from m3engine.pending import HostCopy
 
 KEEP = 8  # earlier results the caller holds: the caching host allocator cannot reuse their blocks
 

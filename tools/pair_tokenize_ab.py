@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 
 
 def main(tokenizer_dir: str) -> None:

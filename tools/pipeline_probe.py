@@ -34,15 +34,15 @@ from typing import Any
 import numpy as np
 from probe_cli import fast_settings, probe_parser  # a sibling module (tools/ is on the path)
 
-from m3engine import pipeline
 from m3engine.backends.base import BackendInfo
-from m3engine.batching import plan_batches
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
 from m3engine.models.spec import ModelSpec, inspect_model
-from m3engine.prepared import Prepared
-from m3engine.tokenization import TextTokenizer
+from m3engine.scheduling import pipeline
+from m3engine.scheduling.batching import plan_batches
+from m3engine.tasks.prepared import Prepared
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, SparseVector
 
 

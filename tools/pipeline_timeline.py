@@ -27,13 +27,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from m3engine import pipeline
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.bench.synthetic import build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
-from m3engine.prepared import Bulk
+from m3engine.scheduling import pipeline
 from m3engine.settings import EngineSettings
+from m3engine.tasks.prepared import Bulk
 
 EVENTS: list[tuple[float, str, str]] = []
 ALL = bool(os.environ.get("ALL"))

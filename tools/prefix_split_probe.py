@@ -23,7 +23,7 @@ from tokenizers import Tokenizer
 
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
-from m3engine.tokenization import CHARS_PER_TOKEN, TextTokenizer, _split_at_spaces
+from m3engine.tokenization.tokenizer import CHARS_PER_TOKEN, TextTokenizer, _split_at_spaces
 
 
 def median_us(fn: Callable[[], object], n: int = 2000) -> float:

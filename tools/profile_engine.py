@@ -19,7 +19,7 @@ import sys
 import time
 from types import FrameType
 
-from m3engine.cli import main
+from m3engine.cli.main import main
 
 if __name__ == "__main__":
     profiler = cProfile.Profile(time.thread_time)

@@ -19,7 +19,7 @@ from m3engine.backends.reference import ReferenceBackend
 from m3engine.bench.synthetic import build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.models.spec import inspect_model
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import HeadRequest, PackedBatch, TokenIds
 
 scratch = Path(tempfile.mkdtemp())

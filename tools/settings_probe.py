@@ -39,13 +39,15 @@ from typing import Any
 from pipeline_probe import _device_only  # sibling modules (tools/ is on the path)
 from probe_cli import probe_parser
 
-from m3engine import gcpause, host_ring, pipeline
+from m3engine.backends import host_ring
+from m3engine.backends.host_ring import HostRing
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
 from m3engine.engine import Engine
-from m3engine.host_ring import HostRing
-from m3engine.prepared import Prepared
+from m3engine.process import gcpause
+from m3engine.scheduling import pipeline
 from m3engine.settings import EngineSettings
+from m3engine.tasks.prepared import Prepared
 
 COLLECTOR = {"f1-s4": (1, 4), "f2-s6": (2, 6), "f3-s8": (3, 8)}  # (FINISHING, ring slots)
 BUDGETS = {f"b{k}k": k * 1024 for k in (8, 16, 24, 32, 48, 64)}

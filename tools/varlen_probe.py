@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.nn.attention.varlen import varlen_attn
 
-from m3engine.batching import plan_batches
+from m3engine.scheduling.batching import plan_batches
 
 NH, HD = 16, 64
 Attn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int], torch.Tensor]

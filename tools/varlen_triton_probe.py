@@ -49,7 +49,7 @@ from m3engine.backends.fast.varlen_attention import (  # noqa: E402
     plan_attention,
     plan_blocks,
 )
-from m3engine.batching import plan_batches  # noqa: E402
+from m3engine.scheduling.batching import plan_batches  # noqa: E402
 
 NH, HD = (2, 64) if DRY else (16, 64)
 DEVICE = "cpu" if DRY else "cuda"

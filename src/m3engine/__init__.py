@@ -24,6 +24,7 @@ from m3engine.models.scores import colbert_score, lexical_matching_score
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
 from m3engine.types import SparseVector
+from m3engine.version import __version__
 
 if _typing.TYPE_CHECKING:
     from m3engine.engine import Engine
@@ -51,8 +52,6 @@ __all__ = [
     "colbert_score",
     "lexical_matching_score",
 ]
-
-__version__ = "0.1.0"
 
 
 def __getattr__(name: str) -> _typing.Any:

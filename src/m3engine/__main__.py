@@ -1,5 +1,5 @@
 import sys
 
-from m3engine.cli import main
+from m3engine.cli.main import main
 
 sys.exit(main())

@@ -17,20 +17,22 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from m3engine import gcpause, pipeline, postprocess
 from m3engine.backends.base import Backend
+from m3engine.backends.choose import resolve_backend, resolve_device, resolve_dtype
 from m3engine.backends.registry import create_backend
-from m3engine.batching import plan_batches
-from m3engine.device import resolve_backend, resolve_device, resolve_dtype
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
-from m3engine.pipeline import Progress, run_planned
-from m3engine.prepared import Bulk, Prepared
+from m3engine.process import gcpause
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
+from m3engine.scheduling import pipeline
+from m3engine.scheduling.batching import plan_batches
+from m3engine.scheduling.pipeline import Progress, run_planned
 from m3engine.settings import EngineSettings
-from m3engine.tasks import TaskBuilder
-from m3engine.tokenization import TextTokenizer
+from m3engine.tasks import postprocess
+from m3engine.tasks.builder import TaskBuilder
+from m3engine.tasks.prepared import Bulk, Prepared
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 R = TypeVar("R")

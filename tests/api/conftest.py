@@ -14,7 +14,7 @@ from m3engine.backends.fake import FakeBackend
 from m3engine.engine import Engine
 from m3engine.models.spec import inspect_model
 from m3engine.settings import EngineSettings, ServerSettings
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import TokenIds
 from tests.api.asgi import LifespanClient
 

@@ -17,9 +17,9 @@ import pytest
 from m3engine.engine import Engine
 from m3engine.errors import DeadlineExceededError, OutOfMemoryError
 from m3engine.metrics import Metrics
-from m3engine.scheduler.admission import Admission
-from m3engine.scheduler.engine_service import EngineService
-from m3engine.scheduler.remote import EngineClient, RemoteScheduler
+from m3engine.scheduling.admission import Admission
+from m3engine.server.multiproc.engine_service import EngineService
+from m3engine.server.multiproc.remote import EngineClient, RemoteScheduler
 from m3engine.settings import ServerSettings
 from tests.api.conftest import backend_of
 

@@ -270,6 +270,8 @@ def test_every_process_reports_its_loop_lag_and_gc_pauses(real: FrontendServer) 
 
 
 def test_a_frontend_never_imports_torch() -> None:
-    code = "import sys, m3engine.server.frontend; assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, m3engine.server.multiproc.frontend; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     env = {**os.environ, "PYTHONPATH": str(Path("src").resolve())}
     subprocess.run([sys.executable, "-c", code], check=True, env=env)

@@ -15,7 +15,7 @@ import torch
 from m3engine.backends.fast import FastBackend
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.models.spec import inspect_model
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 from tests.texts import MULTILINGUAL
 

@@ -13,8 +13,8 @@ import torch
 
 from m3engine import Engine
 from m3engine.backends.fast import FastBackend
-from m3engine.host_ring import HostRing
-from m3engine.pending import HostCopy
+from m3engine.backends.host_ring import HostRing
+from m3engine.backends.transfer import HostCopy
 
 pytestmark = [
     pytest.mark.gpu,

@@ -15,7 +15,7 @@ from m3engine import Engine
 from m3engine.backends.fast import FastBackend
 from m3engine.backends.fast.graphs import choose_bucket
 from m3engine.models.spec import inspect_model
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 from tests.texts import LONG, MULTILINGUAL
 

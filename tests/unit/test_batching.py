@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from m3engine.batching import plan_batches
+from m3engine.scheduling.batching import plan_batches
 
 
 @pytest.mark.parametrize("padded", [True, False])

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from m3engine import Engine
-from m3engine.cli import main
+from m3engine.cli.main import main
 from tests.texts import MULTILINGUAL
 
 TEXTS = MULTILINGUAL[:6]
@@ -186,7 +186,7 @@ def test_bad_options_exit_2_with_a_message(
 @pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
 def test_float16_colbert_rows_are_written(tmp_path: Path, suffix: str) -> None:
     """A bf16/fp16 encoder's ColBERT rows are float16: Parquet keeps its float32 column, JSONL floats."""
-    from m3engine.files import EmbeddingWriter
+    from m3engine.cli.files import EmbeddingWriter
     from m3engine.results import Embedding
 
     rows = np.array([[0.5, -0.25], [0.125, 1.0]], dtype=np.float16)

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from m3engine import cpu_quota, pipeline, tokenization
+from m3engine.process import cpu_quota
+from m3engine.scheduling import pipeline
+from m3engine.tokenization import tokenizer as tokenization
 
 AFFINITY = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from m3engine import Engine, gcpause
+from m3engine import Engine
+from m3engine.process import gcpause
 
 
 @pytest.fixture(autouse=True)

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from m3engine.host_ring import ALIGN, HostRing, layout
+from m3engine.backends.host_ring import ALIGN, HostRing, layout
+from m3engine.backends.transfer import HostCopy
 from m3engine.models.heads import M3Heads, launch_heads
-from m3engine.pending import HostCopy
 from m3engine.types import HeadRequest
 
 

@@ -8,7 +8,7 @@ import gc
 import time
 
 from m3engine.bench.loop_stats import client_loop
-from m3engine.loopwatch import LoopWatch, Recorder
+from m3engine.process.loopwatch import LoopWatch, Recorder
 
 
 async def _watched(action: object, settle_s: float = 0.05) -> Recorder:

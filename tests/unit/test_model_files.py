@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from m3engine import Engine, ModelKind, UnknownModelKindError
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 
 
 @pytest.fixture()

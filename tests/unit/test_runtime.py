@@ -52,7 +52,7 @@ def test_info_reports_the_http_implementation_that_runs(http: str) -> None:
     if http == "httptools":
         pytest.importorskip("httptools")
     from m3engine.server.app import build_app
-    from m3engine.server.cli import DrainingServer
+    from m3engine.server.draining import DrainingServer
     from m3engine.server.state import ServerState
     from m3engine.settings import ServerSettings
 

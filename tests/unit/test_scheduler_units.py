@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pytest
 
 from m3engine.errors import NotReadyError, OverloadedError
-from m3engine.scheduler.admission import INLINE_TOKENIZE_CHARS, Admission, admitted, estimate_tokens
-from m3engine.scheduler.batcher import BatchFormer, Job
-from m3engine.scheduler.submitter import Timings
+from m3engine.scheduling.admission import INLINE_TOKENIZE_CHARS, Admission, admitted, estimate_tokens
+from m3engine.scheduling.former import BatchFormer, Job
+from m3engine.scheduling.submitter import Timings
 from m3engine.types import Encoded, HeadRequest
 
 DENSE = HeadRequest(dense=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from m3engine.errors import OverloadedError
-from m3engine.scheduler.admission import Admission
-from m3engine.scheduler.shared_budget import SharedBudget
+from m3engine.scheduling.admission import Admission
+from m3engine.scheduling.shared_budget import SharedBudget
 
 
 def test_frontends_share_one_budget_and_keep_their_own_counts() -> None:

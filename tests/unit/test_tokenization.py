@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from m3engine import Engine, InputTooLongError
-from m3engine.tokenization import check_texts
+from m3engine.tokenization.tokenizer import check_texts
 from tests.texts import LONG
 
 
@@ -55,7 +55,7 @@ def test_long_texts_match_the_hf_tokenizer_exactly(
     text at a time (each is encoded alone) into pieces of its share per core."""
     from transformers import AutoTokenizer
 
-    from m3engine.tokenization import TextTokenizer
+    from m3engine.tokenization.tokenizer import TextTokenizer
     from tests.texts import MULTILINGUAL
 
     texts = [
@@ -83,7 +83,7 @@ def test_few_texts_are_cut_finer_than_many(bge_m3: Engine) -> None:
     """Fewer texts than cores: pieces of their characters per core, at least min_piece_chars; as many
     texts as cores (a bulk piece): the usual piece_chars. One text that fits its max_length whole
     is cut too (the pieces reach the Rust pool), and its ids and truncation flag do not change."""
-    from m3engine.tokenization import MIN_PIECE_CHARS, PIECE_CHARS, TextTokenizer
+    from m3engine.tokenization.tokenizer import MIN_PIECE_CHARS, PIECE_CHARS, TextTokenizer
     from tests.texts import MULTILINGUAL
 
     tok = TextTokenizer.load(bge_m3.spec.path)
@@ -112,7 +112,7 @@ def test_no_cut_beside_a_character_the_normalizer_turns_into_a_space() -> None:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    from m3engine.tokenization import TextTokenizer
+    from m3engine.tokenization.tokenizer import TextTokenizer
 
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4, "▁alpha": 5, "▁beta": 6, "▁gamma.": 7}
     raw = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
@@ -142,8 +142,8 @@ def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, min
     """XLM-R (<s> A </s></s> B </s>, types 0) and BERT ([CLS] A [SEP] B [SEP], types 0 then 1)."""
     import random
 
-    from m3engine.pair_template import read_pair_template
-    from m3engine.tokenization import TextTokenizer
+    from m3engine.tokenization.pair_template import read_pair_template
+    from m3engine.tokenization.tokenizer import TextTokenizer
     from tests.texts import MULTILINGUAL
 
     rng = random.Random(0)
@@ -163,8 +163,8 @@ def test_pair_template_builds_what_the_post_processor_builds(bge_m3: Engine, min
 
 def test_single_template_builds_what_the_post_processor_builds(bge_m3: Engine, minilm_dir: object) -> None:
     """XLM-R (<s> A </s>) and BERT ([CLS] A [SEP])."""
-    from m3engine.pair_template import read_single_template
-    from m3engine.tokenization import TextTokenizer
+    from m3engine.tokenization.pair_template import read_single_template
+    from m3engine.tokenization.tokenizer import TextTokenizer
     from tests.texts import MULTILINGUAL
 
     for path in (bge_m3.spec.path, minilm_dir):
@@ -193,8 +193,8 @@ def test_a_repeated_query_is_encoded_once_and_gives_what_each_pair_alone_gives(r
 def test_usable_cores_follows_the_rust_pool_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """TOKENIZERS_PARALLELISM off (as the Rust side reads it) means one core; RAYON_NUM_THREADS caps
     the count; neither set: the process's CPUs (its affinity within its cgroup quota)."""
-    from m3engine.cpu_quota import available_cpus
-    from m3engine.tokenization import usable_cores
+    from m3engine.process.cpu_quota import available_cpus
+    from m3engine.tokenization.tokenizer import usable_cores
 
     monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
     monkeypatch.delenv("RAYON_NUM_THREADS", raising=False)

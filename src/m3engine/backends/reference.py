@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import BackendInfo
-from m3engine.device import DTYPES
+from m3engine.backends.choose import DTYPES
 from m3engine.models.heads import M3Heads, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec

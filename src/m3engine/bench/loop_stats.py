@@ -18,7 +18,7 @@ import urllib.request
 from collections import defaultdict
 from typing import Any
 
-from m3engine.loopwatch import Recorder
+from m3engine.process.loopwatch import Recorder
 
 LAG, GC, STALLS = "m3engine_event_loop_lag_seconds", "m3engine_gc_pause_seconds", "m3engine_event_loop_stalls"
 # (metric, process, generation or cause, le) -> value

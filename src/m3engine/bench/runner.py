@@ -66,7 +66,7 @@ def load_engine(path: Path, device: str, dtype: str, max_batch_tokens: int, **op
     from m3engine.backends.fast import FastBackend
     from m3engine.models.spec import inspect_model
     from m3engine.settings import EngineSettings
-    from m3engine.tokenization import TextTokenizer
+    from m3engine.tokenization.tokenizer import TextTokenizer
     from m3engine.types import TokenIds
 
     settings = EngineSettings(

@@ -29,7 +29,7 @@ from m3engine.bench.http_report import Sample, plot, summarize
 from m3engine.bench.http_workloads import WORKLOADS
 from m3engine.bench.inprocess import add_inprocess_parser
 from m3engine.bench.loop_stats import client_loop, scrape, server_loops
-from m3engine.loopwatch import LoopWatch, Recorder
+from m3engine.process.loopwatch import LoopWatch, Recorder
 
 PREPARED_BODIES = 64  # distinct requests per client, cycled
 MAX_RETRY_AFTER_S = 60.0  # the OpenAI SDK's cap: a longer Retry-After is not honoured as given

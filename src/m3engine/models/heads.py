@@ -38,10 +38,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from m3engine.backends.host_ring import HostRing
+from m3engine.backends.transfer import Host, HostCopy, PendingOutputs
 from m3engine.errors import UnsupportedTaskError
-from m3engine.host_ring import HostRing
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
-from m3engine.pending import Host, HostCopy, PendingOutputs
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
 
 HALF = (torch.float16, torch.bfloat16)  # encoder dtypes whose ColBERT rows come back as float16

@@ -23,20 +23,22 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from starlette.middleware.cors import CORSMiddleware
 
-from m3engine import __version__, gcfreeze
-from m3engine.loopwatch import LoopWatch
-from m3engine.server import errors, health, m3, openai, rerank, runtime, tei
+from m3engine.process import gcfreeze
+from m3engine.process.loopwatch import LoopWatch
+from m3engine.server import errors, runtime
 from m3engine.server.gate import OverloadGate
 from m3engine.server.middleware import Auth, BodyLimit, RequestContext
+from m3engine.server.routes import health, native, openai, rerank, tei
 from m3engine.server.state import ServerState
 from m3engine.settings import ServerSettings
+from m3engine.version import __version__
 
 if TYPE_CHECKING:  # a frontend process builds the app without loading torch
     from m3engine.engine import Engine
 
 log = logging.getLogger("m3engine.server")
 PUBLIC_ROUTES = ("/live", "/ready")
-ROUTERS = (health, openai, tei, rerank, m3)
+ROUTERS = (health, openai, tei, rerank, native)
 # POST routes that take no admission permit (the gate never refuses them); every other POST route does.
 UNADMITTED_ROUTES = ("/decode",)
 

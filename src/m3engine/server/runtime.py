@@ -17,8 +17,8 @@ import importlib
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
-from m3engine import gcfreeze
-from m3engine.loopwatch import log_slow_callbacks
+from m3engine.process import gcfreeze
+from m3engine.process.loopwatch import log_slow_callbacks
 
 if TYPE_CHECKING:
     from m3engine.settings import ServerSettings

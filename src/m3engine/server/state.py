@@ -13,10 +13,11 @@ from m3engine.errors import ModelNotServedError, NotReadyError, UnsupportedTaskE
 from m3engine.metrics import Metrics
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
-from m3engine.scheduler import Admission, Scheduler
-from m3engine.scheduler.submitter import Submitter
+from m3engine.scheduling.admission import Admission
+from m3engine.scheduling.scheduler import Scheduler
+from m3engine.scheduling.submitter import Submitter
 from m3engine.settings import EngineSettings, ServerSettings
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 
 if TYPE_CHECKING:  # an HTTP frontend process imports this module and must not load torch
     from m3engine.engine import Engine

@@ -18,9 +18,9 @@ from fastapi import Request
 from starlette.types import Receive
 
 from m3engine.errors import ClientDisconnectedError, InputError, TooManyInputsError
-from m3engine.scheduler import Timings
+from m3engine.scheduling.submitter import Timings
 from m3engine.server.state import ServedModel, ServerState
-from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.tasks.builder import Prepared, TaskBuilder
 
 R = TypeVar("R")
 TIMEOUT_HEADER = "x-request-timeout"

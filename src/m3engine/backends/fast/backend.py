@@ -8,16 +8,16 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import BackendInfo
+from m3engine.backends.choose import DTYPES
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
-from m3engine.device import DTYPES
-from m3engine.host_ring import HostRing
+from m3engine.backends.host_ring import HostRing
+from m3engine.backends.transfer import HostCopy, PendingOutputs
 from m3engine.models.heads import M3Heads, cls_pool, launch_heads
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
-from m3engine.pending import HostCopy, PendingOutputs
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16

@@ -23,8 +23,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from m3engine import host_ring
-from m3engine.host_ring import HostRing
+from m3engine.backends import host_ring
+from m3engine.backends.host_ring import HostRing
 from m3engine.types import BatchOutputs
 
 Host = dict[str, np.ndarray]  # the copied tensors by name, as numpy arrays on the host

@@ -9,10 +9,10 @@ import os
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from m3engine import __version__
 from m3engine.errors import NotReadyError
 from m3engine.server.runtime import loop_name
 from m3engine.server.submit import server_state
+from m3engine.version import __version__
 
 router = APIRouter(tags=["Operations"])
 

@@ -31,12 +31,12 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-from m3engine import postprocess
 from m3engine.backends.base import Backend
-from m3engine.batching import plan_batches
-from m3engine.cpu_quota import available_cpus
-from m3engine.pending import Pending, Ready
-from m3engine.prepared import Bulk
+from m3engine.backends.transfer import Pending, Ready
+from m3engine.process.cpu_quota import available_cpus
+from m3engine.scheduling.batching import plan_batches
+from m3engine.tasks import postprocess
+from m3engine.tasks.prepared import Bulk
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
 R = TypeVar("R")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from m3engine.errors import InputError
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 
 
 def tokenize_detail(tokenizer: TextTokenizer, text: str, add_special_tokens: bool) -> list[dict[str, object]]:

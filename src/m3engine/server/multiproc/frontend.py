@@ -20,14 +20,14 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from m3engine.scheduler.admission import Admission
-from m3engine.scheduler.remote import EngineClient, RemoteScheduler
-from m3engine.scheduler.shared_budget import SharedBudget
-from m3engine.scheduler.wire import EngineStatus
+from m3engine.scheduling.admission import Admission
+from m3engine.scheduling.shared_budget import SharedBudget
 from m3engine.server import logs, runtime
 from m3engine.server.app import build_app
-from m3engine.server.cli import DrainingServer
+from m3engine.server.draining import DrainingServer
 from m3engine.server.listen import bind_listener
+from m3engine.server.multiproc.remote import EngineClient, RemoteScheduler
+from m3engine.server.multiproc.wire import EngineStatus
 from m3engine.server.state import ServedModel, ServerState
 from m3engine.settings import ServerSettings
 

@@ -35,7 +35,7 @@ import numpy as np
 
 from m3engine.models.spec import ModelSpec
 from m3engine.settings import EngineSettings
-from m3engine.tokenization import TextTokenizer
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, SparseVector
 
 _LENGTH = struct.Struct("!Q")

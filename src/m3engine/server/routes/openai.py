@@ -9,8 +9,8 @@ from typing import Literal, cast
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from m3engine.server import encoding
 from m3engine.server.respond import respond, values_of
+from m3engine.server.routes import vectors
 from m3engine.server.submit import server_state, submit
 
 router = APIRouter(tags=["OpenAI"])
@@ -71,7 +71,7 @@ async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
             {
                 "object": "embedding",
                 "index": r.index,
-                "embedding": encoding.vector(r.dense, body.encoding_format),
+                "embedding": vectors.vector(r.dense, body.encoding_format),
             }
             for r in records
             if r.dense is not None

@@ -22,9 +22,9 @@ from typing import Any
 
 import tokenizers
 
-from m3engine.cpu_quota import available_cpus
 from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
-from m3engine.pair_template import read_pair_template, read_single_template
+from m3engine.process.cpu_quota import available_cpus
+from m3engine.tokenization.pair_template import read_pair_template, read_single_template
 from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts

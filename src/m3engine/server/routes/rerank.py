@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 from m3engine.results import RerankResult
 from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import submit
-from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.tasks.builder import Prepared, TaskBuilder
 
 router = APIRouter(tags=["Cohere / Jina"])
 

@@ -19,16 +19,16 @@ from typing import Any
 
 import numpy as np
 
-from m3engine import postprocess
 from m3engine.errors import InputError, InputTooLongError, InvalidInputTypeError, UnsupportedTaskError
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
-from m3engine.prepared import Bulk as Bulk
-from m3engine.prepared import Prepared as Prepared
-from m3engine.prepared import estimate_tokens
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
-from m3engine.tokenization import TextTokenizer, check_texts
+from m3engine.tasks import postprocess
+from m3engine.tasks.prepared import Bulk as Bulk
+from m3engine.tasks.prepared import Prepared as Prepared
+from m3engine.tasks.prepared import estimate_tokens
+from m3engine.tokenization.tokenizer import TextTokenizer, check_texts
 from m3engine.types import BatchOutputs, Encoded, FloatArray, HeadRequest
 
 CHARS_PER_TOKEN_CAP = 250  # no tokenizer of these families averages 250 characters per token (TEI's cap)

@@ -8,8 +8,8 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
-from m3engine.server import encoding
 from m3engine.server.respond import respond, values_of
+from m3engine.server.routes import vectors
 from m3engine.server.submit import submit
 
 router = APIRouter(tags=["m3engine"])
@@ -59,15 +59,15 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
         for r in records:
             item: dict[str, object] = {"index": r.index, "num_tokens": r.num_tokens, "truncated": r.truncated}
             if r.dense is not None:
-                item["dense"] = encoding.vector(r.dense, body.encoding_format)
+                item["dense"] = vectors.vector(r.dense, body.encoding_format)
             if r.sparse is not None:
                 weights = r.sparse.top_k(body.sparse_top_k) if body.sparse_top_k else r.sparse
                 tokens = (
                     [tokenizer.id_to_token(int(i)) for i in weights.indices] if body.return_tokens else None
                 )
-                item["sparse"] = encoding.sparse(weights, body.sparse_format, tokens=tokens)
+                item["sparse"] = vectors.sparse(weights, body.sparse_format, tokens=tokens)
             if r.colbert is not None:
-                item["colbert"] = encoding.multi_vector(r.colbert, body.encoding_format)
+                item["colbert"] = vectors.multi_vector(r.colbert, body.encoding_format)
             data.append(item)
         used = sum(r.num_tokens for r in records)
         return {
@@ -128,7 +128,7 @@ async def classify(body: ClassifyRequest, request: Request) -> dict[str, object]
     tokens = sum(r.num_tokens for r in records)
     return {
         "object": "classify",
-        "data": [encoding.label_scores(r.scores) for r in records],
+        "data": [vectors.label_scores(r.scores) for r in records],
         "model": served.name,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }

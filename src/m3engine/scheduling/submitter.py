@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.tasks.builder import Prepared, TaskBuilder
 
 R = TypeVar("R")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from m3engine.errors import InputError, M3EngineError
 from m3engine.settings import EngineSettings, add_arguments, from_sources
-from m3engine.tokenization import check_texts
+from m3engine.tokenization.tokenizer import check_texts
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -24,7 +24,7 @@ def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _texts(args: argparse.Namespace) -> list[str]:
-    from m3engine.files import read_texts
+    from m3engine.cli.files import read_texts
 
     if args.text and args.input:
         raise InputError("give texts with --text or a file with --input, not both")
@@ -56,7 +56,7 @@ class _Progress:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from m3engine.files import EmbeddingWriter
+    from m3engine.cli.files import EmbeddingWriter
 
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
@@ -92,7 +92,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_rerank(args: argparse.Namespace) -> int:
-    from m3engine.files import read_texts
+    from m3engine.cli.files import read_texts
 
     documents = list(args.document or [])
     if args.documents:
@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from m3engine.bench.cli import add_bench_parser
-    from m3engine.server.cli import add_serve_parser
+    from m3engine.cli.serve import add_serve_parser
 
     add_serve_parser(sub)
     add_bench_parser(sub)

@@ -39,11 +39,11 @@ from typing import TYPE_CHECKING
 from m3engine.server.listen import bind_listener, reuse_port_balances
 from m3engine.settings import EngineSettings, ServerSettings
 
-# Nothing that imports prometheus_client at module level (m3engine.scheduler, .metrics, .server.app):
+# Nothing that imports prometheus_client at module level (m3engine.scheduling, .metrics, .server.app):
 # PROMETHEUS_MULTIPROC_DIR must be set first (serve_with_frontends).
 if TYPE_CHECKING:
     from m3engine.engine import Engine
-    from m3engine.scheduler.engine_service import EngineService
+    from m3engine.server.multiproc.engine_service import EngineService
 
 log = logging.getLogger("m3engine.server")
 MAX_RESTARTS, RESTART_WINDOW_S = 5, 60.0
@@ -59,7 +59,7 @@ def serve_with_frontends(engine: EngineSettings, server: ServerSettings) -> int:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         from m3engine.server import runtime
         from m3engine.server.app import check_settings
-        from m3engine.server.cli import load_engines
+        from m3engine.server.loading import load_engines
 
         check_settings(server)  # before any process starts: a bad flag fails once, here
         # uvloop when importable: this process's one loop carries every frontend's jobs and results.
@@ -74,7 +74,7 @@ class Supervisor:
         self.engine_socket = str(workdir / "engine.sock")
         self.context = multiprocessing.get_context("spawn")  # no forked copy of torch or CUDA state
         self.processes: dict[int, BaseProcess] = {}
-        from m3engine.scheduler.shared_budget import SharedBudget
+        from m3engine.scheduling.shared_budget import SharedBudget
 
         self.budget = SharedBudget(settings.frontends)  # every frontend's admission counts
         self.exit_code = 0
@@ -83,7 +83,7 @@ class Supervisor:
 
     async def run(self) -> int:
         from m3engine.metrics import Metrics
-        from m3engine.scheduler.engine_service import EngineService
+        from m3engine.server.multiproc.engine_service import EngineService
 
         loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
@@ -124,7 +124,7 @@ class Supervisor:
             self.stop("a worker died: shutting down so that the server is restarted", EXIT_WORKER_DIED)
 
     def _spawn(self, index: int) -> None:
-        from m3engine.server.frontend import FrontendConfig, frontend_main
+        from m3engine.server.multiproc.frontend import FrontendConfig, frontend_main
 
         host, port = self.listener.getsockname()[:2]
         config = FrontendConfig(index, self.settings.frontends, self.engine_socket, self.settings, host, port)

@@ -24,10 +24,10 @@ from typing import Any, Generic, TypeVar, cast
 
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
-from m3engine.scheduler.admission import Admission, admitted
-from m3engine.scheduler.sequences import Sequences, Wire
-from m3engine.scheduler.submitter import Timings
-from m3engine.scheduler.wire import (
+from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.sequences import Sequences, Wire
+from m3engine.scheduling.submitter import Timings
+from m3engine.server.multiproc.wire import (
     CANCEL,
     FAILURE,
     HELLO,
@@ -42,8 +42,8 @@ from m3engine.scheduler.wire import (
     write_frame,
 )
 from m3engine.settings import EngineSettings
-from m3engine.tasks import Prepared, TaskBuilder
-from m3engine.tokenization import TextTokenizer
+from m3engine.tasks.builder import Prepared, TaskBuilder
+from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest
 
 R = TypeVar("R")

@@ -14,12 +14,12 @@ from pydantic import BaseModel, Field
 
 from m3engine.errors import InputError
 from m3engine.results import Classification
-from m3engine.scheduler.admission import estimate_tokens
-from m3engine.server import encoding
+from m3engine.scheduling.admission import estimate_tokens
 from m3engine.server.respond import respond, values_of
+from m3engine.server.routes import vectors
+from m3engine.server.routes.tokens import decode_ids, tokenize_detail
 from m3engine.server.submit import check_count, server_state, submit
-from m3engine.server.tokens import decode_ids, tokenize_detail
-from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.tasks.builder import Prepared, TaskBuilder
 
 router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
@@ -69,7 +69,7 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
         [len(x) for x in texts],
     )
     return await respond(
-        lambda: [encoding.sparse(r.sparse, "tei") for r in records if r.sparse is not None],
+        lambda: [vectors.sparse(r.sparse, "tei") for r in records if r.sparse is not None],
         values_of(records),
     )
 
@@ -152,7 +152,7 @@ async def predict(
     records, _ = await submit(
         request, body.model, "classify", prepare, [sum(len(s) for s in x) for x in items]
     )
-    shaped = [encoding.label_scores(r.scores) for r in records]
+    shaped = [vectors.label_scores(r.scores) for r in records]
     return shaped[0] if single else shaped
 
 

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, TypeVar
 
 from m3engine.errors import DeadlineExceededError
 from m3engine.metrics import Metrics
-from m3engine.scheduler.admission import Admission, admitted
-from m3engine.scheduler.batcher import BatchFormer, Job
-from m3engine.scheduler.submitter import Timings
-from m3engine.scheduler.worker import Worker, _deadline_message
-from m3engine.tasks import Prepared, TaskBuilder
+from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.former import BatchFormer, Job
+from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.worker import Worker, _deadline_message
+from m3engine.tasks.builder import Prepared, TaskBuilder
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
 if TYPE_CHECKING:  # only the type: an HTTP frontend imports this module and must not load torch

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from m3engine.scheduler.sequences import Sequences
+from m3engine.scheduling.sequences import Sequences
 from m3engine.types import BatchOutputs, Encoded, HeadRequest
 
 WINDOW = 2048  # items of a lane considered per batch: bounds the work of forming one

@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from m3engine import postprocess
 from m3engine.backends.base import Backend
 from m3engine.errors import (
     BackendError,
@@ -27,9 +26,10 @@ from m3engine.errors import (
     OutOfMemoryError,
 )
 from m3engine.metrics import Metrics
-from m3engine.scheduler.batcher import BatchFormer, Item, Job
-from m3engine.scheduler.forward_thread import ForwardThread
-from m3engine.scheduler.sequences import pack
+from m3engine.scheduling.former import BatchFormer, Item, Job
+from m3engine.scheduling.forward_thread import ForwardThread
+from m3engine.scheduling.sequences import pack
+from m3engine.tasks import postprocess
 from m3engine.types import BatchOutputs
 
 log = logging.getLogger("m3engine.worker")

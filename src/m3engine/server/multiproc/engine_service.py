@@ -28,13 +28,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, cast
 
 from m3engine.errors import BackendError, DeadlineExceededError, M3EngineError, NotReadyError
-from m3engine.loopwatch import LoopWatch
 from m3engine.metrics import Metrics
-from m3engine.scheduler.admission import Admission
-from m3engine.scheduler.batcher import Job
-from m3engine.scheduler.scheduler import Scheduler
-from m3engine.scheduler.sequences import Sequences
-from m3engine.scheduler.wire import (
+from m3engine.process.loopwatch import LoopWatch
+from m3engine.scheduling.admission import Admission
+from m3engine.scheduling.former import Job
+from m3engine.scheduling.scheduler import Scheduler
+from m3engine.scheduling.sequences import Sequences
+from m3engine.scheduling.worker import _deadline_message
+from m3engine.server.multiproc.wire import (
     CANCEL,
     FAILURE,
     HELLO,
@@ -48,7 +49,6 @@ from m3engine.scheduler.wire import (
     heads_of,
     write_frame,
 )
-from m3engine.scheduler.worker import _deadline_message
 from m3engine.settings import ServerSettings
 from m3engine.types import BatchOutputs
 

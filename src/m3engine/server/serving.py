@@ -1,0 +1,50 @@
+"""Serving in one process: load the models, then run the app under uvicorn with a draining SIGTERM.
+
+Every flag is a field of EngineSettings (the models) or ServerSettings (the server), and so also an
+M3ENGINE_* environment variable, and shown in /info.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import uvicorn
+
+from m3engine.server.draining import DrainingServer
+from m3engine.server.loading import load_engines
+from m3engine.settings import EngineSettings, ServerSettings
+
+if TYPE_CHECKING:
+    pass
+
+log = logging.getLogger("m3engine.server")
+
+
+def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> int:
+    """Load the models and serve until SIGTERM; the process's exit code (3: a worker died)."""
+    from m3engine.server import logs
+
+    logs.configure(server_settings.log_level)
+    log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
+    if server_settings.frontends != 1:
+        from m3engine.server.multiproc.supervisor import serve_with_frontends
+
+        return serve_with_frontends(engine_settings, server_settings)
+    from m3engine.server.app import create_app  # after the branch: it imports prometheus_client
+    from m3engine.server.runtime import http_options
+
+    app = create_app(server_settings, load_engines(engine_settings, server_settings))
+    config = uvicorn.Config(
+        app,
+        host=server_settings.host,
+        port=server_settings.port,
+        log_config=None,  # logs.configure set JSON handlers already
+        timeout_graceful_shutdown=max(1, round(server_settings.shutdown_timeout)),
+        **http_options(),  # httptools and uvloop when importable
+        # No limit_concurrency: uvicorn would answer its own bare 503s before admission could give
+        # a 429 with Retry-After; admission bounds the work, the body limit bounds each request.
+    )
+    server = DrainingServer(config, app.state.server)
+    server.run()
+    return 3 if server.fatal else 0
