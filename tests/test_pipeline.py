@@ -374,10 +374,8 @@ def test_each_batch_is_launched_before_the_one_before_it_is_collected(fast_m3: E
         events.append(f"launch {n}")
         return Recorded(n, backend.launch(batch, heads))
 
-    launcher = pipeline.Launcher(backend, threading.Lock())
-    launcher._launch = launch
     encoded = fast_m3.tokenizer.encode(TEXTS[:12], 64)
-    out = pipeline.run_planned(launcher, encoded, [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10, 11]], ALL, None)
+    out = pipeline.run_planned(launch, encoded, [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9, 10, 11]], ALL, None)
     assert sorted(events) == sorted([f"launch {i}" for i in range(4)] + [f"collect {i}" for i in range(4)])
     for i in range(3):
         assert events.index(f"launch {i + 1}") < events.index(f"collect {i}")

@@ -24,7 +24,7 @@ from m3engine.models.scores import colbert_score, lexical_matching_score
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.settings import EngineSettings
 from m3engine.types import SparseVector
-from m3engine.version import __version__
+from m3engine.version import __version__ as __version__
 
 if _typing.TYPE_CHECKING:
     from m3engine.engine import Engine

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from m3engine.backends.base import Backend
+from m3engine.backends.base import Backend, Pending
 from m3engine.backends.choose import resolve_backend, resolve_device, resolve_dtype
 from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
@@ -44,8 +44,7 @@ class Engine:
         self.tasks = TaskBuilder(spec, tokenizer, settings)
         self.max_length = self.tasks.max_length
         self.query_max_length = self.tasks.query_max_length
-        self._lock = threading.Lock()  # one launch (or forward pass) at a time per backend
-        self._launcher = pipeline.Launcher(backend, self._lock)
+        self._lock = threading.Lock()  # one launch at a time per backend (base.Backend's contract)
 
     @classmethod
     def load(cls, model: str = "BAAI/bge-m3", **overrides: Any) -> Engine:
@@ -78,7 +77,7 @@ class Engine:
             "model_type": self.spec.model_type,
             "hidden_size": self.spec.hidden_size,
             "dense_dim": None if self.spec.is_cross_encoder else self.spec.hidden_size,
-            "colbert_dim": self.backend.colbert_dim(),
+            "colbert_dim": self.backend.info.colbert_dim,
             "pooling": None if self.spec.is_cross_encoder else self.spec.pooling,
             "labels": list(self.spec.labels),
             "model_max_length": self.spec.max_length,
@@ -191,10 +190,14 @@ class Engine:
         """Run a prepared task's sequences under the token budget and finish it."""
         return task.finish(self._run(task.encoded, task.heads, progress))
 
+    def _launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+        with self._lock:
+            return self.backend.launch(batch, heads)
+
     def _run(self, encoded: list[Encoded], heads: HeadRequest, progress: Progress | None) -> BatchOutputs:
         """Forward every input under the token budget; outputs come back in input order."""
         if len(encoded) == 1:  # batch 1: one batch in input order, nothing to plan or overlap
-            out = self._launcher(PackedBatch.from_encoded(encoded), heads).result()
+            out = self._launch(PackedBatch.from_encoded(encoded), heads).result()
             if progress is not None:
                 progress(1, len(encoded[0]))
             return postprocess.gather([([0], out)], 1)
@@ -202,7 +205,7 @@ class Engine:
         batches = plan_batches(
             lengths, self.settings.max_batch_tokens, self.settings.max_batch_size, self.backend.info.padded
         )
-        return run_planned(self._launcher, encoded, batches, heads, progress)
+        return run_planned(self._launch, encoded, batches, heads, progress)
 
     def _bulk(self, bulk: Bulk[R], progress: Progress | None = None) -> R:
         """Many inputs: tokenized in pieces while the device runs (pipeline.py).
@@ -216,4 +219,4 @@ class Engine:
         if self.backend.info.padded or small:
             return self.execute(bulk.prepare(), progress)
         with gcpause.gc_paused():
-            return pipeline.run_bulk(bulk, self._launcher, budget, max_size, progress=progress)
+            return pipeline.run_bulk(bulk, self._launch, budget, max_size, progress=progress)

@@ -14,8 +14,9 @@ import torch
 
 from m3engine.backends.host_ring import ALIGN, HostRing, layout
 from m3engine.backends.transfer import HostCopy
-from m3engine.models.heads import M3Heads, launch_heads
+from m3engine.models.heads import M3Heads
 from m3engine.types import HeadRequest
+from tests.heads import run_heads
 
 
 def _outputs(k: int, rows: int = 300) -> dict[str, torch.Tensor]:
@@ -120,8 +121,8 @@ def test_heads_through_a_ring_equal_heads_without(dtype: torch.dtype) -> None:
     batches = [torch.randn(7, 16).to(dtype) for _ in range(3)]
     args = (np.array([0, 7, 9, 2, 0, 5, 2]), torch.tensor([0, 4, 7]), (4, 3), request, "cls", heads)
     with torch.inference_mode():
-        plain = [launch_heads(h, *args, np.array([0, 1, 2, 3]), 16).result() for h in batches]
-        pending = [launch_heads(h, *args, np.array([0, 1, 2, 3]), 16, ring=ring) for h in batches]
+        plain = [run_heads(h, *args, np.array([0, 1, 2, 3]), 16).result() for h in batches]
+        pending = [run_heads(h, *args, np.array([0, 1, 2, 3]), 16, ring=ring) for h in batches]
         ringed = [p.result() for p in pending]
     for want, got in zip(plain, ringed, strict=True):
         assert want.dense is not None and got.dense is not None

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from m3engine.models.heads import M3Heads, launch_heads, mean_pool, sparse_weights
+from m3engine.models.heads import M3Heads, mean_pool, sparse_weights
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, SparseVector
+from tests.heads import run_heads
 
 
 def test_pack_pad_round_trip() -> None:
@@ -47,7 +48,7 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
     heads = M3Heads(hidden_size=4, colbert_dim=3)
     hidden = torch.randn(5, 4)  # texts of 3 and 2 tokens
     with torch.inference_mode():  # as the backends call it
-        out = launch_heads(
+        out = run_heads(
             hidden,
             np.array([0, 7, 2, 0, 2]),
             torch.tensor([0, 3, 5]),
@@ -67,7 +68,7 @@ def test_colbert_skips_each_cls_and_keeps_eos() -> None:
 def _all_heads(hidden: torch.Tensor, heads: M3Heads) -> BatchOutputs:
     """Every head over two texts of 3 and 2 tokens, as a backend calls them."""
     with torch.inference_mode():
-        return launch_heads(
+        return run_heads(
             hidden,
             np.array([0, 7, 2, 0, 2]),
             torch.tensor([0, 3, 5]),

@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from m3engine.backends.base import BackendInfo
+from m3engine.backends.base import Backend, BackendInfo, Pending, Ready
 from m3engine.errors import BackendError, OutOfMemoryError
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, SparseVector, TokenIds
@@ -33,10 +33,11 @@ class WorkerDeath(BaseException):
     """Not an Exception: per-batch error handling does not catch it, so it ends the worker loop."""
 
 
-class FakeBackend:
+class FakeBackend(Backend):
     def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
         self.spec = spec
-        self.info = BackendInfo(name="fake", device=device, dtype=dtype, padded=True)
+        colbert_dim = spec.hidden_size if spec.kind.value == "bge-m3" else None
+        self.info = BackendInfo("fake", device, dtype, padded=True, colbert_dim=colbert_dim)
         self._special = tokens.special_ids
         self.dim = spec.hidden_size
         self.delay_s = float(os.environ.get("M3ENGINE_FAKE_DELAY_S", "0") or 0)
@@ -49,8 +50,8 @@ class FakeBackend:
         self.batches: list[int] = []  # sequences per forward call
         self._lock = threading.Lock()
 
-    def colbert_dim(self) -> int | None:
-        return self.dim if self.spec.kind.value == "bge-m3" else None
+    def launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+        return Ready(self.forward(batch, heads))
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         if self.die or (self._die_after and len(self.batches) >= self._die_after):

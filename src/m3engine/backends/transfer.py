@@ -1,8 +1,8 @@
 """Outputs on their way to the host: a launched batch that is collected later.
 
-A backend that can launch a batch without waiting for it (the fast backend's optional `launch`)
-returns a `Pending`: its device work and its device -> host copies are queued, and `result()` waits
-for the copies and builds the BatchOutputs on the host. The engine launches batch i + 1 before it
+A backend's `launch` (backends/base.py) queues a batch's device work and the device -> host copies of
+its head outputs, and returns a `PendingOutputs`: `result()` waits for the copies and builds the
+BatchOutputs on the host (models/heads.build_outputs). The engine launches batch i + 1 before it
 collects batch i, so the host's share of a batch (staging the next one, building sparse vectors and
 ColBERT splits) runs while the device computes.
 
@@ -17,38 +17,17 @@ device's batch at ColBERT's sizes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 
 from m3engine.backends import host_ring
 from m3engine.backends.host_ring import HostRing
-from m3engine.types import BatchOutputs
+from m3engine.models.heads import build_outputs
+from m3engine.types import BatchOutputs, IntArray
 
 Host = dict[str, np.ndarray]  # the copied tensors by name, as numpy arrays on the host
-
-
-class Pending(Protocol):
-    def done(self) -> bool:
-        """Whether `result()` would return without waiting on the device."""
-        ...
-
-    def result(self) -> BatchOutputs: ...
-
-
-class Ready:
-    """A batch already computed (a backend without `launch`, or a forward run synchronously)."""
-
-    def __init__(self, outputs: BatchOutputs) -> None:
-        self._outputs = outputs
-
-    def done(self) -> bool:
-        return True
-
-    def result(self) -> BatchOutputs:
-        return self._outputs
 
 
 class HostCopy:
@@ -143,3 +122,20 @@ class PendingOutputs:
 
     def result(self) -> BatchOutputs:
         return self._build(self._copy.wait())
+
+
+def collect_heads(
+    tensors: dict[str, torch.Tensor],  # models.heads.head_tensors' outputs (+ "logits" (N, C))
+    input_ids: IntArray,  # (T,) on the host
+    lengths: Sequence[int],  # (N,)
+    special_ids: IntArray,  # (S,)
+    vocab_size: int,
+    stream: torch.cuda.Stream | None = None,
+    ring: HostRing | None = None,
+) -> PendingOutputs:
+    """Start copying a batch's head outputs to the host; `result()` builds its BatchOutputs."""
+
+    def build(host: Host) -> BatchOutputs:
+        return build_outputs(host, input_ids, lengths, special_ids, vocab_size)
+
+    return PendingOutputs(HostCopy(tensors, stream, ring), build)

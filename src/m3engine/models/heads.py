@@ -15,22 +15,20 @@ and the vectors come back as float16 (FlagEmbedding returns `colbert_vecs` as fl
 the bytes of the largest output to copy and keep. Dense and sparse stay float32 (their heads run in
 fp32 over the states: N rows, and a (H,) dot product per token). In fp32 every head runs in fp32.
 
-`launch_heads` queues them for every backend, with the copies of their results to the host through
-pinned memory (pending.py; reused buffers where the backend passes a ring, host_ring.py), and returns
-a pending batch that is waited for once (`.result()`; a backend with no use for waiting later calls it
-at once). Sparse's max per (text, token id) runs on the host over the (T,) token weights: on the
-device it needs a data-dependent size (torch.unique), which would make every launch wait for its
-batch. ColBERT returns 2 KB per token in half precision (4 KB in fp32), so at hundreds of thousands of
-tokens a second its copy is the largest cost after the encoder: a pageable `.cpu()` is staged by the
-driver at a few GB/s, a pinned buffer is copied by DMA at link speed. ColBERT vectors are computed for
-every row (CLS included: a (T, D) product is simpler and no slower than gathering T - N rows first)
-and the CLS rows are dropped by slicing on the host.
+The heads are pure functions: `head_tensors` computes the device part of every requested output
+(no copy, no wait), `build_outputs` turns the same tensors, once on the host, into BatchOutputs.
+Moving the tensors to the host is the backend's business (backends/transfer.py: the fast backend
+copies them through pinned buffers on a side stream while the next batch runs). Sparse's max per
+(text, token id) runs on the host over the (T,) token weights: on the device it needs a
+data-dependent size (torch.unique), which would make every launch wait for its batch. ColBERT vectors
+are computed for every row (CLS included: a (T, D) product is simpler and no slower than gathering
+T - N rows first) and the CLS rows are dropped by slicing on the host.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +36,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from m3engine.backends.host_ring import HostRing
-from m3engine.backends.transfer import Host, HostCopy, PendingOutputs
 from m3engine.errors import UnsupportedTaskError
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
@@ -142,46 +138,52 @@ class M3Heads(nn.Module):
         return self._casts[key]
 
 
-def launch_heads(
+def head_tensors(
     hidden: torch.Tensor,  # (T, H) final states, compute dtype
-    input_ids: IntArray,  # (T,) on the host
     cu_seqlens: torch.Tensor,  # (N + 1,) int64, on the states' device
-    lengths: tuple[int, ...],  # (N,) on the host
+    num_seqs: int,  # N, known on the host
     request: HeadRequest,
     pooling: str,
     m3_heads: M3Heads | None,
-    special_ids: IntArray,  # (S,)
-    vocab_size: int,
-    copy_stream: torch.cuda.Stream | None = None,
-    ring: HostRing | None = None,  # reused pinned buffers for the copies (host_ring.py)
-) -> PendingOutputs:
-    """Queue the heads and their copies to the host; no step waits on the device."""
+) -> dict[str, torch.Tensor]:
+    """The device part of each requested output: dense (N, H) fp32, colbert (T, D), sparse (T,) fp32.
+
+    Queued only: nothing here waits on the device.
+    """
     if (request.sparse or request.colbert) and m3_heads is None:
         raise UnsupportedTaskError(
             "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
         )
-    device: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
     # (T, H) in fp32 for the sparse head and mean pooling; CLS pooling converts only N rows, and
     # ColBERT reads `hidden` in its own dtype (M3Heads.colbert)
     states = hidden.float() if request.sparse or pooling != "cls" else hidden
-    if request.dense and pooling == "cls" and len(lengths) == 1:
+    if request.dense and pooling == "cls" and num_seqs == 1:
         # one text: its CLS row is row 0, a slice (no index kernel); copied, as `hidden` may be a
         # CUDA graph's static output, which the next replay overwrites
-        device["dense"] = states[:1].to(torch.float32, copy=True)  # (1, H)
+        out["dense"] = states[:1].to(torch.float32, copy=True)  # (1, H)
     elif request.dense:
-        device["dense"] = POOLERS[pooling](states, cu_seqlens).float()  # (N, H)
+        out["dense"] = POOLERS[pooling](states, cu_seqlens).float()  # (N, H)
     if request.colbert and m3_heads is not None:
-        device["colbert"] = m3_heads.colbert(hidden)  # (T, D) float32, or float16 from half states
+        out["colbert"] = m3_heads.colbert(hidden)  # (T, D) float32, or float16 from half states
     if request.sparse and m3_heads is not None:
-        device["sparse"] = m3_heads.token_weights(states)  # (T,)
+        out["sparse"] = m3_heads.token_weights(states)  # (T,)
+    return out
 
-    def build(host: Host) -> BatchOutputs:
-        out = BatchOutputs(dense=host.get("dense"))
-        if "colbert" in host:
-            starts = np.concatenate([[0], np.cumsum(lengths)])
-            out.colbert = [host["colbert"][a + 1 : b] for a, b in itertools.pairwise(starts)]
-        if "sparse" in host:
-            out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
-        return out
 
-    return PendingOutputs(HostCopy(device, copy_stream, ring), build)
+def build_outputs(
+    host: Mapping[str, np.ndarray],  # head_tensors' outputs (any subset), as host arrays
+    input_ids: IntArray,  # (T,)
+    lengths: Sequence[int],  # (N,)
+    special_ids: IntArray,  # (S,)
+    vocab_size: int,
+) -> BatchOutputs:
+    """BatchOutputs from the heads' packed arrays: ColBERT rows split per text without CLS, sparse
+    weights aggregated per token id. `logits` (N, C), when present, pass through."""
+    out = BatchOutputs(dense=host.get("dense"), logits=host.get("logits"))
+    if "colbert" in host:
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        out.colbert = [host["colbert"][a + 1 : b] for a, b in itertools.pairwise(starts)]
+    if "sparse" in host:
+        out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
+    return out

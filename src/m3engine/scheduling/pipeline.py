@@ -25,14 +25,12 @@ Unlike the whole-list path, a forward may run before a later piece's input error
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import TypeVar
 
-from m3engine.backends.base import Backend
-from m3engine.backends.transfer import Pending, Ready
+from m3engine.backends.base import Pending
 from m3engine.process.cpu_quota import available_cpus
 from m3engine.scheduling.batching import plan_batches
 from m3engine.tasks import postprocess
@@ -90,18 +88,7 @@ def cut_pieces(sizes: Sequence[int], first: int, largest: int) -> list[tuple[int
     return pieces
 
 
-class Launcher:
-    """Runs batches on a backend, one launch at a time: `launch` where it has one, else `forward`."""
-
-    def __init__(self, backend: Backend, lock: threading.Lock) -> None:
-        self._backend, self._lock = backend, lock
-        self._launch: Callable[[PackedBatch, HeadRequest], Pending] | None = getattr(backend, "launch", None)
-
-    def __call__(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
-        with self._lock:
-            if self._launch is not None:
-                return self._launch(batch, heads)
-            return Ready(self._backend.forward(batch, heads))
+Launch = Callable[[PackedBatch, HeadRequest], Pending]  # Backend.launch, one call at a time
 
 
 Collected = Callable[[list[int], BatchOutputs], None]  # a batch's input indices and its outputs
@@ -123,12 +110,12 @@ class Collector:
 
     def __init__(
         self,
-        launcher: Launcher,
+        launch: Launch,
         heads: HeadRequest,
         progress: Progress | None,
         on_collect: Collected | None = None,
     ) -> None:
-        self._launcher, self._heads, self._progress = launcher, heads, progress
+        self._launch, self._heads, self._progress = launch, heads, progress
         self._on_collect = on_collect
         self.parts: list[tuple[list[int], BatchOutputs]] = []
         self._in_flight: deque[tuple[list[int], int, Pending]] = deque()
@@ -136,7 +123,7 @@ class Collector:
         self._pool: ThreadPoolExecutor | None = None
 
     def launch(self, indices: list[int], items: Sequence[Encoded]) -> None:
-        pending = self._launcher(PackedBatch.from_encoded(items), self._heads)
+        pending = self._launch(PackedBatch.from_encoded(items), self._heads)
         self._in_flight.append((indices, sum(len(e) for e in items), pending))
 
     def _finish(self, indices: list[int], tokens: int, pending: Pending) -> None:
@@ -189,14 +176,14 @@ class Collector:
 
 
 def run_planned(
-    launcher: Launcher,
+    launch: Launch,
     encoded: list[Encoded],
     batches: list[list[int]],
     heads: HeadRequest,
     progress: Progress | None,
 ) -> BatchOutputs:
     """Batches planned ahead, launched one ahead of collection; outputs in input order."""
-    collector = Collector(launcher, heads, progress)
+    collector = Collector(launch, heads, progress)
     try:
         for indices in batches:
             collector.launch(indices, [encoded[i] for i in indices])
@@ -242,7 +229,7 @@ class Window:
 
 def run_bulk(
     bulk: Bulk[R],
-    launcher: Launcher,
+    launch: Launch,
     budget: int,
     max_size: int,
     padded: bool = False,
@@ -263,7 +250,7 @@ def run_bulk(
             records[i] = record
 
     assemble = bulk.assemble if bulk.records is not None else None  # records per batch, or finish
-    collector = Collector(launcher, bulk.heads, progress, build if assemble is not None else None)
+    collector = Collector(launch, bulk.heads, progress, build if assemble is not None else None)
     queue: list[tuple[int, Future[list[Encoded]]]] = []  # pieces submitted, not yet in the window
     submitted = 0
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="m3engine-tokenize")

@@ -17,19 +17,30 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from functools import partial
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
+from m3engine.backends.base import Backend
 from m3engine.errors import DeadlineExceededError
 from m3engine.metrics import Metrics
+from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission, admitted
 from m3engine.scheduling.former import BatchFormer, Job
 from m3engine.scheduling.submitter import Timings
 from m3engine.scheduling.worker import Worker, _deadline_message
+from m3engine.settings import EngineSettings
 from m3engine.tasks.builder import Prepared, TaskBuilder
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
-if TYPE_CHECKING:  # only the type: an HTTP frontend imports this module and must not load torch
-    from m3engine.engine import Engine
+
+class Model(Protocol):
+    """What a scheduler needs of a loaded model (m3engine.Engine is one)."""
+
+    spec: ModelSpec
+    settings: EngineSettings
+    backend: Backend
+    tasks: TaskBuilder
+    max_length: int
+
 
 R = TypeVar("R")
 __all__ = ["Scheduler", "Timings"]
@@ -41,7 +52,7 @@ class Scheduler:
     def __init__(
         self,
         name: str,
-        engine: Engine,
+        engine: Model,
         admission: Admission,
         metrics: Metrics,
         tokenize_pool: Executor | None,
@@ -83,9 +94,7 @@ class Scheduler:
             heads = HeadRequest(dense=True, sparse=True, colbert=True)
         ids = [0] + [5] * (length - 2) + [2]  # any in-vocabulary ids; the shape is what matters
         self.engine.backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
-        backend_warmup = getattr(self.engine.backend, "warmup", None)  # e.g. the fast backend's graphs
-        if callable(backend_warmup):
-            backend_warmup()
+        self.engine.backend.warmup()
 
     async def submit(
         self,

@@ -1,4 +1,9 @@
-"""The worker: runs formed batches on the backend, one at a time, and fans results out.
+"""The worker: runs formed batches on the backend and fans results out.
+
+Batches run as in the in-process pipeline (scheduling/pipeline.py): batch i + 1 is launched before
+batch i is collected. Launches run on one thread (backends are launched from one thread at a time),
+collections (waiting for the device, building outputs on the host) on another, so the host's share
+of one batch overlaps the device's work on the next.
 
 Failure policy, per batch:
 - an out-of-memory error splits the batch in two, once, and retries each half (a half that fails
@@ -13,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 
 import numpy as np
 
-from m3engine.backends.base import Backend
+from m3engine.backends.base import Backend, Pending
 from m3engine.errors import (
     BackendError,
     DeadlineExceededError,
@@ -30,7 +36,7 @@ from m3engine.scheduling.former import BatchFormer, Item, Job
 from m3engine.scheduling.forward_thread import ForwardThread
 from m3engine.scheduling.sequences import pack
 from m3engine.tasks import postprocess
-from m3engine.types import BatchOutputs
+from m3engine.types import BatchOutputs, PackedBatch
 
 log = logging.getLogger("m3engine.worker")
 
@@ -56,12 +62,15 @@ def select_rows(out: BatchOutputs, rows: list[int]) -> BatchOutputs:
 class Worker:
     def __init__(self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics) -> None:
         self.name, self.backend, self.former, self.metrics = name, backend, former, metrics
-        # One thread: backends are called from one thread at a time (base.Backend's contract).
-        self._forward = ForwardThread(f"forward-{name}")
+        self._launcher = ForwardThread(f"launch-{name}")
+        self._collector = ForwardThread(f"collect-{name}")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alive = False
-        self._running: list[Item] = []
+        self._in_flight: deque[asyncio.Task[None]] = deque()  # collections, oldest first
+        self._running: dict[int, list[Item]] = {}  # batches launched and not yet fanned out
+        self._fatal: BaseException | None = None  # a BaseException of a collection ends the loop
+        self._last_done = 0.0  # when the previous batch was collected
         # Labelled children looked up once: .labels() costs a dict lookup and a lock per call.
         self._queue_depth = metrics.queue_depth.labels(model=name)
         self._tokens = metrics.tokens.labels(model=name)
@@ -77,7 +86,9 @@ class Worker:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        self._forward.shutdown()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+        self._launcher.shutdown()
+        self._collector.shutdown()
 
     def wake(self) -> None:
         self._wake.set()
@@ -96,9 +107,10 @@ class Worker:
                 self.on_death()
 
     def _fail_all(self, error: M3EngineError) -> None:
-        for item in self._running:  # the batch that was on the backend when the loop died
-            if not item.job.done:
-                item.job.future.set_exception(error)
+        for batch in self._running.values():  # batches on the backend when the loop died
+            for item in batch:
+                if not item.job.done:
+                    item.job.future.set_exception(error)
         for lane in (self.former.short, self.former.long):
             for item in lane:
                 if not item.job.done:
@@ -107,6 +119,8 @@ class Worker:
 
     async def _loop(self) -> None:
         while True:
+            if self._fatal is not None:
+                raise self._fatal
             for job in self.former.expired(time.monotonic()):
                 job.future.set_exception(DeadlineExceededError(_deadline_message()))
             batch = self.former.next_batch()
@@ -117,35 +131,65 @@ class Worker:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            self._running = batch
-            await self._run(batch, may_split=True)
-            self._running = []
+            await self._launch(batch, may_split=True)
+            while len(self._in_flight) > 1:  # collect batch i - 1 before forming batch i + 1
+                await self._in_flight.popleft()
 
-    async def _run(self, batch: list[Item], may_split: bool) -> None:
+    async def _launch(self, batch: list[Item], may_split: bool) -> asyncio.Task[None] | None:
+        """Launch `batch` and queue its collection (the task returned); a failed launch is handled here."""
         now = time.monotonic()
         for item in batch:
             if not item.job.started:
                 item.job.started, item.job.started_at = True, now
         packed = pack([(it.job.encoded, it.index) for it in batch])
+        self._running[id(batch)] = batch
         try:
-            out = await self._forward.run(self.backend.forward, packed, batch[0].job.heads)
+            pending = await self._launcher.run(self.backend.launch, packed, batch[0].job.heads)
         except Exception as error:
-            if may_split and len(batch) > 1 and is_oom(error):
-                self.metrics.oom_splits.inc()
-                log.warning("out of memory; splitting the batch", extra={"tokens": packed.num_tokens})
-                half = len(batch) // 2
-                await self._run(batch[:half], may_split=False)
-                await self._run(batch[half:], may_split=False)
-                return
-            self._fail(batch, error, packed.num_tokens)
+            self._running.pop(id(batch), None)
+            await self._failed(batch, packed, error, may_split)
+            return None
+        task = asyncio.get_running_loop().create_task(self._collect(batch, packed, pending, now, may_split))
+        self._in_flight.append(task)
+        return task
+
+    async def _collect(
+        self, batch: list[Item], packed: PackedBatch, pending: Pending, started: float, may_split: bool
+    ) -> None:
+        try:
+            out = await self._collector.run(pending.result)
+        except Exception as error:
+            self._running.pop(id(batch), None)
+            await self._failed(batch, packed, error, may_split)
             return
-        elapsed = time.monotonic() - now
+        except BaseException as error:  # not a batch's failure: the loop ends (see the docstring)
+            self._fatal = error
+            self._wake.set()
+            return
+        self._running.pop(id(batch), None)
+        done = time.monotonic()
+        elapsed = done - max(started, self._last_done)  # the device's time on this batch alone
+        self._last_done = done
         self.metrics.batch_size.observe(packed.num_seqs)
         self.metrics.batch_tokens.observe(packed.num_tokens)
         self._tokens.inc(packed.num_tokens)
         if self.on_tokens is not None:
             self.on_tokens(packed.num_tokens, elapsed)
         self._fan_out(batch, out, elapsed)
+
+    async def _failed(
+        self, batch: list[Item], packed: PackedBatch, error: Exception, may_split: bool
+    ) -> None:
+        if may_split and len(batch) > 1 and is_oom(error):
+            self.metrics.oom_splits.inc()
+            log.warning("out of memory; splitting the batch", extra={"tokens": packed.num_tokens})
+            half = len(batch) // 2
+            for part in (batch[:half], batch[half:]):  # one after the other: each needs the memory
+                task = await self._launch(part, may_split=False)
+                if task is not None:
+                    await task
+            return
+        self._fail(batch, error, packed.num_tokens)
 
     def _fail(self, batch: list[Item], error: Exception, tokens: int) -> None:
         wrapped = (

@@ -7,15 +7,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from m3engine.backends.base import BackendInfo
+from m3engine.backends.base import Backend, BackendInfo
 from m3engine.backends.choose import DTYPES
 from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.backends.host_ring import HostRing
-from m3engine.backends.transfer import HostCopy, PendingOutputs
-from m3engine.models.heads import M3Heads, cls_pool, launch_heads
+from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
+from m3engine.models.heads import M3Heads, cls_pool, head_tensors
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
@@ -45,7 +45,7 @@ def _triton_available() -> bool:
     return True
 
 
-class FastBackend:
+class FastBackend(Backend):
     """Packed, unpadded batches: a batch costs sum(len) tokens, never n * max_len.
 
     >>> backend = FastBackend(spec, tokens, device="cuda", dtype="bf16")
@@ -81,7 +81,6 @@ class FastBackend:
     ) -> None:
         self.spec = spec
         self.cls_only = cls_only
-        self.info = BackendInfo(name="fast", device=device, dtype=dtype, padded=False)
         self._device = torch.device(device)
         self._dtype = COMPUTE_DTYPES[dtype]
         self.weights = load_encoder(spec.path, self._device, self._dtype)
@@ -119,6 +118,8 @@ class FastBackend:
         self._m3: M3Heads | None = None
         if spec.kind is ModelKind.BGE_M3:  # fp32 weights; M3Heads.colbert casts them for half states
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()
+        colbert_dim = self._m3.colbert_dim if self._m3 is not None else None
+        self.info = BackendInfo("fast", device, dtype, padded=False, colbert_dim=colbert_dim)
         self.graphs: GraphRunner | None = None
         if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
             self.graphs = GraphRunner(self._encode, self._device, max_tokens=graph_max_tokens)
@@ -138,9 +139,6 @@ class FastBackend:
         for tokens in warmup_token_counts(self.weights):
             self._hidden_states(PackedBatch.from_encoded([Encoded(ids=[0] * tokens)]), False)
         torch.cuda.synchronize(self._device)
-
-    def colbert_dim(self) -> int | None:
-        return self._m3.colbert_dim if self._m3 is not None else None
 
     @torch.inference_mode()
     def warmup(self) -> None:
@@ -189,9 +187,6 @@ class FastBackend:
         rows = cu[:-1] if cls_only else None  # (N,) each sequence's first row
         return DeviceStates(self._encode(unpack(flat, t, n, max_len, lengths), rows), cu, lengths, cls_only)
 
-    def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
-        return self.launch(batch, heads).result()
-
     @torch.inference_mode()
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> PendingOutputs:
         """Queue `batch` on the device and return before it has run (`.result()` waits for it).
@@ -204,14 +199,12 @@ class FastBackend:
         states = self._hidden_states(batch, True, cls_only)  # inference mode entered once, here
         if self.spec.is_cross_encoder or states.cls_only:
             return self._launch_from_cls(states, heads)
-        return launch_heads(
-            states.hidden,
+        n = len(states.lengths)
+        tensors = head_tensors(states.hidden, states.cu_seqlens, n, heads, self.spec.pooling, self._m3)
+        return collect_heads(
+            tensors,
             batch.input_ids,
-            states.cu_seqlens,
             states.lengths,
-            heads,
-            self.spec.pooling,
-            self._m3,
             self._special,
             self.spec.vocab_size,
             self._copy_stream,
