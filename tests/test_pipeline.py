@@ -169,7 +169,7 @@ def test_embed_records_are_built_as_each_batch_is_collected(
     bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the last batch's records are left after the last batch: each is built when collected."""
-    from m3engine import tasks
+    from m3engine.tasks import builder as tasks
 
     engine, backend = _fake_engine(bge_m3_dir, max_batch_tokens=64, max_batch_size=5)
     events: list[tuple[str, int]] = []

@@ -15,7 +15,7 @@ import pytest
 from m3engine.errors import NotReadyError, OverloadedError
 from m3engine.scheduling.admission import INLINE_TOKENIZE_CHARS, Admission, admitted, estimate_tokens
 from m3engine.scheduling.former import BatchFormer, Job
-from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.timings import Timings
 from m3engine.types import Encoded, HeadRequest
 
 DENSE = HeadRequest(dense=True)

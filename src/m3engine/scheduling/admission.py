@@ -22,7 +22,7 @@ from typing import Any, Protocol, TypeVar
 
 from m3engine.errors import NotReadyError, OverloadedError
 from m3engine.scheduling.shared_budget import SharedBudget
-from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.timings import Timings
 
 SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
 # Requests of at most this many characters are tokenized on the event loop: one query's tokens and

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from functools import partial
-from typing import Protocol, TypeVar
+from typing import Any, Protocol
 
 from m3engine.backends.base import Backend
 from m3engine.errors import DeadlineExceededError
 from m3engine.metrics import Metrics
 from m3engine.models.spec import ModelSpec
-from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.former import BatchFormer, Job
-from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.submitter import Submitter
+from m3engine.scheduling.timings import Timings
 from m3engine.scheduling.worker import Worker, _deadline_message
 from m3engine.settings import EngineSettings
 from m3engine.tasks.builder import Prepared, TaskBuilder
@@ -42,11 +41,10 @@ class Model(Protocol):
     max_length: int
 
 
-R = TypeVar("R")
 __all__ = ["Scheduler", "Timings"]
 
 
-class Scheduler:
+class Scheduler(Submitter):
     """One model's queue and worker; admission and the tokenizer pool are shared by all models."""
 
     def __init__(
@@ -60,7 +58,7 @@ class Scheduler:
         short_query_tokens: int = 64,
     ) -> None:
         self.name, self.engine, self.admission, self.metrics = name, engine, admission, metrics
-        self._pool = tokenize_pool
+        self.tokenize_pool = tokenize_pool
         s = engine.settings
         self.former = BatchFormer(
             s.max_batch_tokens, s.max_batch_size, engine.backend.info.padded, short_query_tokens
@@ -96,39 +94,18 @@ class Scheduler:
         self.engine.backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
         self.engine.backend.warmup()
 
-    async def submit(
-        self,
-        prepare: Callable[[TaskBuilder], Prepared[R]],
-        char_counts: Sequence[int],
-        *,
-        deadline_s: float,
-        timings: Timings | None = None,
-    ) -> R:
-        """Run one request's task through admission, the shared batches and its `finish`."""
-        timings = timings if timings is not None else Timings()
-        deadline = time.monotonic() + deadline_s
-        bracket = admitted(
-            self.admission,
-            model=self.name,
-            alive=self.worker.alive,
-            char_counts=char_counts,
-            max_length=self.engine.spec.max_length,
-            pool=self._pool,
-            tokenize=partial(prepare, self.tasks),
-            timings=timings,
-        )
-        async with bracket as task:
-            future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
-            job = Job(task.encoded, task.heads, deadline, future)
-            self.enqueue(job)
-            try:
-                outputs = await self._wait(job, future, deadline)
-            finally:
-                if not future.done():
-                    future.cancel()  # the former drops its remaining items
-            timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
-            timings.forward = job.forward_s
-            return task.finish(outputs)
+    async def run(self, task: Prepared[Any], deadline: float, timings: Timings) -> Any:
+        future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
+        job = Job(task.encoded, task.heads, deadline, future)
+        self.enqueue(job)
+        try:
+            outputs = await self._wait(job, future, deadline)
+        finally:
+            if not future.done():
+                future.cancel()  # the former drops its remaining items
+        timings.queue = (job.started_at or job.enqueued_at) - job.enqueued_at
+        timings.forward = job.forward_s
+        return task.finish(outputs)
 
     def enqueue(self, job: Job) -> None:
         """Queue a job's tokenized sequences for the shared batches; its outcome gets their outputs.

@@ -1,49 +1,75 @@
-"""What the server's one submit path needs from a scheduler, whichever process runs the model.
+"""The server's one submit path, whichever process runs the model.
 
 `Scheduler` (the model in this process) and `RemoteScheduler` (the model in the engine process,
-reached over IPC from an HTTP frontend) both satisfy `Submitter`, so `server/submit.py` and the
-routes do not know which one they talk to.
+reached over IPC from an HTTP frontend) are both `Submitter`s: a request is admitted and tokenized
+the same way (admission.py, in the tokenizer pool), then each runs the tokenized task its own way.
+`server/submit.py` and the routes do not know which one they talk to.
 """
 
 from __future__ import annotations
 
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from concurrent.futures import Executor
+from functools import partial
+from typing import Any, TypeVar
 
+from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.timings import Timings
 from m3engine.tasks.builder import Prepared, TaskBuilder
 
 R = TypeVar("R")
+Prepare = Callable[[TaskBuilder], Prepared[R]]  # validate and tokenize one request's task
 
 
-@dataclass
-class Timings:
-    """Seconds per stage of one request (response headers and the stage histograms)."""
+class Submitter(ABC):
+    name: str
+    admission: Admission
+    tokenize_pool: Executor | None
 
-    tokenize: float = 0.0
-    queue: float = 0.0
-    forward: float = 0.0
-    tokens: int = 0
-
-
-class Submitter(Protocol):
     @property
+    @abstractmethod
     def tasks(self) -> TaskBuilder: ...
 
     @property
+    @abstractmethod
     def alive(self) -> bool: ...
 
+    @abstractmethod
     async def start(self, warmup: bool = True) -> None: ...
 
+    @abstractmethod
     async def stop(self) -> None: ...
 
     async def submit(
         self,
-        prepare: Callable[[TaskBuilder], Prepared[R]],
+        prepare: Prepare[R],
         char_counts: Sequence[int],
         *,
         deadline_s: float,
         timings: Timings | None = None,
     ) -> R:
         """Admit, tokenize (`prepare`), run in shared batches, and `finish`; raises M3EngineError."""
-        ...
+        timings = timings if timings is not None else Timings()
+        deadline = time.monotonic() + deadline_s
+        bracket = admitted(
+            self.admission,
+            model=self.name,
+            alive=self.alive,
+            char_counts=char_counts,
+            max_length=self.tasks.spec.max_length,
+            pool=self.tokenize_pool,
+            tokenize=partial(self.tokenize, prepare),
+            timings=timings,
+        )
+        async with bracket as tokenized:
+            return await self.run(tokenized, deadline, timings)  # type: ignore[no-any-return]
+
+    def tokenize(self, prepare: Prepare[R]) -> Any:
+        """Runs in the tokenizer pool: the prepared task (and whatever else `run` wants made there)."""
+        return prepare(self.tasks)
+
+    @abstractmethod
+    async def run(self, tokenized: Any, deadline: float, timings: Timings) -> Any:
+        """Run what `tokenize` made before `deadline` (a time.monotonic() value); the task's result."""

@@ -18,7 +18,7 @@ from fastapi import Request
 from starlette.types import Receive
 
 from m3engine.errors import ClientDisconnectedError, InputError, TooManyInputsError
-from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.timings import Timings
 from m3engine.server.state import ServedModel, ServerState
 from m3engine.tasks.builder import Prepared, TaskBuilder
 

@@ -15,18 +15,17 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
-from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.sequences import Sequences, Wire
-from m3engine.scheduling.submitter import Timings
+from m3engine.scheduling.submitter import Submitter
+from m3engine.scheduling.timings import Timings
 from m3engine.server.multiproc.wire import (
     CANCEL,
     FAILURE,
@@ -166,7 +165,7 @@ class ModelView:
         return self.details
 
 
-class RemoteScheduler:
+class RemoteScheduler(Submitter):
     """The `Submitter` of a frontend: admit and tokenize here, batch and run in the engine process."""
 
     def __init__(
@@ -178,7 +177,7 @@ class RemoteScheduler:
         tokenize_pool: Executor,
     ) -> None:
         self.index, self.name, self.client, self.admission = index, model.name, client, admission
-        self._pool = tokenize_pool
+        self.tokenize_pool = tokenize_pool
         self._tasks = TaskBuilder(model.spec, model.tokenizer, model.settings)
         self.view = ModelView(model.spec, model.tokenizer, model.settings, self._tasks.max_length, model.info)
 
@@ -197,34 +196,19 @@ class RemoteScheduler:
     async def stop(self) -> None:
         """The engine process stops the worker; the client closes with the frontend."""
 
-    async def submit(
-        self,
-        prepare: Callable[[TaskBuilder], Prepared[R]],
-        char_counts: Sequence[int],
-        *,
-        deadline_s: float,
-        timings: Timings | None = None,
-    ) -> R:
-        timings = timings if timings is not None else Timings()
-        deadline = time.monotonic() + deadline_s
-        bracket = admitted(
-            self.admission,
-            model=self.name,
-            alive=self.alive,
-            char_counts=char_counts,
-            max_length=self._tasks.spec.max_length,
-            pool=self._pool,
-            tokenize=partial(_prepare_for_wire, prepare, self._tasks),
-            timings=timings,
-        )
-        async with bracket as wired:
-            job, future = self.client.submit(self.index, wired.sequences, wired.task.heads, deadline)
-            try:
-                outputs, timings.queue, timings.forward = await future
-            except asyncio.CancelledError:  # the client disconnected: drop the job before it runs
-                self.client.cancel(job)
-                raise
-            return wired.task.finish(outputs)
+    def tokenize(self, prepare: Callable[[TaskBuilder], Prepared[R]]) -> _WireTask[R]:
+        """Tokenize, and flatten the ids for the socket, in the tokenizer pool: off the event loop."""
+        task = prepare(self._tasks)
+        return _WireTask(task, Sequences.from_encoded(task.encoded).to_wire())
+
+    async def run(self, tokenized: _WireTask[Any], deadline: float, timings: Timings) -> Any:
+        job, future = self.client.submit(self.index, tokenized.sequences, tokenized.task.heads, deadline)
+        try:
+            outputs, timings.queue, timings.forward = await future
+        except asyncio.CancelledError:  # the client disconnected: drop the job before it runs
+            self.client.cancel(job)
+            raise
+        return tokenized.task.finish(outputs)
 
 
 @dataclass
@@ -235,9 +219,3 @@ class _WireTask(Generic[R]):
     @property
     def num_tokens(self) -> int:
         return self.task.num_tokens
-
-
-def _prepare_for_wire(prepare: Callable[[TaskBuilder], Prepared[R]], tasks: TaskBuilder) -> _WireTask[R]:
-    """Tokenize, and flatten the ids for the socket, in the tokenizer pool: off the event loop."""
-    task = prepare(tasks)
-    return _WireTask(task, Sequences.from_encoded(task.encoded).to_wire())
