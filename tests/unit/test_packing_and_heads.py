@@ -115,3 +115,17 @@ def test_sparse_vector_forms() -> None:
     assert vec.to_dict() == {"3": 0.5, "10": 0.25, "42": 0.75}
     top = vec.top_k(2)
     assert top.indices.tolist() == [3, 42] and top.values.tolist() == [0.5, 0.75]
+
+
+def test_concat_takes_sequences_of_several_batches_in_the_order_given() -> None:
+    from m3engine.server.multiproc.wire import batch_from_wire, batch_to_wire
+
+    a = PackedBatch.from_encoded([Encoded(ids=[0, 5, 2]), Encoded(ids=[0, 6, 7, 2])])
+    b = PackedBatch.from_encoded([Encoded(ids=[0, 9, 2], type_ids=[0, 0, 1])])
+    c = PackedBatch.concat([(a, 1), (b, 0), (a, 0)])
+    assert c.input_ids.tolist() == [0, 6, 7, 2, 0, 9, 2, 0, 5, 2]
+    assert c.cu_seqlens.tolist() == [0, 4, 7, 10]
+    assert c.token_type_ids is not None and c.token_type_ids.tolist() == [0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+    back = batch_from_wire(batch_to_wire(c))  # as a job crosses from a frontend to the engine process
+    for name in ("input_ids", "cu_seqlens", "token_type_ids"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(c, name))

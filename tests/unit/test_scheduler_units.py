@@ -49,7 +49,7 @@ def test_budget_holds_and_every_item_runs_once(padded: bool) -> None:
         cost = max(lengths) * len(lengths) if padded else sum(lengths)
         assert len(batch) <= 8 and (cost <= 256 or len(batch) == 1)
         seen += [(id(it.job), it.index) for it in batch]
-    expected = [(id(j), i) for j in jobs for i in range(len(j.encoded))]
+    expected = [(id(j), i) for j in jobs for i in range(j.encoded.num_seqs)]
     assert sorted(seen) == sorted(expected)
     loop.close()
 
@@ -83,7 +83,7 @@ def test_length_aware_grouping_pads_little() -> None:
     former = BatchFormer(max_tokens=10_000, max_size=2, padded=True, short_tokens=0)
     job = make_job(loop, [100, 10, 98, 12])
     former.add(job)
-    groups = [sorted(job.encoded[i].__len__() for _, i in b) for b in drain(former)]
+    groups = [sorted(int(job.encoded.lengths[i]) for _, i in b) for b in drain(former)]
     assert groups == [[98, 100], [10, 12]]
 
 

@@ -15,8 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from m3engine.scheduling.sequences import Sequences
-from m3engine.types import BatchOutputs, Encoded, HeadRequest
+from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
 WINDOW = 2048  # items of a lane considered per batch: bounds the work of forming one
 
@@ -52,15 +51,17 @@ class Job:
 
     def __init__(
         self,
-        encoded: Sequences | Sequence[Encoded],
+        encoded: PackedBatch | Sequence[Encoded],
         heads: HeadRequest,
         deadline: float,  # time.monotonic() after which it may no longer start
         future: Outcome,
     ) -> None:
-        self.encoded = encoded if isinstance(encoded, Sequences) else Sequences.from_encoded(encoded)
+        # one flat array, not one Encoded per sequence: a batch is packed with one np.concatenate,
+        # and between processes a job crosses the socket as two byte strings (multiproc/wire.py)
+        self.encoded = encoded if isinstance(encoded, PackedBatch) else PackedBatch.from_encoded(encoded)
         self.heads, self.deadline, self.future = heads, deadline, future
         self.parts: list[tuple[list[int], BatchOutputs]] = []
-        self.remaining = len(self.encoded)
+        self.remaining = self.encoded.num_seqs
         self.started = False  # a batch holding one of its items has begun
         self.enqueued_at = time.monotonic()
         self.started_at: float | None = None
@@ -93,7 +94,7 @@ class BatchFormer:
         self._counter = itertools.count()
 
     def add(self, job: Job) -> None:
-        for i, length in enumerate(job.encoded.lengths):
+        for i, length in enumerate(job.encoded.lengths.tolist()):
             item = Item(job, i, length, next(self._counter))
             (self.short if length <= self.short_tokens else self.long).append(item)
 

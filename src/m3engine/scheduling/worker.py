@@ -34,7 +34,6 @@ from m3engine.errors import (
 from m3engine.metrics import Metrics
 from m3engine.scheduling.former import BatchFormer, Item, Job
 from m3engine.scheduling.forward_thread import ForwardThread
-from m3engine.scheduling.sequences import pack
 from m3engine.tasks import postprocess
 from m3engine.types import BatchOutputs, PackedBatch
 
@@ -141,7 +140,7 @@ class Worker:
         for item in batch:
             if not item.job.started:
                 item.job.started, item.job.started_at = True, now
-        packed = pack([(it.job.encoded, it.index) for it in batch])
+        packed = PackedBatch.concat([(it.job.encoded, it.index) for it in batch])
         self._running[id(batch)] = batch
         try:
             pending = await self._launcher.run(self.backend.launch, packed, batch[0].job.heads)
@@ -225,7 +224,7 @@ class Worker:
                 continue
             job.parts.append((indices, select_rows(out, rows)))
             if job.remaining == 0:
-                job.future.set_result(postprocess.gather(job.parts, len(job.encoded)))
+                job.future.set_result(postprocess.gather(job.parts, job.encoded.num_seqs))
 
 
 def _deadline_message() -> str:

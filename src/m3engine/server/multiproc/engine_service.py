@@ -33,7 +33,6 @@ from m3engine.process.loopwatch import LoopWatch
 from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.former import Job
 from m3engine.scheduling.scheduler import Scheduler
-from m3engine.scheduling.sequences import Sequences
 from m3engine.scheduling.worker import _deadline_message
 from m3engine.server.multiproc.wire import (
     CANCEL,
@@ -45,6 +44,7 @@ from m3engine.server.multiproc.wire import (
     FrameReader,
     Message,
     ModelDescription,
+    batch_from_wire,
     encode_outputs,
     heads_of,
     write_frame,
@@ -192,7 +192,7 @@ class _Connection(asyncio.Protocol):
             self.send((FAILURE, job_id, error))
             return
         reply = _Reply(self, job_id)
-        reply.job = Job(Sequences.from_wire(sequences), heads_of(heads), deadline, reply)
+        reply.job = Job(batch_from_wire(sequences), heads_of(heads), deadline, reply)
         self.jobs[job_id] = reply
         self.service.deadlines.add(deadline, reply)
         scheduler.enqueue(reply.job)

@@ -23,7 +23,6 @@ from typing import Any, Generic, TypeVar, cast
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission
-from m3engine.scheduling.sequences import Sequences, Wire
 from m3engine.scheduling.submitter import Submitter
 from m3engine.scheduling.timings import Timings
 from m3engine.server.multiproc.wire import (
@@ -32,10 +31,12 @@ from m3engine.server.multiproc.wire import (
     HELLO,
     SUBMIT,
     WELCOME,
+    BatchWire,
     EngineStatus,
     FrameReader,
     Message,
     ModelDescription,
+    batch_to_wire,
     decode_outputs,
     heads_bits,
     write_frame,
@@ -43,7 +44,7 @@ from m3engine.server.multiproc.wire import (
 from m3engine.settings import EngineSettings
 from m3engine.tasks.builder import Prepared, TaskBuilder
 from m3engine.tokenization.tokenizer import TextTokenizer
-from m3engine.types import BatchOutputs, HeadRequest
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch
 
 R = TypeVar("R")
 # (outputs, queue_s, forward_s) of one job
@@ -87,7 +88,7 @@ class EngineClient(asyncio.Protocol):
         return len(self._pending)
 
     def submit(
-        self, model: int, sequences: Wire, heads: HeadRequest, deadline: float
+        self, model: int, sequences: BatchWire, heads: HeadRequest, deadline: float
     ) -> tuple[int, asyncio.Future[JobResult]]:
         if not self.connected:
             raise NotReadyError("this frontend lost its engine process; retry on another replica")
@@ -199,7 +200,7 @@ class RemoteScheduler(Submitter):
     def tokenize(self, prepare: Callable[[TaskBuilder], Prepared[R]]) -> _WireTask[R]:
         """Tokenize, and flatten the ids for the socket, in the tokenizer pool: off the event loop."""
         task = prepare(self._tasks)
-        return _WireTask(task, Sequences.from_encoded(task.encoded).to_wire())
+        return _WireTask(task, batch_to_wire(PackedBatch.from_encoded(task.encoded)))
 
     async def run(self, tokenized: _WireTask[Any], deadline: float, timings: Timings) -> Any:
         job, future = self.client.submit(self.index, tokenized.sequences, tokenized.task.heads, deadline)
@@ -214,7 +215,7 @@ class RemoteScheduler(Submitter):
 @dataclass
 class _WireTask(Generic[R]):
     task: Prepared[R]
-    sequences: Wire  # the task's token ids, flat, for the socket
+    sequences: BatchWire  # the task's token ids, flat, for the socket
 
     @property
     def num_tokens(self) -> int:

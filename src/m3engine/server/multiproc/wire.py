@@ -10,7 +10,7 @@ pickling a NamedTuple, a dataclass or an ndarray runs Python code (or a reduce p
 on both sides, which was most of the engine process's CPU per query.
 
     frontend -> engine   (HELLO, frontend, pid)
-                         (SUBMIT, job, model, sequences.Wire, heads_bits(HeadRequest), deadline)
+                         (SUBMIT, job, model, BatchWire, heads_bits(HeadRequest), deadline)
                          (CANCEL, job)
     engine -> frontend   (WELCOME, [ModelDescription, ...])
                          (RESULT, job, encode_outputs(BatchOutputs), queue_s, forward_s)
@@ -36,7 +36,7 @@ import numpy as np
 from m3engine.models.spec import ModelSpec
 from m3engine.settings import EngineSettings
 from m3engine.tokenization.tokenizer import TextTokenizer
-from m3engine.types import BatchOutputs, HeadRequest, SparseVector
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, SparseVector
 
 _LENGTH = struct.Struct("!Q")
 HELLO, SUBMIT, CANCEL, WELCOME, RESULT, FAILURE = range(6)
@@ -62,6 +62,24 @@ class EngineStatus(NamedTuple):
 # ---- heads and outputs ------------------------------------------------------------------------
 # Every HeadRequest there can be, by bit pattern: the engine hands out these very objects, so the
 # batch former compares heads by identity.
+BatchWire = tuple[bytes, bytes, bytes | None]  # a PackedBatch's (ids, cu_seqlens, type ids) as bytes
+
+
+def batch_to_wire(batch: PackedBatch) -> BatchWire:
+    types = None if batch.token_type_ids is None else batch.token_type_ids.tobytes()
+    return batch.input_ids.tobytes(), batch.cu_seqlens.tobytes(), types
+
+
+def batch_from_wire(wire: BatchWire) -> PackedBatch:
+    """Read-only arrays over the received bytes: they are only read (concatenated into batches)."""
+    ids, cu, types = wire
+    return PackedBatch(
+        input_ids=np.frombuffer(ids, dtype=np.int64),
+        cu_seqlens=np.frombuffer(cu, dtype=np.int64),
+        token_type_ids=None if types is None else np.frombuffer(types, dtype=np.int64),
+    )
+
+
 _HEADS = [HeadRequest(bool(b & 1), bool(b & 2), bool(b & 4), bool(b & 8)) for b in range(16)]
 
 
