@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
+def batch_cost(longest: int, count: int, total: int, padded: bool) -> int:
+    """The tokens a batch costs the backend: count * longest when it pads, the sum of lengths when not.
+
+    The one rule of every token budget: planned batches (`plan_batches`) and the server's batches
+    formed across requests (former.py) alike."""
+    return longest * count if padded else total
+
+
 def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int, padded: bool) -> list[list[int]]:
     """Group input indices into batches, longest first, each within `max_tokens` and `max_size`.
 
@@ -18,7 +26,8 @@ def plan_batches(lengths: Sequence[int], max_tokens: int, max_size: int, padded:
     total = 0  # sum of lengths in `current`; its first item is its longest
     for i in order:
         n = len(current) + 1
-        cost = lengths[current[0]] * n if padded and current else total + lengths[i]
+        longest = lengths[current[0]] if current else lengths[i]  # sorted: the first is the longest
+        cost = batch_cost(longest, n, total + lengths[i], padded)
         if current and (n > max_size or cost > max_tokens):
             batches.append(current)
             current, total = [], 0

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from m3engine.scheduling.batching import batch_cost
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
 
 WINDOW = 2048  # items of a lane considered per batch: bounds the work of forming one
@@ -141,8 +142,7 @@ class BatchFormer:
         if any(it.job.heads is not heads and it.job.heads != heads for it in lane):
             return False
         lengths = [it.length for it in lane]
-        cost = max(lengths) * len(lengths) if self.padded else sum(lengths)
-        return cost <= self.max_tokens
+        return batch_cost(max(lengths), len(lengths), sum(lengths), self.padded) <= self.max_tokens
 
     def _fill(self, lane: list[Item]) -> list[Item]:
         seed = lane[0]
@@ -154,8 +154,7 @@ class BatchFormer:
             if len(chosen) >= self.max_size:
                 break
             width = max(longest, it.length)
-            cost = width * (len(chosen) + 1) if self.padded else total + it.length
-            if cost > self.max_tokens:
+            if batch_cost(width, len(chosen) + 1, total + it.length, self.padded) > self.max_tokens:
                 continue  # a shorter item further on may still fit
             chosen.append(it)
             longest, total = width, total + it.length
