@@ -25,6 +25,7 @@ from m3engine.models.spec import inspect_model
 from m3engine.results import Embedding
 from m3engine.scheduling import pipeline
 from m3engine.settings import EngineSettings
+from m3engine.tasks.options import EmbedOptions, RerankOptions
 from m3engine.tasks.prepared import Bulk
 from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
@@ -102,7 +103,7 @@ def test_window_gives_the_longest_batch_first_under_the_budget() -> None:
 # ---- pipelined == whole-list ----------------------------------------------------------------
 def test_embed_pipelined_equals_the_whole_list(fast_m3: Engine, pieces: list[tuple[int, int]]) -> None:
     texts = [*TEXTS, LONG, LONG[:500]]
-    whole = fast_m3.execute(fast_m3.tasks.embed(texts, sparse=True, colbert=True))
+    whole = fast_m3.execute(fast_m3.tasks.embed(texts, EmbedOptions(sparse=True, colbert=True)))
     assert not pieces  # prepare() is one encode call, not pieces
     piped = fast_m3.embed(texts, sparse=True, colbert=True)
     assert len(pieces) > 3, pieces
@@ -110,9 +111,9 @@ def test_embed_pipelined_equals_the_whole_list(fast_m3: Engine, pieces: list[tup
 
 
 def test_query_embeddings_and_dimensions_through_the_pipeline(fast_m3: Engine) -> None:
-    options: dict[str, Any] = {"input_type": "query", "max_length": 16, "dimensions": 8}
-    piped = fast_m3.embed(TEXTS, **options)
-    whole = fast_m3.execute(fast_m3.tasks.embed(TEXTS, **options))
+    options = EmbedOptions(input_type="query", max_length=16, dimensions=8)
+    piped = fast_m3.embed(TEXTS, options=options)
+    whole = fast_m3.execute(fast_m3.tasks.embed(TEXTS, options))
     assert all(r.num_tokens <= 16 and r.dense is not None and r.dense.shape == (8,) for r in piped)
     np.testing.assert_allclose([r.dense for r in piped], [r.dense for r in whole], atol=1e-6)
 
@@ -132,7 +133,9 @@ def test_rerank_pipelined_equals_the_whole_list(fast_reranker: Engine, pieces: l
     docs = TEXTS[:50]
     piped = fast_reranker.rerank("what is the capital?", docs, top_n=20, return_documents=True)
     assert len(pieces) > 3
-    whole = fast_reranker.execute(fast_reranker.tasks.rerank("what is the capital?", docs, top_n=20))
+    whole = fast_reranker.execute(
+        fast_reranker.tasks.rerank("what is the capital?", docs, RerankOptions(top_n=20))
+    )
     assert [r.index for r in piped] == [r.index for r in whole] and len(piped) == 20
     for a, b in zip(piped, whole, strict=True):
         assert a.logit == pytest.approx(b.logit, abs=1e-5) and a.num_tokens == b.num_tokens
@@ -169,22 +172,22 @@ def test_embed_records_are_built_as_each_batch_is_collected(
     bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Only the last batch's records are left after the last batch: each is built when collected."""
-    from m3engine.tasks import builder as tasks
+    from m3engine.tasks import embed as tasks
 
     engine, backend = _fake_engine(bge_m3_dir, max_batch_tokens=64, max_batch_size=5)
     events: list[tuple[str, int]] = []
-    build = tasks._embeddings
+    build = tasks.embeddings
 
     def recorded(encoded: list[Encoded], *args: Any) -> list[Embedding]:
         events.append(("records", len(encoded)))
         return build(encoded, *args)
 
-    monkeypatch.setattr(tasks, "_embeddings", recorded)
+    monkeypatch.setattr(tasks, "embeddings", recorded)
     done = engine.embed(TEXTS, dimensions=8, progress=lambda n, t: events.append(("batch", n)))
     assert [e for e in events if e[0] == "records"] == [("records", n) for n in backend.batches]
     assert events[-2:] == [("records", backend.batches[-1]), ("batch", backend.batches[-1])]
     assert [r.index for r in done] == list(range(len(TEXTS)))
-    whole = engine.execute(engine.tasks.embed(TEXTS, dimensions=8))
+    whole = engine.execute(engine.tasks.embed(TEXTS, EmbedOptions(dimensions=8)))
     np.testing.assert_allclose([r.dense for r in done], [r.dense for r in whole], atol=1e-6)
     assert all(r.dense is not None and r.dense.shape == (8,) for r in done)
 

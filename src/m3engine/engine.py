@@ -31,6 +31,14 @@ from m3engine.scheduling.pipeline import Progress, run_planned
 from m3engine.settings import EngineSettings
 from m3engine.tasks import postprocess
 from m3engine.tasks.builder import TaskBuilder
+from m3engine.tasks.options import (
+    ClassifyOptions,
+    EmbedOptions,
+    PairScoreOptions,
+    RerankOptions,
+    ScoreOptions,
+    resolve,
+)
 from m3engine.tasks.prepared import Bulk, Prepared
 from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
@@ -88,89 +96,71 @@ class Engine:
             "dtype": self.backend.info.dtype,
         }
 
-    # ---- tasks: each is prepared (validated, tokenized) by TaskBuilder, then run here ---------
+    # ---- tasks: options built once (options.py), the task by TaskBuilder, run here ------------
     def embed(
         self,
         texts: str | Sequence[str],
         *,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        input_type: str = "passage",
-        max_length: int | None = None,
-        truncate: bool = True,
-        dimensions: int | None = None,
-        normalize: bool | None = None,
+        options: EmbedOptions | None = None,
         progress: Progress | None = None,
+        **keywords: Any,
     ) -> list[Embedding]:
         """Dense, sparse and ColBERT outputs of each text from one forward pass.
 
-        `input_type` "query" applies the query instruction and query_max_length; "passage" applies
-        max_length. `dimensions` keeps the first D dense values (then re-normalises);
-        `normalize=None` follows the model (BGE-M3: normalised). Dense and sparse are float32;
-        ColBERT rows are float32, or float16 when the encoder runs in bf16/fp16 (FlagEmbedding's fp16).
+        Keywords are the fields of `EmbedOptions` (its docstring says what each does), applied over
+        `options` when both are given; each task method below takes its options the same way.
+        Dense and sparse are float32; ColBERT rows are float32, or float16 when the encoder runs in
+        bf16/fp16 (FlagEmbedding's fp16).
         """
-        options: dict[str, Any] = {
-            "dense": dense,
-            "sparse": sparse,
-            "colbert": colbert,
-            "input_type": input_type,
-            "max_length": max_length,
-            "truncate": truncate,
-            "dimensions": dimensions,
-            "normalize": normalize,
-        }
-        return self._bulk(self.tasks.embed_bulk(texts, **options), progress)
+        task = self.tasks.embed_bulk(texts, resolve(EmbedOptions, options, keywords))
+        return self._bulk(task, progress)
 
     def score(
         self,
         pairs: Sequence[Sequence[str]],
-        weights: Sequence[float] = (1.0, 1.0, 1.0),
+        weights: Sequence[float] | None = None,
         *,
-        query_max_length: int | None = None,
-        max_length: int | None = None,
+        options: ScoreOptions | None = None,
+        **keywords: Any,
     ) -> list[HybridScore]:
-        """FlagEmbedding's `compute_score` for (query, passage) pairs: dense, sparse, ColBERT, hybrids."""
-        return self._bulk(
-            self.tasks.score_bulk(pairs, weights, query_max_length=query_max_length, max_length=max_length)
-        )
+        """FlagEmbedding's `compute_score` for (query, passage) pairs: dense, sparse, ColBERT, hybrids.
+
+        `weights` (of dense, sparse, ColBERT) may come second, as in FlagEmbedding; see `ScoreOptions`."""
+        if weights is not None:
+            keywords["weights"] = weights
+        return self._bulk(self.tasks.score_bulk(pairs, resolve(ScoreOptions, options, keywords)))
 
     def rerank(
         self,
         query: str,
         documents: Sequence[str],
         *,
-        top_n: int | None = None,
-        normalize: bool = True,
-        truncate: bool = True,
-        max_length: int | None = None,
-        query_max_length: int | None = None,
-        return_documents: bool = False,
+        options: RerankOptions | None = None,
+        **keywords: Any,
     ) -> list[RerankResult]:
-        """Documents ranked by relevance to the query, best first; `index` is the input position."""
-        task = self.tasks.rerank_bulk(
-            query,
-            documents,
-            top_n=top_n,
-            normalize=normalize,
-            truncate=truncate,
-            max_length=max_length,
-            query_max_length=query_max_length,
-            return_documents=return_documents,
-        )
-        return self._bulk(task)
+        """Documents ranked by relevance to the query, best first; `index` is the input position.
+
+        Options: `RerankOptions`."""
+        chosen = resolve(RerankOptions, options, keywords)
+        if chosen.chunked:  # windows of one document are not one sequence each: no Bulk form
+            return self.execute(self.tasks.rerank(query, documents, chosen))
+        return self._bulk(self.tasks.rerank_bulk(query, documents, chosen))
 
     def score_pairs(
-        self, pairs: Sequence[Sequence[str]], *, normalize: bool = True, truncate: bool = True
+        self, pairs: Sequence[Sequence[str]], *, options: PairScoreOptions | None = None, **keywords: Any
     ) -> list[float]:
-        """FlagReranker's `compute_score`: one relevance score per (query, passage) pair, in order."""
-        return self._bulk(self.tasks.score_pairs_bulk(pairs, normalize=normalize, truncate=truncate))
+        """FlagReranker's `compute_score`: one relevance score per (query, passage) pair, in order.
+
+        Options: `PairScoreOptions`."""
+        return self._bulk(self.tasks.score_pairs_bulk(pairs, resolve(PairScoreOptions, options, keywords)))
 
     def classify(
-        self, texts: str | Sequence[str], *, truncate: bool = True, max_length: int | None = None
+        self, texts: str | Sequence[str], *, options: ClassifyOptions | None = None, **keywords: Any
     ) -> list[Classification]:
-        """The label of each text: softmax over labels (sigmoid for one label or multi-label models)."""
-        return self._bulk(self.tasks.classify_bulk(texts, truncate=truncate, max_length=max_length))
+        """The label of each text: softmax over labels (sigmoid for one label or multi-label models).
+
+        Options: `ClassifyOptions`."""
+        return self._bulk(self.tasks.classify_bulk(texts, resolve(ClassifyOptions, options, keywords)))
 
     # ---- asyncio forms ----------------------------------------------------------------------
     async def aembed(self, texts: str | Sequence[str], **kwargs: Any) -> list[Embedding]:
@@ -181,6 +171,9 @@ class Engine:
 
     async def ascore(self, pairs: Sequence[Sequence[str]], **kwargs: Any) -> list[HybridScore]:
         return await asyncio.to_thread(self.score, pairs, **kwargs)
+
+    async def ascore_pairs(self, pairs: Sequence[Sequence[str]], **kwargs: Any) -> list[float]:
+        return await asyncio.to_thread(self.score_pairs, pairs, **kwargs)
 
     async def aclassify(self, texts: str | Sequence[str], **kwargs: Any) -> list[Classification]:
         return await asyncio.to_thread(self.classify, texts, **kwargs)

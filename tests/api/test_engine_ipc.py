@@ -21,6 +21,7 @@ from m3engine.scheduling.admission import Admission
 from m3engine.server.multiproc.engine_service import EngineService
 from m3engine.server.multiproc.remote import EngineClient, RemoteScheduler
 from m3engine.settings import ServerSettings
+from m3engine.tasks.options import EmbedOptions
 from tests.api.conftest import backend_of
 
 pytestmark = pytest.mark.anyio
@@ -48,8 +49,12 @@ async def test_results_equal_the_in_process_engines(m3_fake: Engine) -> None:
     many = [f"text number {i} " + "word " * (i % 7) for i in range(40)]  # 40 > 16 a batch: reassembled
     async with remote(m3_fake) as scheduler:
         outs = await asyncio.gather(
-            scheduler.submit(lambda t: t.embed(one, sparse=True, colbert=True), [14], deadline_s=30),
-            scheduler.submit(lambda t: t.embed(many, sparse=True), [len(x) for x in many], deadline_s=30),
+            scheduler.submit(
+                lambda t: t.embed(one, EmbedOptions(sparse=True, colbert=True)), [14], deadline_s=30
+            ),
+            scheduler.submit(
+                lambda t: t.embed(many, EmbedOptions(sparse=True)), [len(x) for x in many], deadline_s=30
+            ),
         )
     for texts, served in zip((one, many), outs, strict=True):
         local = m3_fake.embed(texts, sparse=True, colbert=texts is one)

@@ -125,6 +125,16 @@ async def test_score_matches_engine(client: httpx.AsyncClient, m3_fake: Engine) 
         assert got["colbert+sparse+dense"] == pytest.approx(want.colbert_sparse_dense, rel=1e-5)
 
 
+@pytest.mark.parametrize("weights", [[1.0, -1.0, 1.0], [0.0, 0.0, 1.0]])
+async def test_bad_score_weights_are_refused_before_any_work(
+    client: httpx.AsyncClient, m3_fake: Engine, weights: list[float]
+) -> None:
+    forwarded = len(backend_of(m3_fake).seen)
+    r = await client.post("/v1/score", json={"pairs": [["q", "p"]], "weights": weights})
+    assert r.status_code == 422 and "weights must be" in r.text
+    assert len(backend_of(m3_fake).seen) == forwarded  # ScoreOptions refused it: nothing ran
+
+
 async def test_predict_and_classify(make_client, classifier_fake: Engine) -> None:  # type: ignore[no-untyped-def]
     client = await make_client([classifier_fake]).start()
     one = (await client.post("/predict", json={"inputs": "great movie"})).json()

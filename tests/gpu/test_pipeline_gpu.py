@@ -15,6 +15,7 @@ from m3engine import Engine
 from m3engine.backends.fast import FastBackend
 from m3engine.backends.fast.graphs import choose_bucket
 from m3engine.models.spec import inspect_model
+from m3engine.tasks.options import EmbedOptions
 from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 from tests.texts import LONG, MULTILINGUAL
@@ -104,7 +105,7 @@ def test_engine_pipeline_on_cuda_keeps_order_and_results(bge_m3_dir: Path) -> No
     engine = Engine.load(str(bge_m3_dir), backend="fast", device="cuda", dtype="fp32", max_batch_tokens=1024)
     done: list[tuple[int, int]] = []
     piped = engine.embed(TEXTS, sparse=True, colbert=True, progress=lambda n, t: done.append((n, t)))
-    whole = engine.execute(engine.tasks.embed(TEXTS, sparse=True, colbert=True))
+    whole = engine.execute(engine.tasks.embed(TEXTS, EmbedOptions(sparse=True, colbert=True)))
     assert [r.index for r in piped] == list(range(len(TEXTS))) and len(done) > 4
     assert sum(n for n, _ in done) == len(TEXTS)
     assert sum(t for _, t in done) == sum(r.num_tokens for r in piped)

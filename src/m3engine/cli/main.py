@@ -11,6 +11,7 @@ from pathlib import Path
 
 from m3engine.errors import InputError, M3EngineError
 from m3engine.settings import EngineSettings, add_arguments, from_sources
+from m3engine.tasks.options import EmbedOptions, RerankOptions
 from m3engine.tokenization.tokenizer import check_texts
 
 Command = Callable[[argparse.Namespace], int]
@@ -62,26 +63,27 @@ def cmd_embed(args: argparse.Namespace) -> int:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
     writer.check_outputs(args.sparse, args.colbert)
+    options = EmbedOptions(
+        dense=args.dense,
+        sparse=args.sparse,
+        colbert=args.colbert,
+        input_type="query" if args.query else "passage",
+        truncate=args.truncate,
+        dimensions=args.dimensions,
+    )
     texts = check_texts(_texts(args))  # every text checked before anything is written
     engine = _engine(args)
-    if not args.truncate:  # so that an over-long text is named by its place in the whole input
-        prefix = engine.settings.query_instruction if args.query else ""
-        limit = engine.query_max_length if args.query else engine.max_length
+    if not options.truncate:  # so that an over-long text is named by its place in the whole input
+        query = options.input_type == "query"
+        prefix = engine.settings.query_instruction if query else ""
+        limit = engine.query_max_length if query else engine.max_length
         engine.tokenizer.encode([prefix + t for t in texts], limit, truncate=False)
     progress = _Progress(len(texts)) if args.output else None
     ok = False
     try:
         for start in range(0, len(texts), args.chunk_size):
-            records = engine.embed(
-                texts[start : start + args.chunk_size],
-                dense=args.dense,
-                sparse=args.sparse,
-                colbert=args.colbert,
-                input_type="query" if args.query else "passage",
-                truncate=args.truncate,
-                dimensions=args.dimensions,
-                progress=progress,
-            )
+            chunk = texts[start : start + args.chunk_size]
+            records = engine.embed(chunk, options=options, progress=progress)
             writer.write(records, offset=start)
         ok = True
     finally:
@@ -97,10 +99,9 @@ def cmd_rerank(args: argparse.Namespace) -> int:
     documents = list(args.document or [])
     if args.documents:
         documents += read_texts(Path(args.documents), args.field)
+    options = RerankOptions(top_n=args.top_n, normalize=not args.raw, truncate=args.truncate)
     engine = _engine(args)
-    results = engine.rerank(
-        args.query_text, documents, top_n=args.top_n, normalize=not args.raw, truncate=args.truncate
-    )
+    results = engine.rerank(args.query_text, documents, options=options)
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout  # noqa: SIM115
     try:
         for rank, r in enumerate(results, start=1):

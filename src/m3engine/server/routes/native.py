@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
 from m3engine.server.submit import submit
+from m3engine.tasks.options import ClassifyOptions, EmbedOptions, ScoreOptions
 
 router = APIRouter(tags=["m3engine"])
 
@@ -36,21 +37,17 @@ class EmbedM3Request(BaseModel):
 @router.post("/v1/embed_m3", summary="BGE-M3 dense, sparse and ColBERT outputs from one forward pass")
 async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
     texts = [body.inputs] if isinstance(body.inputs, str) else list(body.inputs)
+    options = EmbedOptions(
+        dense=body.return_dense,
+        sparse=body.return_sparse,
+        colbert=body.return_colbert,
+        input_type=body.input_type,
+        max_length=body.max_length,
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+    )
     records, served = await submit(
-        request,
-        body.model,
-        "m3",
-        lambda t: t.embed(
-            texts,
-            dense=body.return_dense,
-            sparse=body.return_sparse,
-            colbert=body.return_colbert,
-            input_type=body.input_type,
-            max_length=body.max_length,
-            truncate=body.truncate,
-            dimensions=body.dimensions,
-        ),
-        [len(x) for x in texts],
+        request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
     tokenizer = served.engine.tokenizer
 
@@ -94,11 +91,12 @@ class ScoreRequest(BaseModel):
 )
 async def score(body: ScoreRequest, request: Request) -> dict[str, object]:
     pairs = [list(p) for p in body.pairs]
+    options = ScoreOptions(weights=body.weights)
     results, served = await submit(
         request,
         body.model,
         "m3",
-        lambda t: t.score(pairs, body.weights),
+        lambda t: t.score(pairs, options),
         [len(q) + len(p) for q, p in body.pairs],
     )
     return {
@@ -118,12 +116,9 @@ class ClassifyRequest(BaseModel):
 @router.post("/classify", summary="Labels of texts (Infinity-style)")
 async def classify(body: ClassifyRequest, request: Request) -> dict[str, object]:
     texts = [body.input] if isinstance(body.input, str) else list(body.input)
+    options = ClassifyOptions(truncate=body.truncate, raw_scores=body.raw_scores)
     records, served = await submit(
-        request,
-        body.model,
-        "classify",
-        lambda t: t.classify(texts, truncate=body.truncate, raw_scores=body.raw_scores),
-        [len(x) for x in texts],
+        request, body.model, "classify", lambda t: t.classify(texts, options), [len(x) for x in texts]
     )
     tokens = sum(r.num_tokens for r in records)
     return {

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
 from m3engine.server.submit import server_state, submit
+from m3engine.tasks.options import EmbedOptions
 
 router = APIRouter(tags=["OpenAI"])
 
@@ -44,25 +45,17 @@ def _as_ids(value: object) -> list[list[int]] | None:
 @router.post("/v1/embeddings", summary="Create embeddings (OpenAI-compatible)")
 async def embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     ids = _as_ids(body.input)
+    # token ids run as given: input_type (the query instruction and length) applies to texts only
+    options = EmbedOptions(input_type=body.input_type, truncate=body.truncate, dimensions=body.dimensions)
     if ids is not None:
         records, served = await submit(
-            request,
-            body.model,
-            "embed",
-            lambda t: t.embed_ids(ids, truncate=body.truncate, dimensions=body.dimensions),
-            [len(s) for s in ids],
+            request, body.model, "embed", lambda t: t.embed_ids(ids, options), [len(s) for s in ids]
         )
     else:
         # Not token ids, so a text or a list of texts (pydantic rejects mixed lists).
         texts = [body.input] if isinstance(body.input, str) else cast(list[str], list(body.input))
         records, served = await submit(
-            request,
-            body.model,
-            "embed",
-            lambda t: t.embed(
-                texts, input_type=body.input_type, truncate=body.truncate, dimensions=body.dimensions
-            ),
-            [len(x) for x in texts],
+            request, body.model, "embed", lambda t: t.embed(texts, options), [len(x) for x in texts]
         )
     tokens = sum(r.num_tokens for r in records)
 

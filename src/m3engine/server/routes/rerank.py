@@ -8,6 +8,7 @@ which each client's parser accepts.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -17,6 +18,7 @@ from m3engine.results import RerankResult
 from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import submit
 from m3engine.tasks.builder import Prepared, TaskBuilder
+from m3engine.tasks.options import RerankOptions
 
 router = APIRouter(tags=["Cohere / Jina"])
 
@@ -43,20 +45,17 @@ class RerankRequest(BaseModel):
 
 async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "2"]) -> Response:
     docs = [d if isinstance(d, str) else d.text for d in body.documents]
+    options = RerankOptions(
+        top_n=body.top_n, normalize=not body.raw_scores, max_chunks_per_doc=body.max_chunks_per_doc
+    )
 
     def prepare(t: TaskBuilder) -> Prepared[list[RerankResult]]:
-        # Cohere's max_tokens_per_doc bounds the pair; FlagReranker's policy keeps the query's share.
-        limit = (
-            None if body.max_tokens_per_doc is None else max(4, min(t.max_length, body.max_tokens_per_doc))
-        )
-        return t.rerank(
-            body.query,
-            docs,
-            top_n=body.top_n,
-            normalize=not body.raw_scores,
-            max_length=limit,
-            max_chunks_per_doc=body.max_chunks_per_doc,
-        )
+        # Cohere's max_tokens_per_doc bounds the pair, within the model's limit (so it needs the
+        # model); FlagReranker's policy keeps the query's share.
+        if body.max_tokens_per_doc is None:
+            return t.rerank(body.query, docs, options)
+        limit = max(4, min(t.max_length, body.max_tokens_per_doc))
+        return t.rerank(body.query, docs, replace(options, max_length=limit))
 
     chunks = body.max_chunks_per_doc or 1
     sizes = [len(body.query) + len(d) for d in docs]

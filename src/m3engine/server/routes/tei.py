@@ -20,6 +20,7 @@ from m3engine.server.routes import vectors
 from m3engine.server.routes.tokens import decode_ids, tokenize_detail
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.tasks.builder import Prepared, TaskBuilder
+from m3engine.tasks.options import ClassifyOptions, EmbedOptions, RerankOptions
 
 router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
@@ -44,14 +45,9 @@ def _texts(inputs: Inputs) -> list[str]:
 @router.post("/embed", summary="Dense embeddings (TEI)")
 async def embed(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
+    options = EmbedOptions(truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions)
     records, _ = await submit(
-        request,
-        body.model,
-        "embed",
-        lambda t: t.embed(
-            texts, truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions
-        ),
-        [len(x) for x in texts],
+        request, body.model, "embed", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
     return await respond(
         lambda: [r.dense.tolist() for r in records if r.dense is not None], values_of(records)
@@ -61,12 +57,9 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
 @router.post("/embed_sparse", summary="BGE-M3 sparse weights as [{index, value}] (TEI)")
 async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
+    options = EmbedOptions(dense=False, sparse=True, truncate=body.truncate)
     records, _ = await submit(
-        request,
-        body.model,
-        "m3",
-        lambda t: t.embed(texts, dense=False, sparse=True, truncate=body.truncate),
-        [len(x) for x in texts],
+        request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
     return await respond(
         lambda: [vectors.sparse(r.sparse, "tei") for r in records if r.sparse is not None],
@@ -77,12 +70,9 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
 @router.post("/embed_all", summary="BGE-M3 ColBERT vectors per token (TEI's embed_all shape)")
 async def embed_all(body: EmbedRequest, request: Request) -> Response:
     texts = _texts(body.inputs)
+    options = EmbedOptions(dense=False, colbert=True, truncate=body.truncate)
     records, _ = await submit(
-        request,
-        body.model,
-        "m3",
-        lambda t: t.embed(texts, dense=False, colbert=True, truncate=body.truncate),
-        [len(x) for x in texts],
+        request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
     return await respond(
         lambda: [r.colbert.tolist() for r in records if r.colbert is not None], values_of(records)
@@ -101,11 +91,12 @@ class RerankRequest(BaseModel):
 
 @router.post("/rerank", summary="Rerank texts against a query (TEI)")
 async def rerank(body: RerankRequest, request: Request) -> list[dict[str, object]]:
+    options = RerankOptions(normalize=not body.raw_scores, truncate=body.truncate)
     results, _ = await submit(
         request,
         body.model,
         "rerank",
-        lambda t: t.rerank(body.query, body.texts, normalize=not body.raw_scores, truncate=body.truncate),
+        lambda t: t.rerank(body.query, body.texts, options),
         [len(body.query) + len(x) for x in body.texts],
     )
     out: list[dict[str, object]] = []
@@ -144,10 +135,12 @@ async def predict(
     if not pairs and any(len(x) == 2 for x in items):
         raise InputError("a /predict batch must be all single texts or all pairs")
 
+    options = ClassifyOptions(truncate=body.truncate, raw_scores=body.raw_scores)
+
     def prepare(t: TaskBuilder) -> Prepared[list[Classification]]:
         if pairs:
-            return t.classify_pairs(items, truncate=body.truncate, raw_scores=body.raw_scores)
-        return t.classify([x[0] for x in items], truncate=body.truncate, raw_scores=body.raw_scores)
+            return t.classify_pairs(items, options)
+        return t.classify([x[0] for x in items], options)
 
     records, _ = await submit(
         request, body.model, "classify", prepare, [sum(len(s) for s in x) for x in items]
