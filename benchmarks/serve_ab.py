@@ -20,6 +20,8 @@ v<variant>-r<round>-<i>-<workload>-c<concurrency>.json, beside each server's log
 
 Without --model it builds a synthetic BGE-M3 (random weights; --tokenizer gives it XLM-R's
 tokenizer). A dry run on the CPU: `--tiny --serve-args "--device cpu" --duration 1 --run queries:4`.
+The server's own cost, without model compute: `--serve-args "--backend tests.fakes:FakeBackend"` (the
+test double; PYTHONPATH=src:. so that `tests` imports).
 """
 
 from __future__ import annotations
