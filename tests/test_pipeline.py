@@ -17,8 +17,6 @@ import numpy as np
 import pytest
 
 from m3engine import Engine
-from m3engine.backends.base import BackendInfo
-from m3engine.backends.fake import FakeBackend
 from m3engine.backends.fast import FastBackend
 from m3engine.errors import BackendError, InputTooLongError
 from m3engine.models.spec import inspect_model
@@ -29,6 +27,7 @@ from m3engine.tasks.options import EmbedOptions, RerankOptions
 from m3engine.tasks.prepared import Bulk
 from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
+from tests.fakes import FakeBackend
 from tests.texts import LONG, MULTILINGUAL
 
 ALL = HeadRequest(dense=True, sparse=True, colbert=True)
@@ -63,8 +62,7 @@ def _fake_engine(path: Path, **settings: Any) -> tuple[Engine, FakeBackend]:
     """The fake backend as an unpacked one (padded=False), so the engine pipelines its work."""
     spec = inspect_model(path)
     tokenizer = TextTokenizer.load(path)
-    backend = FakeBackend(spec, TokenIds(tokenizer.pad_id, tokenizer.special_ids))
-    backend.info = BackendInfo(name="fake", device="cpu", dtype="fp32", padded=False)
+    backend = FakeBackend(spec, TokenIds(tokenizer.pad_id, tokenizer.special_ids), padded=False)
     return Engine(spec, tokenizer, backend, EngineSettings(model=str(path), **settings)), backend
 
 

@@ -10,13 +10,13 @@ from typing import Any
 import httpx
 import pytest
 
-from m3engine.backends.fake import FakeBackend
 from m3engine.engine import Engine
 from m3engine.models.spec import inspect_model
 from m3engine.settings import EngineSettings, ServerSettings
 from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import TokenIds
 from tests.api.asgi import LifespanClient
+from tests.fakes import BACKEND, FakeBackend
 
 
 def fake_engine(path: Path, **settings: Any) -> Engine:
@@ -24,7 +24,7 @@ def fake_engine(path: Path, **settings: Any) -> Engine:
     spec = inspect_model(path, name=path.name)
     tokenizer = TextTokenizer.load(path)
     backend = FakeBackend(spec, TokenIds(tokenizer.pad_id, tokenizer.special_ids))
-    return Engine(spec, tokenizer, backend, EngineSettings(model=str(path), backend="fake", **settings))
+    return Engine(spec, tokenizer, backend, EngineSettings(model=str(path), backend=BACKEND, **settings))
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ answered (the X-M3Engine-Frontend header)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 
 from tests.api.test_lifecycle import free_port
+from tests.fakes import process_env
 
 FRONTEND = "x-m3engine-frontend"
 
@@ -27,7 +27,7 @@ class FrontendServer:
         self.frontends = frontends
         cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(model), "--device", "cpu"]
         cmd += ["--port", str(self.port), "--frontends", str(frontends), "--log-level", "warning", *args]
-        full_env = {**os.environ, "PYTHONPATH": str(Path("src").resolve()), **(env or {})}
+        full_env = process_env(**(env or {}))
         self.proc = subprocess.Popen(cmd, env=full_env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def wait_all_ready(self, timeout: float = 90) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 from m3engine.engine import Engine
 from tests.api.frontend_server import FRONTEND, FrontendServer, client_on, raw_socket_on
+from tests.fakes import BACKEND
 
 SLOW_FORWARD_S = 1.0
 
@@ -58,7 +59,7 @@ def slow(bge_m3_dir: Path) -> Iterator[FrontendServer]:
     """The fake backend, 1 s per forward pass of one sequence; 2 admitted requests: 1 per frontend."""
     server = FrontendServer(
         bge_m3_dir,
-        *("--backend", "fake", "--max-batch-size", "1", "--max-concurrent-requests", "2"),
+        *("--backend", BACKEND, "--max-batch-size", "1", "--max-concurrent-requests", "2"),
         *("--shutdown-timeout", "20"),
         env={"M3ENGINE_FAKE_DELAY_S": str(SLOW_FORWARD_S)},
     )
@@ -220,7 +221,7 @@ def test_sigterm_drains_every_frontend_and_exits_zero(slow: FrontendServer) -> N
 
 def test_worker_death_turns_every_frontend_unready_then_exits_3(bge_m3_dir: Path) -> None:
     # The warm-up is forward pass 1; the first request's batch (pass 2) kills the worker.
-    args, env = ("--backend", "fake"), {"M3ENGINE_FAKE_DIE_AFTER": "1"}
+    args, env = ("--backend", BACKEND), {"M3ENGINE_FAKE_DIE_AFTER": "1"}
     staying = FrontendServer(bge_m3_dir, *args, "--no-exit-on-worker-death", env=env)
     exiting = FrontendServer(bge_m3_dir, *args, env=env)  # both start at once: the waits overlap
     try:

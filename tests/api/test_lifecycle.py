@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import os
 import signal
 import socket
 import subprocess
@@ -13,6 +12,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from tests.fakes import BACKEND, process_env
 
 
 def free_port() -> int:
@@ -48,8 +49,8 @@ def wait_admitted(url: str, count: int, timeout: float = 20) -> None:
 def test_sigterm_drains_in_flight_and_exits_zero(bge_m3_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "M3ENGINE_FAKE_DELAY_S": "0.4", "PYTHONPATH": str(Path("src").resolve())}
-    cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(bge_m3_dir), "--backend", "fake"]
+    env = process_env(M3ENGINE_FAKE_DELAY_S="0.4")
+    cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(bge_m3_dir), "--backend", BACKEND]
     cmd += ["--port", str(port), "--max-batch-size", "1", "--shutdown-timeout", "20"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -93,8 +94,8 @@ def test_worker_death_exits_the_process_with_code_3(bge_m3_dir: Path) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     # The warm-up is forward pass 1; the first request's batch (pass 2) kills the worker.
-    env = {**os.environ, "M3ENGINE_FAKE_DIE_AFTER": "1", "PYTHONPATH": str(Path("src").resolve())}
-    cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(bge_m3_dir), "--backend", "fake"]
+    env = process_env(M3ENGINE_FAKE_DIE_AFTER="1")
+    cmd = [sys.executable, "-m", "m3engine", "serve", "--model", str(bge_m3_dir), "--backend", BACKEND]
     proc = subprocess.Popen(
         [*cmd, "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )

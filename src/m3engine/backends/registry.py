@@ -1,4 +1,11 @@
-"""Backends by name, imported only when chosen (a missing optional dependency says what to install)."""
+"""Backends by name, imported only when chosen (a missing optional dependency says what to install).
+
+Besides the names in BACKENDS, a backend may be given as an import path, "package.module:Factory":
+the extension point for a backend of your own (`m3engine serve --backend mypkg.mod:MyBackend`,
+`Engine.load(..., backend="mypkg.mod:MyBackend")`). The factory is called as the built-in ones are,
+`Factory(spec=ModelSpec, tokens=TokenIds, device=str, dtype=str)`, and returns a `Backend`
+(backends/base.py).
+"""
 
 from __future__ import annotations
 
@@ -12,19 +19,39 @@ from m3engine.errors import BackendUnavailableError, InputError
 BACKENDS: dict[str, str] = {
     "reference": "m3engine.backends.reference:ReferenceBackend",
     "fast": "m3engine.backends.fast:FastBackend",
-    "fake": "m3engine.backends.fake:FakeBackend",
 }
 
 
 def create_backend(name: str, **kwargs: Any) -> Backend:
-    if name not in BACKENDS:
-        raise InputError(f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}")
-    module_name, _, attr = BACKENDS[name].partition(":")
+    """The backend `name` (a key of BACKENDS, or "package.module:Factory") built with `kwargs`."""
+    if name in BACKENDS:
+        target = BACKENDS[name]
+    elif ":" in name:
+        target = name
+    else:
+        raise InputError(
+            f"unknown backend {name!r}; choose one of: {', '.join(sorted(BACKENDS))}, "
+            "or give a factory's import path as package.module:Factory"
+        )
+    factory = _factory(name, target)
+    backend: Backend = factory(**kwargs)
+    return backend
+
+
+def _factory(name: str, target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    if not attr.isidentifier() or not all(part.isidentifier() for part in module_name.split(".")):
+        raise InputError(f"backend {name!r} is not an import path of the form package.module:Factory")
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
+        missing = error.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise InputError(f"backend {name!r}: no module named {missing!r} on the Python path") from error
         raise BackendUnavailableError(
-            f"backend {name!r} needs {error.name!r}, which is not installed; `pip install {error.name}`"
+            f"backend {name!r} needs {missing!r}, which is not installed; `pip install {missing}`"
         ) from error
-    backend: Backend = getattr(module, attr)(**kwargs)
-    return backend
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise InputError(f"backend {name!r}: module {module_name!r} has no callable {attr!r}")
+    return factory

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-ENABLED = True  # False: bulk calls leave the collector as it is (tools/settings_probe.py's `gc-on`)
+ENABLED = True  # False: bulk calls leave the collector as it is
 _lock = threading.Lock()
 _depth = 0  # bulk calls running now
 _was_enabled = False  # the collector's state when the first of them began

@@ -9,8 +9,11 @@ batch fail, raise an out-of-memory error above a token count, or kill the worker
     backend.oom_over_tokens = 40     # raise an OOM error for batches of more padded tokens
     backend.die = True               # raise WorkerDeath (a BaseException): the worker loop ends
 
-`--backend fake` serves it from the CLI; M3ENGINE_FAKE_DELAY_S sets `delay_s` there and
-M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward passes (tests only).
+In-process tests pass `delay_s`, `die_after` and `padded` to the constructor. A server started as a
+process (`m3engine serve --backend tests.fakes:FakeBackend`, the repository root on PYTHONPATH)
+builds it through the backend registry with spec, tokens, device and dtype only; there
+M3ENGINE_FAKE_DELAY_S sets `delay_s` and M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward
+passes.
 """
 
 from __future__ import annotations
@@ -20,13 +23,22 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 
-from m3engine.backends.base import Backend, BackendInfo, Pending, Ready
+from m3engine.backends.base import Backend, BackendInfo, Ready
 from m3engine.errors import BackendError, OutOfMemoryError
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, SparseVector, TokenIds
+
+BACKEND = "tests.fakes:FakeBackend"  # the name `--backend` and `Engine.load(backend=...)` take
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """The environment of a server started as a process: `m3engine` from src/ and `tests` importable."""
+    return {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}{os.pathsep}{ROOT}", **extra}
 
 
 class WorkerDeath(BaseException):
@@ -34,27 +46,42 @@ class WorkerDeath(BaseException):
 
 
 class FakeBackend(Backend):
-    def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokens: TokenIds,
+        device: str = "cpu",
+        dtype: str = "fp32",
+        *,
+        delay_s: float | None = None,
+        die_after: int | None = None,
+        padded: bool = True,
+    ) -> None:
         self.spec = spec
+        # padded=False: the engine treats it as a packed backend and pipelines its bulk work
         colbert_dim = spec.hidden_size if spec.kind.value == "bge-m3" else None
-        self.info = BackendInfo("fake", device, dtype, padded=True, colbert_dim=colbert_dim)
+        self.info = BackendInfo("fake", device, dtype, padded=padded, colbert_dim=colbert_dim)
         self._special = tokens.special_ids
         self.dim = spec.hidden_size
-        self.delay_s = float(os.environ.get("M3ENGINE_FAKE_DELAY_S", "0") or 0)
+        self.delay_s = _env_number("M3ENGINE_FAKE_DELAY_S", float) if delay_s is None else delay_s
         self.fail_if: Callable[[PackedBatch], bool] | None = None
         self.oom_over_tokens: int | None = None
         self.die = False
-        # M3ENGINE_FAKE_DIE_AFTER=N: die on the (N+1)-th forward (tests of a server process; 0 = never)
-        self._die_after = int(os.environ.get("M3ENGINE_FAKE_DIE_AFTER", "0") or 0)
+        # die on the (N+1)-th forward (tests of a server process; 0 = never)
+        self.die_after = _env_number("M3ENGINE_FAKE_DIE_AFTER", int) if die_after is None else die_after
         self.seen: list[list[int]] = []  # every sequence forwarded, in order
         self.batches: list[int] = []  # sequences per forward call
         self._lock = threading.Lock()
 
-    def launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+    def launch(self, batch: PackedBatch, heads: HeadRequest) -> Ready:
+        """Computed at once: the result is ready when this returns."""
         return Ready(self.forward(batch, heads))
 
+    def warmup(self) -> None:
+        """Nothing to warm."""
+
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
-        if self.die or (self._die_after and len(self.batches) >= self._die_after):
+        if self.die or (self.die_after and len(self.batches) >= self.die_after):
             raise WorkerDeath("fake backend told to die")
         if self.oom_over_tokens is not None and batch.max_len * batch.num_seqs > self.oom_over_tokens:
             raise OutOfMemoryError(f"fake OOM: {batch.max_len * batch.num_seqs} padded tokens")
@@ -98,6 +125,10 @@ class FakeBackend(Backend):
     def logits_of(self, ids: list[int], count: int) -> FloatArray:
         rng = np.random.default_rng(_seed(ids) + 2)
         return (rng.standard_normal(count) * 3).astype(np.float32)  # (num_labels,)
+
+
+def _env_number(name: str, kind: type[float] | type[int]) -> float:
+    return kind(os.environ.get(name, "0") or 0)
 
 
 def _seed(ids: list[int]) -> int:

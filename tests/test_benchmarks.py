@@ -1,0 +1,76 @@
+"""The maintained benchmarks (benchmarks/): each answers --help, and the ones with a CPU dry run
+finish it and print what their docstring promises."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted(p.name for p in (ROOT / "benchmarks").glob("*.py") if p.name != "workloads.py")
+
+
+def _run(script: str, *args: str, timeout: float = 120) -> str:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_kept_benchmarks() -> None:
+    assert SCRIPTS == ["gemm_floor.py", "serve_ab.py", "settings_ab.py", "timeline.py"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_help(script: str) -> None:
+    out = _run(script, "--help")
+    assert f"python benchmarks/{script}" in out  # the docstring's command line
+
+
+def test_gemm_floor_dry_run() -> None:
+    out = _run("gemm_floor.py", "--device", "cpu", "--batch", "32", "--square", "64", "--runs", "1")
+    lines = [line for line in out.splitlines() if line.startswith(("bf16:", "fp16:"))]
+    assert len(lines) == 2 and all("products alone for 32991 tokens x 24 layers" in x for x in lines)
+
+
+def test_settings_ab_dry_run() -> None:
+    out = _run(
+        "settings_ab.py",
+        *("--tiny", "--device", "cpu", "--workloads", "passages", "--passages", "12", "--rounds", "1"),
+        *("--config", "max_batch_tokens=256", "--config", "max_batch_tokens=1024,max_batch_size=4"),
+    )
+    assert "max_batch_tokens=256: passages" in out and "(1.000x)" in out
+    assert "max_batch_tokens=1024,max_batch_size=4: passages" in out
+
+
+def test_settings_ab_refuses_an_unknown_field() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "settings_ab.py"), "--config", "no_such_field=1"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "no_such_field=1" in done.stderr
+
+
+def test_timeline_dry_run() -> None:
+    out = _run(
+        "timeline.py",
+        *("--tiny", "--device", "cpu", "--backend", "fast", "--passages", "24", "--max-batch-tokens", "512"),
+        *("--warmup", "1"),
+    )
+    batches = [line for line in out.splitlines() if "batch of" in line]
+    assert len(batches) >= 2  # a small token budget cuts the call into several forward passes
+    assert "passages:" in out and "k tok/s" in out
