@@ -6,6 +6,7 @@ Each class carries the HTTP status and the metric label it maps to, once, here::
     ├── InputError                  422  bad input: say what was wrong and how to fix it
     │   ├── EmptyInputError              an empty list or an empty / blank text
     │   ├── InvalidInputTypeError        a non-string where text was expected
+    │   ├── InvalidTextError             a lone surrogate or a control character in a text
     │   ├── InputTooLongError            over the token limit with truncation off
     │   └── UnsupportedTaskError         e.g. rerank asked of an embedding model
     ├── ModelError                  500  the model cannot be found or loaded
@@ -18,7 +19,10 @@ Each class carries the HTTP status and the metric label it maps to, once, here::
     └── ServiceError                     refusals of the server, decided before any model work
         ├── UnauthorizedError       401  no or a wrong API key
         ├── ModelNotServedError     404  the request names a model this server does not serve
+        ├── RequestTimeoutError     408  the client sent its headers or body too slowly
         ├── RequestTooLargeError    413  the body is over --max-request-bytes
+        ├── AnswerTooLargeError     413  the answer would be over --max-answer-bytes
+        ├── TooManyTokensError      413  one request's tokens are over the whole --max-queued-tokens
         ├── TooManyInputsError      422  more inputs than --max-inputs-per-request
         ├── OverloadedError         429  admission is full (token or request budget); retry after a while
         ├── DeadlineExceededError   503  the request's deadline passed before its batch ran
@@ -52,6 +56,10 @@ class EmptyInputError(InputError):
 
 class InvalidInputTypeError(InputError, TypeError):
     label = "validation"
+
+
+class InvalidTextError(InputError):
+    label = "invalid_text"
 
 
 class InputTooLongError(InputError):
@@ -110,6 +118,21 @@ class ModelNotServedError(ServiceError):
 class RequestTooLargeError(ServiceError):
     status = 413
     label = "request_too_large"
+
+
+class RequestTimeoutError(ServiceError):
+    status = 408
+    label = "request_timeout"
+
+
+class AnswerTooLargeError(ServiceError):
+    status = 413
+    label = "answer_too_large"
+
+
+class TooManyTokensError(ServiceError):
+    status = 413
+    label = "too_many_tokens"
 
 
 class TooManyInputsError(ServiceError):

@@ -90,6 +90,12 @@ class Metrics:
         self.admitted_tokens = Gauge(
             "m3engine_admitted_tokens", "Tokens holding admission", registry=r, multiprocess_mode="livesum"
         )
+        self.admitted_answer_bytes = Gauge(
+            "m3engine_admitted_answer_bytes",
+            "Memory reserved for answers being built or sent",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.ready = Gauge(
             "m3engine_ready", "1 when /ready answers 200", registry=r, multiprocess_mode="livemin"
         )
@@ -147,9 +153,16 @@ class Metrics:
         MultiProcessCollector(merged, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
         return generate_latest(merged)
 
-    def track_admission(self, requests: Callable[[], float], tokens: Callable[[], float]) -> None:
+    def track_admission(
+        self,
+        requests: Callable[[], float],
+        tokens: Callable[[], float],
+        answer_bytes: Callable[[], float] | None = None,
+    ) -> None:
         self._track(self.admitted_requests, requests)
         self._track(self.admitted_tokens, tokens)
+        if answer_bytes is not None:
+            self._track(self.admitted_answer_bytes, answer_bytes)
 
     def track_gpu(self) -> None:
         """Only where the models run: reading it imports torch."""

@@ -94,6 +94,21 @@ class ServerSettings:
     max_inputs_per_request: int = _opt(1024, "Most texts (or documents) in one request; more gets 422.")
     max_concurrent_requests: int = _opt(512, "Requests admitted at once (queued or running); more gets 429.")
     max_queued_tokens: int = _opt(262144, "Tokens admitted at once (queued or running); more gets 429.")
+    max_answer_bytes: int = _opt(
+        512 * 1024 * 1024,
+        "Memory admitted at once for answers (outputs and their JSON), over all requests; a request "
+        "whose answer alone is larger gets 413, one that does not fit now 429.",
+    )
+    header_timeout_s: float = _opt(
+        10.0, "Seconds a client has to send a request's headers; then 408 and the connection closes."
+    )
+    body_timeout_s: float = _opt(
+        30.0, "Seconds a client has to send a request's body once its headers came; then 408."
+    )
+    keep_alive_s: float = _opt(5.0, "Seconds an idle keep-alive connection stays open.")
+    max_connections: int = _opt(
+        1024, "Open connections per server process; one more is answered 503 and closed."
+    )
     deadline_s: float = _opt(
         30.0, "Longest a request may wait for its batch; then 503. X-Request-Timeout may lower it."
     )
@@ -124,6 +139,24 @@ class ServerSettings:
 
     def public(self) -> dict[str, Any]:
         return redacted(self)
+
+    def check(self) -> None:
+        """Refuse settings that cannot be served (InputError: the CLI's clean exit 2)."""
+        if self.cors_origins and "*" in self.cors_origins and self.api_keys:
+            raise InputError(
+                "--cors-origins '*' with API keys would let any site use the keys; list the origins"
+            )
+        if self.frontends < 1:
+            raise InputError("--frontends must be 1 or more")
+        for name in (
+            "max_answer_bytes",
+            "max_connections",
+            "header_timeout_s",
+            "body_timeout_s",
+            "keep_alive_s",
+        ):
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0")
 
 
 def _parse(name: str, kind: str, raw: str) -> Any:

@@ -10,13 +10,16 @@ import uvicorn
 
 from m3engine.engine import Engine
 from m3engine.server import create_app
+from m3engine.server.connections import uvicorn_config
 from m3engine.settings import ServerSettings
 
 
 class LiveServer:
     def __init__(self, engines: list[Engine], settings: ServerSettings, http: str = "auto") -> None:
         self.app = create_app(settings, engines)
-        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_config=None, lifespan="on", http=http)
+        # the serving config (server/connections.py): timeouts and the connection cap included
+        protocol = None if http == "auto" else http
+        config = uvicorn_config(self.app, settings, protocol, host="127.0.0.1", port=0, lifespan="on")
         self.server = uvicorn.Server(config)
         self.server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # not main thread
         self.thread = threading.Thread(target=self.server.run, daemon=True)

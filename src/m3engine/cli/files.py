@@ -28,12 +28,14 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     if not path.is_file():
         raise InputError(f"input file {str(path)!r} does not exist")
     if suffix == ".txt":
-        with path.open(encoding="utf-8") as f:
-            return [line.rstrip("\n").rstrip("\r") for line in f]
+        return _lines(path)
     if suffix == ".jsonl":
         return list(_read_jsonl(path, field))
     if suffix == ".parquet":
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as error:
+            raise InputError(f"{path} is not a readable Parquet file ({type(error).__name__})") from None
         if field not in table.column_names:
             raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
         texts: list[str] = []
@@ -47,23 +49,40 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     raise InputError(f"cannot read {path.name}: use one of {', '.join(READ_SUFFIXES)}")
 
 
+def _utf8(path: Path) -> str:
+    """The file's text; a file that is not UTF-8 is an error naming the line of the first bad byte."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(f"{path}:{line} is not UTF-8 text; convert the file to UTF-8 first") from None
+
+
+def _lines(path: Path) -> list[str]:
+    """The file's lines as a text-mode file gives them (any line end), without their line ends."""
+    lines = _utf8(path).replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines[-1] == "":
+        lines.pop()  # the end of the last line, not a line
+    return lines
+
+
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}:{number} is not valid JSON ({error.msg})") from None
-            if isinstance(item, str):
-                yield item
-            elif isinstance(item, dict) and isinstance(item.get(field), str):
-                yield item[field]
-            else:
-                raise InputError(
-                    f"{path}:{number} is neither a JSON string nor an object with a {field!r} string"
-                )
+    for number, line in enumerate(_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise InputError(f"{path}:{number} is not valid JSON ({error.msg})") from None
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict) and isinstance(item.get(field), str):
+            yield item[field]
+        else:
+            raise InputError(
+                f"{path}:{number} is neither a JSON string nor an object with a {field!r} string"
+            )
 
 
 class EmbeddingWriter:

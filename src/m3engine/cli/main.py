@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 from m3engine.errors import InputError, M3EngineError
 from m3engine.settings import EngineSettings, add_arguments, from_sources
@@ -56,9 +58,20 @@ class _Progress:
         self.bar.close()
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM ends the command as Ctrl-C does, through its `finally` blocks: an output file being
+    written is removed, not left behind half-written."""
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from m3engine.cli.files import EmbeddingWriter
 
+    _stop_on_sigterm()
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
     writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
@@ -96,6 +109,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_rerank(args: argparse.Namespace) -> int:
     from m3engine.cli.files import read_texts
 
+    _stop_on_sigterm()
     documents = list(args.document or [])
     if args.documents:
         documents += read_texts(Path(args.documents), args.field)
@@ -192,6 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except M3EngineError as error:
         print(f"m3engine: error ({error.label}): {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the output was cleaned up on the way here
+        print("m3engine: interrupted; an output file being written was removed", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

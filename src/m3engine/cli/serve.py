@@ -26,4 +26,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from m3engine.server.serving import serve
 
     values = vars(args)
-    return serve(from_sources(EngineSettings, values), from_sources(ServerSettings, values))
+    server: ServerSettings = from_sources(ServerSettings, values)
+    server.check()  # a flag that cannot be served fails here, before any model loads
+    return serve(from_sources(EngineSettings, values), server)

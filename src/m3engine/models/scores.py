@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -10,6 +11,7 @@ from m3engine.errors import InputError
 from m3engine.results import HybridScore
 from m3engine.types import FloatArray, SparseVector
 
+HUGE_WEIGHT = 1e100  # above it, a weighted sum could overflow (scores are small numbers)
 LexicalWeights = SparseVector | Mapping[str, float] | Mapping[int, float]
 
 
@@ -42,8 +44,15 @@ def hybrid_score(dense: float, sparse: float, colbert: float, weights: Sequence[
     if len(weights) != 3:
         raise InputError(f"weights must be [w_dense, w_sparse, w_colbert]; got {len(weights)} values")
     w_dense, w_sparse, w_colbert = (float(w) for w in weights)
-    if min(w_dense, w_sparse, w_colbert) < 0 or w_dense + w_sparse <= 0:
-        raise InputError(f"weights must be >= 0 with w_dense + w_sparse > 0; got {list(weights)}")
+    if (
+        not all(math.isfinite(w) and w >= 0 for w in (w_dense, w_sparse, w_colbert))
+        or w_dense + w_sparse <= 0
+    ):
+        raise InputError(f"weights must be finite and >= 0 with w_dense + w_sparse > 0; got {list(weights)}")
+    top = max(w_dense, w_sparse, w_colbert)
+    if top > HUGE_WEIGHT:
+        # Only the weights' ratios count: scaled down, weighted sums near the float limit stay finite.
+        w_dense, w_sparse, w_colbert = w_dense / top, w_sparse / top, w_colbert / top
     return HybridScore(
         dense=dense,
         sparse=sparse,

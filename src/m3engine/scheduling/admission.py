@@ -6,6 +6,10 @@ crash TEI hit in #470/#811). A request is refused (429) when either budget is fu
 (characters + specials per input, capped at the model's limit) bounds the tokens of nearly any text
 (NFKC expands a few ligatures past it), is shrunk to the real count once tokenized, and is returned on
 completion, error or cancellation.
+
+A third budget bounds the memory of answers (`max_answer_bytes`): once a request is tokenized, the
+size of its answer is known (tasks/answer_size.py) and reserved before its batch runs, and held
+until the answer has been sent; an answer larger than the whole budget is refused (413).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
-from m3engine.errors import NotReadyError, OverloadedError
+from m3engine.errors import AnswerTooLargeError, NotReadyError, OverloadedError, TooManyTokensError
 from m3engine.scheduling.shared_budget import SharedBudget
 from m3engine.scheduling.timings import Timings
 
@@ -44,6 +48,17 @@ def estimate_tokens(char_counts: Iterable[int], cap: int) -> int:
     return sum(min(cap, chars + SPECIALS_ALLOWANCE) for chars in char_counts)
 
 
+def estimate_window_tokens(query_chars: int, doc_chars: Iterable[int], max_windows: int, cap: int) -> int:
+    """Tokens before tokenizing of (query, window) pairs, each document cut into at most
+    `max_windows` windows: a document has no more windows than tokens, so no more than characters
+    (whatever `max_windows` asks), each window repeats the query, and no pair passes `cap`."""
+    total = 0
+    for chars in doc_chars:
+        windows = max(1, min(max_windows, chars))
+        total += min(windows * cap, windows * (query_chars + SPECIALS_ALLOWANCE) + chars)
+    return total
+
+
 class Admission:
     """Two budgets shared by every model the process serves.
 
@@ -51,13 +66,21 @@ class Admission:
     shared memory; `requests` and `tokens` stay this process's own (drain, metrics)."""
 
     def __init__(
-        self, max_requests: int, max_tokens: int, shared: SharedBudget | None = None, slot: int = 0
+        self,
+        max_requests: int,
+        max_tokens: int,
+        shared: SharedBudget | None = None,
+        slot: int = 0,
+        *,
+        max_answer_bytes: int = 2**62,
     ) -> None:
-        if max_requests < 1 or max_tokens < 1:
+        if max_requests < 1 or max_tokens < 1 or max_answer_bytes < 1:
             raise ValueError("admission budgets must be >= 1")
         self.max_requests, self.max_tokens = max_requests, max_tokens
+        self.max_answer_bytes = max_answer_bytes  # this process's answers (not shared by frontends)
         self.requests = 0
         self.tokens = 0
+        self.answer_bytes = 0
         self.tokens_per_s = 0.0  # recent throughput, fed by the worker, for Retry-After
         self._lock = threading.Lock()
         self._shared, self._slot = shared, slot
@@ -76,6 +99,29 @@ class Admission:
                 raise self._overloaded(requests, admitted)
             self._add(1, tokens)
         return Permit(self, tokens)
+
+    def reserve_answer(self, size: int) -> AnswerHold:
+        """Memory for one answer of `size` bytes: 413 when no budget could ever hold it, 429 when
+        the answers in flight leave too little now."""
+        if size > self.max_answer_bytes:
+            raise AnswerTooLargeError(
+                f"the answer would take about {size} bytes of memory, over the server's limit of "
+                f"{self.max_answer_bytes} (--max-answer-bytes); ask for fewer inputs or fewer outputs "
+                "(e.g. ColBERT) per request"
+            )
+        with self._lock:
+            if self.answer_bytes + size > self.max_answer_bytes:
+                raise OverloadedError(
+                    "the server is at capacity (answers in flight); retry after the Retry-After delay, "
+                    "or ask for fewer outputs per request",
+                    retry_after_s=1,
+                )
+            self.answer_bytes += size
+        return AnswerHold(self, size)
+
+    def _release_answer(self, size: int) -> None:
+        with self._lock:
+            self.answer_bytes -= size
 
     def refusal(self) -> OverloadedError | None:
         """The 429 that every request gets now (no request slot or no token left), else None.
@@ -134,6 +180,18 @@ class Permit:
             self._admission._release(self.tokens)
 
 
+class AnswerHold:
+    """One answer's memory reservation; `release` is idempotent."""
+
+    def __init__(self, admission: Admission, size: int) -> None:
+        self._admission, self.size, self.released = admission, size, False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self._admission._release_answer(self.size)
+
+
 @asynccontextmanager
 async def admitted(
     admission: Admission,
@@ -145,6 +203,9 @@ async def admitted(
     pool: Executor | None,
     tokenize: Callable[[], P],
     timings: Timings,
+    tokens: int | None = None,
+    answer: Callable[[P], int] | None = None,
+    keep_answer: Callable[[AnswerHold], None] | None = None,
 ) -> AsyncIterator[P]:
     """One request's admission bracket, the same for a local and a remote scheduler: refuse when the
     model is not ready, reserve by the estimated tokens (429 at once), tokenize (in the pool, or here
@@ -155,12 +216,17 @@ async def admitted(
                            pool=pool, tokenize=prepare, timings=timings)
         async with bracket as task:
             ...  # queue the task and wait for its outputs
+
+    `tokens`: the reservation, where the route knows a better bound than `char_counts` gives.
+    `answer`: the bytes of the task's answer (reserved once tokenized, before it runs); they are
+    released with the block, or by whoever `keep_answer` hands them to (once the answer is sent).
     """
     if not alive:
         raise NotReadyError(f"model {model} is not ready (its worker is not running); retry later")
     start = time.monotonic()
-    permit = admission.reserve(estimate_tokens(char_counts, max_length))
+    permit = admission.reserve(estimate_tokens(char_counts, max_length) if tokens is None else tokens)
     release = True
+    hold: AnswerHold | None = None
     try:
         if sum(char_counts) <= INLINE_TOKENIZE_CHARS:
             prepared = tokenize()
@@ -176,11 +242,25 @@ async def admitted(
                 raise
         timings.tokenize = time.monotonic() - start
         timings.tokens = prepared.num_tokens
+        if prepared.num_tokens > admission.max_tokens:
+            # Admitted alone on its bound, it would hold the worker past every budget: refused
+            # before any forward pass.
+            raise TooManyTokensError(
+                f"the request has {prepared.num_tokens} tokens, over the server's whole budget of "
+                f"{admission.max_tokens} (--max-queued-tokens); split it into smaller requests"
+            )
         permit.resize(prepared.num_tokens)
+        if answer is not None:
+            hold = admission.reserve_answer(answer(prepared))
+            if keep_answer is not None:
+                keep_answer(hold)
+                hold = None
         yield prepared
     finally:
         if release:
             permit.release()
+        if hold is not None:
+            hold.release()
 
 
 def _release_when_done(permit: Permit, work: asyncio.Future[Any]) -> None:

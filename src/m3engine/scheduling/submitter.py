@@ -15,8 +15,9 @@ from concurrent.futures import Executor
 from functools import partial
 from typing import Any, TypeVar
 
-from m3engine.scheduling.admission import Admission, admitted
+from m3engine.scheduling.admission import Admission, AnswerHold, admitted
 from m3engine.scheduling.timings import Timings
+from m3engine.tasks.answer_size import answer_bytes
 from m3engine.tasks.builder import Prepared, TaskBuilder
 
 R = TypeVar("R")
@@ -49,8 +50,13 @@ class Submitter(ABC):
         *,
         deadline_s: float,
         timings: Timings | None = None,
+        tokens: int | None = None,
+        keep_answer: Callable[[AnswerHold], None] | None = None,
     ) -> R:
-        """Admit, tokenize (`prepare`), run in shared batches, and `finish`; raises M3EngineError."""
+        """Admit, tokenize (`prepare`), run in shared batches, and `finish`; raises M3EngineError.
+
+        `tokens`: a reservation better than `char_counts` gives; `keep_answer` takes the answer's
+        memory reservation, to release once the answer is sent (else released on return)."""
         timings = timings if timings is not None else Timings()
         deadline = time.monotonic() + deadline_s
         bracket = admitted(
@@ -62,6 +68,9 @@ class Submitter(ABC):
             pool=self.tokenize_pool,
             tokenize=partial(self.tokenize, prepare),
             timings=timings,
+            tokens=tokens,
+            answer=self.answer_bytes,
+            keep_answer=keep_answer,
         )
         async with bracket as tokenized:
             return await self.run(tokenized, deadline, timings)  # type: ignore[no-any-return]
@@ -69,6 +78,14 @@ class Submitter(ABC):
     def tokenize(self, prepare: Prepare[R]) -> Any:
         """Runs in the tokenizer pool: the prepared task (and whatever else `run` wants made there)."""
         return prepare(self.tasks)
+
+    def prepared(self, tokenized: Any) -> Prepared[Any]:
+        """The task in what `tokenize` made."""
+        assert isinstance(tokenized, Prepared)
+        return tokenized
+
+    def answer_bytes(self, tokenized: Any) -> int:
+        return answer_bytes(self.prepared(tokenized), self.tasks.spec)
 
     @abstractmethod
     async def run(self, tokenized: Any, deadline: float, timings: Timings) -> Any:

@@ -86,9 +86,10 @@ def build_app(state: ServerState) -> FastAPI:
 
     public = set(PUBLIC_ROUTES) | ({"/metrics"} if settings.public_metrics else set())
     api_routes = [r for m in ROUTERS for r in m.router.routes if isinstance(r, APIRoute)]
+    errors.document(api_routes, public=PUBLIC_ROUTES, unadmitted=UNADMITTED_ROUTES)
     admitted = [r.path for r in api_routes if "POST" in (r.methods or ()) and r.path not in UNADMITTED_ROUTES]
     # Added innermost first: a request meets Auth, then OverloadGate, then BodyLimit, then the route.
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(OverloadGate, state=state, routes=admitted, body_limit=settings.max_request_bytes)
     app.add_middleware(Auth, keys=settings.api_keys, public=public)
     check_settings(settings)
@@ -106,11 +107,8 @@ def build_app(state: ServerState) -> FastAPI:
 
 
 def check_settings(settings: ServerSettings) -> None:
-    """Refuse settings that cannot be served, before anything starts."""
-    if settings.cors_origins and "*" in settings.cors_origins and settings.api_keys:
-        raise ValueError("--cors-origins '*' with API keys would let any site use the keys; list the origins")
-    if settings.frontends < 1:
-        raise ValueError("--frontends must be 1 or more")
+    """Refuse settings that cannot be served, before anything starts (settings.py says which)."""
+    settings.check()
 
 
 async def drain(state: ServerState, timeout_s: float) -> None:

@@ -9,14 +9,16 @@ Validation messages name the field and the problem, never the value that was sen
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from m3engine.errors import InternalError, M3EngineError, OverloadedError
+from m3engine.errors import M3EngineError, OverloadedError
 
 log = logging.getLogger("m3engine.server")
 MAX_VALIDATION_ERRORS = 20
@@ -68,12 +70,49 @@ def install(app: FastAPI) -> None:
         body = error_body(request.url.path, error.status_code, label, str(error.detail))
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
-    async def on_unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=error)
-        internal = InternalError("internal error; the server log has the details under this request id")
-        return error_response(request, internal)
-
     app.add_exception_handler(M3EngineError, on_engine_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
-    app.add_exception_handler(Exception, on_unexpected)
+    # Anything else is a bug: RequestContext (middleware.py) answers its 500, with the request id.
+
+
+_ERROR_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "description": "TEI routes: {error, error_type}; "
+            "/v1 and /v2: {error: {message, type, code}, message}",
+        }
+    }
+}
+# What any route but the public ones may answer, and what a POST route may answer besides.
+_ANY_ROUTE = {
+    401: "no or a wrong API key (with --api-keys)",
+    404: "the model named is not served",
+    422: "the request is invalid; the message says which field and why",
+}
+_POST_ROUTE = {
+    400: "the body could not be read as JSON",
+    408: "the body did not arrive within --body-timeout-s",
+    413: "the body is over --max-request-bytes, or its answer over --max-answer-bytes",
+    429: "admission is full; retry after Retry-After",
+    503: "not ready, draining, the deadline passed in the queue, or the batch failed",
+}
+
+
+def document(routes: Iterable[Any], public: Iterable[str], unadmitted: Iterable[str]) -> None:
+    """List in the OpenAPI schema every status each route can answer, with the error body's shape
+    (idempotent: the routers are module-level, shared by every app built)."""
+    public, unadmitted = frozenset(public), frozenset(unadmitted)
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        statuses: dict[int, str] = {} if route.path in public else dict(_ANY_ROUTE)
+        if "POST" in (route.methods or ()):
+            statuses.update(_POST_ROUTE)
+            if route.path in unadmitted:
+                statuses.pop(429)
+        if route.path in ("/ready", "/health"):
+            statuses[503] = "not ready: warming up, draining, or a worker died"
+        for status, description in statuses.items():
+            route.responses.setdefault(status, {"description": description, "content": _ERROR_BODY})

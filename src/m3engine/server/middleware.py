@@ -1,12 +1,13 @@
 """Pure ASGI middleware (no BaseHTTPMiddleware: it would buffer responses and hide disconnects).
 
-Outermost first: RequestContext (request id, timing headers, metrics, access log) -> CORS (only when
-origins are configured) -> Auth -> OverloadGate (server/gate.py: 429 while admission is full) ->
-BodyLimit -> the routes.
+Outermost first: RequestContext (request id, timing headers, metrics, access log, the 500 of an
+unexpected error) -> CORS (only when origins are configured; it answers preflights itself) -> Auth ->
+OverloadGate (server/gate.py: 429 while admission is full) -> BodyLimit -> the routes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -19,7 +20,13 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from m3engine.errors import RequestTooLargeError, UnauthorizedError
+from m3engine.errors import (
+    ClientDisconnectedError,
+    InternalError,
+    RequestTimeoutError,
+    RequestTooLargeError,
+    UnauthorizedError,
+)
 from m3engine.metrics import Metrics
 from m3engine.server.errors import error_body
 from m3engine.server.logs import request_id
@@ -58,7 +65,11 @@ class RequestContext:
         rid = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         token = request_id.set(rid)
         state: dict[str, Any] = scope.setdefault("state", {})
-        status = 500
+        status: int | None = None
+        if scope["method"] == "HEAD":
+            # HEAD is GET without the body (uvicorn drops it: its own scope still says HEAD), so it
+            # meets the same auth and routes as GET.
+            scope = {**scope, "method": "GET"}
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -79,10 +90,26 @@ class RequestContext:
 
         try:
             await self.app(scope, receive, send_with_headers)
+        except Exception:
+            if status is not None:
+                raise  # the answer is on its way already: uvicorn closes the connection
+            # One log line with the traceback, and an answer that carries the request id and closes
+            # the connection, so that a client's pooled connection is not reused half-broken.
+            log.exception("unhandled error")
+            state["outcome"] = InternalError.label
+            message = "internal error; the server log has the details under this request id"
+            await send_error(
+                send_with_headers, scope["path"], 500, InternalError.label, message, {"Connection": "close"}
+            )
         finally:
+            for hold in state.pop("answer_holds", ()):
+                hold.release()  # the answer has been sent (or never will be)
             elapsed = time.monotonic() - start
             path = scope["path"]
             route = path if path in self.routes else "other"
+            if status is None:  # no answer at all: the client went away first
+                status = ClientDisconnectedError.status
+                state.setdefault("outcome", ClientDisconnectedError.label)
             outcome = state.get("outcome") or ("ok" if status < 400 else "internal")
             self.metrics.count(route, outcome)
             if "timings" in state and outcome == "ok":  # refused requests would skew the stage times
@@ -119,12 +146,9 @@ class Auth:
         return scheme.lower() == "bearer" and any(matches)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or not self.digests
-            or scope["path"] in self.public
-            or scope["method"] == "OPTIONS"  # CORS preflights carry no credentials
-        ):
+        # Every method needs the key, OPTIONS too (it would list a route's methods); a CORS preflight
+        # never gets here: the CORS layer outside this one answers it.
+        if scope["type"] != "http" or not self.digests or scope["path"] in self.public:
             await self.app(scope, receive, send)
             return
         header = dict(scope.get("headers") or []).get(b"authorization", b"")
@@ -141,12 +165,13 @@ class Auth:
 class BodyLimit:
     """Reads the body while counting (Content-Length is not trusted), then replays it to the app.
 
-    Past the limit it answers 413 without reading further. After the replay, `receive` passes
-    through, so the routes still see the client's http.disconnect.
+    Past the limit it answers 413 without reading further; a body not read whole within `timeout_s`
+    gets 408 (a client that declared a length and never sent it would hold the connection). After
+    the replay, `receive` passes through, so the routes still see the client's http.disconnect.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 30.0) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -157,9 +182,20 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         more = not too_large
+        deadline = time.monotonic() + self.timeout_s
+        state = scope.setdefault("state", {})
         while more:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                state["outcome"] = RequestTimeoutError.label
+                text = f"the request body did not arrive within {self.timeout_s:g} s; send it at once"
+                await send_error(
+                    send, scope["path"], 408, RequestTimeoutError.label, text, {"Connection": "close"}
+                )
+                return
             if message["type"] == "http.disconnect":
+                state["outcome"] = ClientDisconnectedError.label
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -169,7 +205,7 @@ class BodyLimit:
             chunks.append(chunk)
             more = message.get("more_body", False)
         if too_large:
-            scope.setdefault("state", {})["outcome"] = RequestTooLargeError.label
+            state["outcome"] = RequestTooLargeError.label
             message_text = (
                 f"request body over the limit of {self.limit} bytes; send fewer or shorter inputs per request"
             )

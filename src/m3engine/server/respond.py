@@ -3,9 +3,12 @@
 A response of many float vectors (ColBERT rows are ~1,000 floats per token) takes a second or more
 to turn into JSON. Done on the event loop, it would stall the coroutine that launches batches and
 leave the device idle; TEI fans results out in spawn_blocking for the same reason. Here shaping and
-serialising run in a thread, and the serialiser (pydantic-core, ~6x faster than json.dumps on float
-lists) is called once per record: it holds the GIL while it runs, so one call for the whole answer
-would still block the loop for its full length. `docs/bench/server-cpu/loop_stall.py` measures it.
+serialising run in a thread, and the serialiser is called once per record: it holds the GIL while
+it runs, so one call for the whole answer would still block the loop for its full length.
+
+The serialiser is orjson, reading numpy arrays directly: vectors are never Python float lists
+(~80 bytes of memory per float, which made one large ColBERT answer take gigabytes), so an answer
+costs its float32 arrays and its JSON text (tasks/answer_size.py counts that, and admission holds it).
 
 A small answer (one query's vector) is built on the loop: the thread hop cost more CPU than the
 work (2-core VM: one 1,024-float answer 0.10-0.12 ms of CPU inline, 0.18-0.32 ms through `to_thread`), and
@@ -19,12 +22,30 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+import orjson
 from fastapi import Response
-from pydantic_core import to_json
 
 # Numbers an answer may hold and still be built on the loop: four 1,024-wide vectors, about 0.5 ms
 # on the 2-core VM (docs/server.md, "frontend CPU per request").
 INLINE_VALUES = 4096
+
+
+_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+def _fallback(value: Any) -> Any:
+    """What orjson does not take itself: numpy arrays that are not C-contiguous, numpy scalars of
+    other types, and tuples of those."""
+    if isinstance(value, np.ndarray):
+        return np.ascontiguousarray(value)
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"cannot serialise a {type(value).__name__}")
+
+
+def to_json(value: Any) -> bytes:
+    return orjson.dumps(value, default=_fallback, option=_OPTIONS)
 
 
 def encode(payload: Any) -> bytes:

@@ -70,10 +70,10 @@ def run(main: Coroutine[Any, Any, T]) -> T:
 def http_name(protocol_class: type) -> str:
     """The HTTP implementation that a loaded uvicorn.Config runs (its `http_protocol_class`), as
     /info shows it: "httptools", "h11", or the class's full name for any other."""
-    module = protocol_class.__module__
-    if module.startswith("uvicorn.protocols.http."):
-        return module.rsplit(".", 1)[1].removesuffix("_impl")
-    return f"{module}.{protocol_class.__qualname__}"
+    for cls in protocol_class.__mro__:  # server/connections.py wraps uvicorn's classes
+        if cls.__module__.startswith("uvicorn.protocols.http."):
+            return cls.__module__.rsplit(".", 1)[1].removesuffix("_impl")
+    return f"{protocol_class.__module__}.{protocol_class.__qualname__}"
 
 
 def loop_name() -> str:

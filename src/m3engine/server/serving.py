@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-import uvicorn
-
 from m3engine.server.draining import DrainingServer
 from m3engine.server.loading import load_engines
 from m3engine.settings import EngineSettings, ServerSettings
@@ -32,19 +30,11 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
 
         return serve_with_frontends(engine_settings, server_settings)
     from m3engine.server.app import create_app  # after the branch: it imports prometheus_client
-    from m3engine.server.runtime import http_options
+    from m3engine.server.connections import uvicorn_config
 
     app = create_app(server_settings, load_engines(engine_settings, server_settings))
-    config = uvicorn.Config(
-        app,
-        host=server_settings.host,
-        port=server_settings.port,
-        log_config=None,  # logs.configure set JSON handlers already
-        timeout_graceful_shutdown=max(1, round(server_settings.shutdown_timeout)),
-        **http_options(),  # httptools and uvloop when importable
-        # No limit_concurrency: uvicorn would answer its own bare 503s before admission could give
-        # a 429 with Retry-After; admission bounds the work, the body limit bounds each request.
-    )
+    # httptools and uvloop when importable; timeouts and the connection cap of the settings
+    config = uvicorn_config(app, server_settings, host=server_settings.host, port=server_settings.port)
     server = DrainingServer(config, app.state.server)
     server.run()
     return 3 if server.fatal else 0

@@ -82,8 +82,16 @@ class ServerState:
         self.settings = settings
         self.frontend = frontend  # index of this HTTP frontend process; None: one process serves all
         self.metrics = metrics or Metrics()
-        self.admission = admission or Admission(settings.max_concurrent_requests, settings.max_queued_tokens)
-        self.metrics.track_admission(lambda: self.admission.requests, lambda: self.admission.tokens)
+        self.admission = admission or Admission(
+            settings.max_concurrent_requests,
+            settings.max_queued_tokens,
+            max_answer_bytes=settings.max_answer_bytes,
+        )
+        self.metrics.track_admission(
+            lambda: self.admission.requests,
+            lambda: self.admission.tokens,
+            lambda: self.admission.answer_bytes,
+        )
         self.tokenize_pool = ThreadPoolExecutor(settings.tokenizer_workers, thread_name_prefix="tokenize")
         self.models: list[ServedModel] = []
         if engines:
@@ -132,11 +140,13 @@ class ServerState:
                 if model.answers_to(requested):
                     if model.kind not in kinds:
                         raise UnsupportedTaskError(
-                            f"model {model.name} is a {model.kind.value} model and cannot serve this route"
+                            f"model {PurePath(model.name).name} is a {model.kind.value} model and cannot "
+                            "serve this route"
                         )
                     return model
-            served = ", ".join(m.name for m in self.models)
-            raise ModelNotServedError(f"the requested model is not served here; served models: {served}")
+            # by the short names a request may use: a served name can be a path on this server
+            served = ", ".join(PurePath(m.name).name for m in self.models)
+            raise ModelNotServedError(f"the requested model is not served here; send one of: {served}")
         for model in self.models:
             if model.kind in kinds:
                 return model

@@ -59,9 +59,11 @@ async def submit(
     prepare: Callable[[TaskBuilder], Prepared[R]],
     char_counts: Sequence[int],
     inputs: int | None = None,
+    tokens: int | None = None,
 ) -> tuple[R, ServedModel]:
     """`char_counts`: characters per sequence the task will run (for admission); `inputs`: the
-    number of inputs the request holds, for the per-request limit (default: one per sequence)."""
+    number of inputs the request holds, for the per-request limit (default: one per sequence);
+    `tokens`: a better bound of the tokens to admit than `char_counts` gives (chunked documents)."""
     state = server_state(request)
     served = state.resolve(model, task)
     check_count(
@@ -69,9 +71,16 @@ async def submit(
     )
     timings = Timings()
     request.state.timings = timings
+    # The answer's memory stays reserved until it has been sent: RequestContext releases it.
+    holds = request.scope.setdefault("state", {}).setdefault("answer_holds", [])
     work = asyncio.ensure_future(
         served.scheduler.submit(
-            prepare, char_counts, deadline_s=deadline_of(request, state.settings.deadline_s), timings=timings
+            prepare,
+            char_counts,
+            deadline_s=deadline_of(request, state.settings.deadline_s),
+            timings=timings,
+            tokens=tokens,
+            keep_answer=holds.append,
         )
     )
     watcher = asyncio.ensure_future(_cancel_on_disconnect(request.receive, work))

@@ -14,10 +14,8 @@ from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.settings import EngineSettings
 from m3engine.tasks.options import MIN_LENGTH, EmbedOptions
-from m3engine.tokenization.tokenizer import TextTokenizer, check_texts
+from m3engine.tokenization.tokenizer import CHARS_PER_TOKEN_CAP, TextTokenizer, check_texts
 from m3engine.types import Encoded, HeadRequest
-
-CHARS_PER_TOKEN_CAP = 250  # no tokenizer of these families averages 250 characters per token (TEI's cap)
 
 # the model kinds that can run each task
 TASK_KINDS: dict[str, tuple[ModelKind, ...]] = {

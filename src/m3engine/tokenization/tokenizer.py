@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import tokenizers
 
-from m3engine.errors import EmptyInputError, InputError, InputTooLongError, InvalidInputTypeError
+from m3engine.errors import InputError, InputTooLongError
 from m3engine.process.cpu_quota import available_cpus
 from m3engine.tokenization.pair_template import read_pair_template, read_single_template
+from m3engine.tokenization.validation import check_texts as check_texts  # where callers find it
 from m3engine.types import Encoded
 
 CHARS_PER_TOKEN = 6  # a prefix of budget * 6 characters holds the kept tokens of most texts
+# No tokenizer of these families averages this many characters per token (TEI's cap): a prefix of
+# N * 250 characters holds at least N tokens, so what lies past it can be dropped before encoding.
+CHARS_PER_TOKEN_CAP = 250
 PIECE_CHARS = 4096  # long texts are encoded in pieces of about this size, in parallel
 # Fewer texts than cores are cut finer, down to pieces of this size, so that every core gets one;
 # a text is cut only when it holds more than CUT_INTO pieces of that size (2 pieces measured no
@@ -39,24 +43,6 @@ MIN_PIECE_CHARS = 256
 CUT_INTO = 3
 # Pre-tokenizers that cut text into words at spaces: a word's tokens do not depend on what follows it.
 _WORD_SPLITTERS = {"Metaspace", "BertPreTokenizer", "Whitespace", "WhitespaceSplit", "ByteLevel"}
-
-
-def check_texts(texts: str | Sequence[str], what: str = "input") -> list[str]:
-    """A list of non-empty strings, or an error that names the first bad item by its index."""
-    if isinstance(texts, str):
-        texts = [texts]
-    if not isinstance(texts, Sequence):
-        raise InvalidInputTypeError(f"expected a string or a list of strings, got {type(texts).__name__}")
-    if len(texts) == 0:
-        raise EmptyInputError(f"the {what} list is empty; pass at least one text")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InvalidInputTypeError(
-                f"{what} {i} is a {type(text).__name__}, not a string; convert it to text first"
-            )
-        if not text.strip():
-            raise EmptyInputError(f"{what} {i} is empty or only whitespace; remove it or give it some text")
-    return list(texts)
 
 
 _PARALLELISM_OFF = {"", "0", "f", "false", "n", "no", "off"}  # what the Rust side reads as off
@@ -346,30 +332,49 @@ class TextTokenizer:
         """(query, passage-window) pairs: each passage cut into up to `max_chunks` windows that each fit
         `max_length` beside the query (Cohere's max_chunks_per_doc); the query is capped as in
         `encode_pairs`. A passage with more windows than `max_chunks` is marked truncated."""
-        (q,) = self._content([query])
+        (q,) = self._content([query[: query_max_length * CHARS_PER_TOKEN_CAP]])
         if len(q.ids) > query_max_length:
             q.truncate(query_max_length)
         room = max_length - len(q.ids) - self.pair_specials
         if room < 1:
             raise InputError(f"the query leaves no room for a passage within max_length {max_length}")
+        # Only the first room * max_chunks ids are kept: the text past what holds them is never
+        # encoded, and the windows past them never made (max_chunks may be any number).
+        keep = room * max_chunks
+        limit = keep * CHARS_PER_TOKEN_CAP
         out = []
-        for p in self._content(passages):
+        for text, p in zip(passages, self._content([p[:limit] for p in passages]), strict=True):
+            cut = len(text) > limit or len(p.ids) > keep  # marked truncated: windows were dropped
+            if len(p.ids) > keep:
+                p.truncate(keep)  # at most CHARS_PER_TOKEN_CAP overflowing pieces, dropped next
             windows = [p]
             if len(p.ids) > room:
                 p.truncate(room)  # the rest goes to p.overflowing, in windows of `room` ids
                 windows = [p, *p.overflowing]
-            cut = len(windows) > max_chunks
             out.append(
                 [
                     Encoded(ids=item.ids, type_ids=item.type_ids, truncated=cut)
-                    for item in (self._finish(q, w) for w in windows[:max_chunks])
+                    for item in (self._finish(q, w) for w in windows)
                 ]
             )
         return out
 
-    def encoding(self, text: str, add_special_tokens: bool = True) -> tokenizers.Encoding:
-        """The full encoding of one text (ids, token strings, offsets, special mask), for /tokenize."""
-        return self._tok.encode(text, add_special_tokens=add_special_tokens)
+    def encoding(
+        self, text: str, add_special_tokens: bool = True, max_length: int | None = None
+    ) -> tokenizers.Encoding:
+        """The encoding of one text (ids, token strings, offsets, special mask), for /tokenize; with
+        `max_length`, its content cut so that it fits with the special tokens, as `encode` cuts."""
+        if max_length is None:
+            return self._tok.encode(text, add_special_tokens=add_special_tokens)
+        content = self._tok.encode(text[: max_length * CHARS_PER_TOKEN_CAP], add_special_tokens=False)
+        specials = self.single_specials if add_special_tokens and self._post is not None else 0
+        if len(content) > max_length - specials:
+            content.truncate(max_length - specials)
+        if not specials:
+            return content
+        assert self._post is not None
+        done: tokenizers.Encoding = self._post.process(content, None, add_special_tokens=True)
+        return done
 
     def id_to_token(self, token_id: int) -> str:
         return self._tok.id_to_token(token_id) or ""

@@ -18,12 +18,11 @@ import socket
 import sys
 from dataclasses import dataclass
 
-import uvicorn
-
 from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.shared_budget import SharedBudget
 from m3engine.server import logs, runtime
 from m3engine.server.app import build_app
+from m3engine.server.connections import uvicorn_config
 from m3engine.server.draining import DrainingServer
 from m3engine.server.listen import bind_listener
 from m3engine.server.multiproc.remote import EngineClient, RemoteScheduler
@@ -59,7 +58,11 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket | None,
         listener = bind_listener(config.host, config.port, reuse_port=True)
     client, models = await EngineClient.connect(config.engine_socket, config.index)
     admission = Admission(
-        settings.max_concurrent_requests, settings.max_queued_tokens, shared=budget, slot=config.index
+        settings.max_concurrent_requests,
+        settings.max_queued_tokens,
+        shared=budget,
+        slot=config.index,
+        max_answer_bytes=settings.max_answer_bytes,
     )
     state = ServerState(settings, admission=admission, frontend=config.index)
     for index, model in enumerate(models):
@@ -71,12 +74,8 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket | None,
 
     client.on_status = on_status
     app = build_app(state)
-    uv_config = uvicorn.Config(
-        app,
-        log_config=None,
-        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
-        **runtime.http_options(),  # httptools when importable (uvloop: runtime.run above)
-    )
+    # httptools when importable (uvloop: runtime.run above); timeouts and the connection cap
+    uv_config = uvicorn_config(app, settings)
     server = DrainingServer(uv_config, state)
     client.on_lost = lambda: state.on_fatal() if state.on_fatal else None
     client.start()

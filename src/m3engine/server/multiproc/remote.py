@@ -202,6 +202,10 @@ class RemoteScheduler(Submitter):
         task = prepare(self._tasks)
         return _WireTask(task, batch_to_wire(PackedBatch.from_encoded(task.encoded)))
 
+    def prepared(self, tokenized: Any) -> Prepared[Any]:
+        assert isinstance(tokenized, _WireTask)
+        return tokenized.task
+
     async def run(self, tokenized: _WireTask[Any], deadline: float, timings: Timings) -> Any:
         job, future = self.client.submit(self.index, tokenized.sequences, tokenized.task.heads, deadline)
         try:

@@ -8,6 +8,7 @@ from typing import Literal
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from m3engine.server.fields import Count, Flag, Number, Pairs, Text, TextOrTexts
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
 from m3engine.server.submit import submit
@@ -17,18 +18,18 @@ router = APIRouter(tags=["m3engine"])
 
 
 class EmbedM3Request(BaseModel):
-    model: str | None = None
-    inputs: str | list[str]
-    return_dense: bool = True
-    return_sparse: bool = True
-    return_colbert: bool = False
+    model: Text | None = None
+    inputs: TextOrTexts
+    return_dense: Flag = True
+    return_sparse: Flag = True
+    return_colbert: Flag = False
     input_type: Literal["query", "passage"] = "passage"
-    max_length: int | None = Field(None, ge=3)
-    truncate: bool = True
-    dimensions: int | None = Field(None, ge=1)
+    max_length: Count | None = Field(None, ge=3)
+    truncate: Flag = True
+    dimensions: Count | None = Field(None, ge=1)
     sparse_format: Literal["indices_values", "tei", "flag_dict"] = "indices_values"
-    sparse_top_k: int | None = Field(None, ge=1, description="Keep only the k largest lexical weights.")
-    return_tokens: bool = Field(False, description="Add token strings to indices_values sparse output.")
+    sparse_top_k: Count | None = Field(None, ge=1, description="Keep only the k largest lexical weights.")
+    return_tokens: Flag = Field(False, description="Add token strings to indices_values sparse output.")
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: dense as float32, ColBERT as float16 (rows x dim, row-major)."
     )
@@ -79,10 +80,10 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
 
 
 class ScoreRequest(BaseModel):
-    model: str | None = None
-    pairs: list[tuple[str, str]] = Field(description="(query, passage) pairs.")
-    weights: tuple[float, float, float] = Field(
-        (1.0, 1.0, 1.0), description="Weights of dense, sparse, ColBERT."
+    model: Text | None = None
+    pairs: Pairs = Field(description="(query, passage) pairs.")
+    weights: tuple[Number, Number, Number] = Field(
+        (1.0, 1.0, 1.0), description="Weights of dense, sparse, ColBERT: finite and >= 0."
     )
 
 
@@ -107,10 +108,10 @@ async def score(body: ScoreRequest, request: Request) -> dict[str, object]:
 
 
 class ClassifyRequest(BaseModel):
-    model: str | None = None
-    input: str | list[str]
-    raw_scores: bool = False
-    truncate: bool = True
+    model: Text | None = None
+    input: TextOrTexts
+    raw_scores: Flag = False
+    truncate: Flag = True
 
 
 @router.post("/classify", summary="Labels of texts (Infinity-style)")

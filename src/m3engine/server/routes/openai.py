@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Literal, cast
+from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
+from m3engine.server.fields import Count, Flag, Text, Texts, TokenIdLists, TokenIds
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
 from m3engine.server.submit import server_state, submit
@@ -16,21 +17,19 @@ from m3engine.tasks.options import EmbedOptions
 
 router = APIRouter(tags=["OpenAI"])
 
-TokenIds = list[int]
-
 
 class EmbeddingsRequest(BaseModel):
-    input: str | list[str] | TokenIds | list[TokenIds] = Field(
+    input: Annotated[Text | Texts | TokenIds | TokenIdLists, Field(union_mode="left_to_right")] = Field(
         description="A text, a list of texts, a token-id list, or a list of token-id lists."
     )
-    model: str | None = Field(None, description="A served model; the default embedding model when omitted.")
+    model: Text | None = Field(None, description="A served model; the default embedding model when omitted.")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, ge=1, description="Keep the first N values (then re-normalise).")
-    user: str | None = None
+    dimensions: Count | None = Field(None, ge=1, description="Keep the first N values (then re-normalise).")
+    user: Text | None = None
     input_type: Literal["query", "passage"] = Field(
         "passage", description="m3engine: query applies the query policy."
     )
-    truncate: bool = Field(True, description="m3engine: cut inputs over the token limit instead of failing.")
+    truncate: Flag = Field(True, description="m3engine: cut inputs over the token limit instead of failing.")
 
 
 def _as_ids(value: object) -> list[list[int]] | None:

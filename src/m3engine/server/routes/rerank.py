@@ -9,38 +9,49 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import replace
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 
 from m3engine.results import RerankResult
+from m3engine.scheduling.admission import estimate_window_tokens
+from m3engine.server.fields import Count, Flag, Text, Texts
 from m3engine.server.respond import respond, values_of
-from m3engine.server.submit import submit
+from m3engine.server.submit import server_state, submit
 from m3engine.tasks.builder import Prepared, TaskBuilder
 from m3engine.tasks.options import RerankOptions
 
 router = APIRouter(tags=["Cohere / Jina"])
 
 
+# The smallest pair cap that leaves room for a query token, a document token and the special tokens.
+MIN_TOKENS_PER_DOC = 8
+
+
 class TextDocument(BaseModel):
-    text: str
+    text: Text
 
 
 class RerankRequest(BaseModel):
-    model: str | None = Field(None, description="A served reranker; the default one when omitted.")
-    query: str
-    documents: list[str | TextDocument]
-    top_n: int | None = Field(None, ge=1)
-    return_documents: bool = False
-    max_tokens_per_doc: int | None = Field(
-        None, ge=1, description="Cap on the tokens of (query, document); default: the model's limit."
+    model: Text | None = Field(None, description="A served reranker; the default one when omitted.")
+    query: Text
+    documents: Annotated[list[Text | TextDocument], Field(fail_fast=True)]
+    top_n: Count | None = Field(None, ge=1)
+    return_documents: Flag = False
+    max_tokens_per_doc: Count | None = Field(
+        None,
+        ge=MIN_TOKENS_PER_DOC,
+        description="Cap on the tokens of (query, document); default: the model's limit.",
     )
-    max_chunks_per_doc: int | None = Field(
-        None, ge=1, description="Accepted; documents are truncated, not chunked."
+    max_chunks_per_doc: Count | None = Field(
+        None,
+        ge=1,
+        description="Above 1, a long document is scored as up to this many windows (each beside the "
+        "query) and its best window wins; a document has no more windows than its length gives.",
     )
-    rank_fields: list[str] | None = None
-    raw_scores: bool = False
+    rank_fields: Texts | None = None
+    raw_scores: Flag = False
 
 
 async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "2"]) -> Response:
@@ -57,11 +68,18 @@ async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "
         limit = max(4, min(t.max_length, body.max_tokens_per_doc))
         return t.rerank(body.query, docs, replace(options, max_length=limit))
 
-    chunks = body.max_chunks_per_doc or 1
     sizes = [len(body.query) + len(d) for d in docs]
-    # Admission: a chunked document may run as up to `chunks` sequences (the estimate caps each).
-    char_counts = [c // chunks + 1 for c in sizes for _ in range(chunks)] if chunks > 1 else sizes
-    results, served = await submit(request, body.model, "rerank", prepare, char_counts, inputs=len(docs))
+    tokens = None
+    if options.chunked:
+        # A document runs as up to max_chunks_per_doc windows, but never more than it has tokens:
+        # the bound is computed from its length, whatever number was asked for.
+        assert options.max_chunks_per_doc is not None
+        cap = server_state(request).resolve(body.model, "rerank").engine.max_length
+        cap = min(cap, body.max_tokens_per_doc or cap)
+        tokens = estimate_window_tokens(len(body.query), map(len, docs), options.max_chunks_per_doc, cap)
+    results, served = await submit(
+        request, body.model, "rerank", prepare, sizes, inputs=len(docs), tokens=tokens
+    )
     tokens = sum(r.num_tokens for r in results)
     shaped = []
     for r in results:

@@ -7,35 +7,39 @@ BGE-M3's per-token ColBERT vectors (the model's multi-vector output), not raw hi
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
+from tokenizers import Encoding
 
 from m3engine.errors import InputError
 from m3engine.results import Classification
 from m3engine.scheduling.admission import estimate_tokens
+from m3engine.server.fields import Count, Flag, Text, TextOrTexts, Texts, TokenIdLists, TokenIds
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
 from m3engine.server.routes.tokens import decode_ids, tokenize_detail
 from m3engine.server.submit import check_count, server_state, submit
+from m3engine.tasks.answer_size import token_details_bytes
 from m3engine.tasks.builder import Prepared, TaskBuilder
 from m3engine.tasks.options import ClassifyOptions, EmbedOptions, RerankOptions
+from m3engine.tokenization.tokenizer import check_texts
 
 router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
 
 
 class EmbedRequest(BaseModel):
-    inputs: Inputs
-    truncate: bool = True
+    inputs: TextOrTexts
+    truncate: Flag = True
     truncation_direction: Literal["right", "Right"] = Field(
         "right", description="Only right truncation is supported."
     )
     prompt_name: None = Field(None, description="Prompts are not supported; use input_type on /v1/embed_m3.")
-    normalize: bool = True
-    dimensions: int | None = Field(None, ge=1)
-    model: str | None = None
+    normalize: Flag = True
+    dimensions: Count | None = Field(None, ge=1)
+    model: Text | None = None
 
 
 def _texts(inputs: Inputs) -> list[str]:
@@ -49,9 +53,7 @@ async def embed(body: EmbedRequest, request: Request) -> Response:
     records, _ = await submit(
         request, body.model, "embed", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
-    return await respond(
-        lambda: [r.dense.tolist() for r in records if r.dense is not None], values_of(records)
-    )
+    return await respond(lambda: [r.dense for r in records if r.dense is not None], values_of(records))
 
 
 @router.post("/embed_sparse", summary="BGE-M3 sparse weights as [{index, value}] (TEI)")
@@ -74,19 +76,17 @@ async def embed_all(body: EmbedRequest, request: Request) -> Response:
     records, _ = await submit(
         request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
-    return await respond(
-        lambda: [r.colbert.tolist() for r in records if r.colbert is not None], values_of(records)
-    )
+    return await respond(lambda: [r.colbert for r in records if r.colbert is not None], values_of(records))
 
 
 class RerankRequest(BaseModel):
-    query: str
-    texts: list[str]
-    truncate: bool = True
+    query: Text
+    texts: Texts
+    truncate: Flag = True
     truncation_direction: Literal["right", "Right"] = "right"
-    raw_scores: bool = False
-    return_text: bool = False
-    model: str | None = None
+    raw_scores: Flag = False
+    return_text: Flag = False
+    model: Text | None = None
 
 
 @router.post("/rerank", summary="Rerank texts against a query (TEI)")
@@ -109,10 +109,12 @@ async def rerank(body: RerankRequest, request: Request) -> list[dict[str, object
 
 
 class PredictRequest(BaseModel):
-    inputs: str | list[str] | list[list[str]]
-    truncate: bool = True
-    raw_scores: bool = False
-    model: str | None = None
+    inputs: Annotated[
+        Text | Texts | Annotated[list[Texts], Field(fail_fast=True)], Field(union_mode="left_to_right")
+    ]
+    truncate: Flag = True
+    raw_scores: Flag = False
+    model: Text | None = None
 
 
 def _predict_items(inputs: str | list[str] | list[list[str]]) -> tuple[list[list[str]], bool]:
@@ -150,35 +152,41 @@ async def predict(
 
 
 class TokenizeRequest(BaseModel):
-    inputs: Inputs
-    add_special_tokens: bool = True
+    inputs: TextOrTexts
+    add_special_tokens: Flag = True
     prompt_name: None = None
-    model: str | None = None
+    model: Text | None = None
 
 
-@router.post("/tokenize", summary="Tokens of each input (TEI)")
-async def tokenize(body: TokenizeRequest, request: Request) -> list[list[dict[str, object]]]:
+@router.post("/tokenize", summary="Tokens of each input (TEI), cut to the model's token limit")
+async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     state = server_state(request)
     texts = _texts(body.inputs)
     check_count(state, len(texts))
     served = state.resolve(body.model, "tokenize")
-    tokenizer = served.engine.tokenizer
+    tokenizer, limit = served.engine.tokenizer, served.engine.max_length
 
-    def run() -> list[list[dict[str, object]]]:
-        return [tokenize_detail(tokenizer, x, body.add_special_tokens) for x in texts]
+    def encode() -> list[Encoding]:
+        check_texts(texts)
+        return [tokenizer.encoding(x, body.add_special_tokens, limit) for x in texts]
 
-    # The tokenizer pool is shared with the embedding path: admission bounds its queue here too.
-    permit = state.admission.reserve(estimate_tokens([len(x) for x in texts], served.engine.spec.max_length))
+    # The tokenizer pool is shared with the embedding path: admission bounds its queue here too,
+    # and the answer's memory (an object per token) is admitted before it is built.
+    permit = state.admission.reserve(estimate_tokens([len(x) for x in texts], limit))
     try:
-        return await asyncio.get_running_loop().run_in_executor(state.tokenize_pool, run)
+        encodings = await asyncio.get_running_loop().run_in_executor(state.tokenize_pool, encode)
     finally:
         permit.release()
+    tokens = sum(len(e) for e in encodings)
+    hold = state.admission.reserve_answer(token_details_bytes(tokens, len(texts)))
+    request.scope["state"].setdefault("answer_holds", []).append(hold)  # released once sent
+    return await respond(lambda: [tokenize_detail(e) for e in encodings], 5 * tokens)
 
 
 class DecodeRequest(BaseModel):
-    ids: list[int] | list[list[int]]
-    skip_special_tokens: bool = True
-    model: str | None = None
+    ids: Annotated[TokenIds | TokenIdLists, Field(union_mode="left_to_right")]
+    skip_special_tokens: Flag = True
+    model: Text | None = None
 
 
 @router.post("/decode", summary="Texts of token ids (TEI)")

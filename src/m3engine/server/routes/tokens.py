@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from tokenizers import Encoding
+
 from m3engine.errors import InputError
 from m3engine.tokenization.tokenizer import TextTokenizer
 
 
-def tokenize_detail(tokenizer: TextTokenizer, text: str, add_special_tokens: bool) -> list[dict[str, object]]:
-    enc = tokenizer.encoding(text, add_special_tokens)
+def tokenize_detail(enc: Encoding) -> list[dict[str, object]]:
+    """One encoding's tokens in TEI's shape."""
     out: list[dict[str, object]] = []
     for token_id, token, special, (start, stop) in zip(
         enc.ids, enc.tokens, enc.special_tokens_mask, enc.offsets, strict=True

@@ -1,4 +1,5 @@
-"""Vectors to JSON: float lists, or base64 of little-endian float32 (OpenAI) / float16 (ColBERT)."""
+"""Vectors to JSON: float arrays (numpy, serialised by orjson in respond.py: no Python float lists),
+or base64 of little-endian float32 (OpenAI) / float16 (ColBERT)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,17 @@ import numpy as np
 from m3engine.types import FloatArray, SparseVector
 
 
-def vector(values: FloatArray, encoding_format: str) -> list[float] | str:
+def vector(values: FloatArray, encoding_format: str) -> FloatArray | str:
     if encoding_format == "base64":
         return base64.b64encode(np.ascontiguousarray(values, dtype="<f4").tobytes()).decode()
-    return values.tolist()  # type: ignore[no-any-return]
+    return values
 
 
-def multi_vector(values: FloatArray, encoding_format: str) -> list[list[float]] | str:
-    """ColBERT rows: float lists, or base64 of the (rows, dim) float16 array in row-major order."""
+def multi_vector(values: FloatArray, encoding_format: str) -> FloatArray | str:
+    """ColBERT rows: a (rows, dim) float array, or base64 of it as float16 in row-major order."""
     if encoding_format == "base64":
         return base64.b64encode(np.ascontiguousarray(values, dtype="<f2").tobytes()).decode()
-    return values.tolist()  # type: ignore[no-any-return]
+    return values
 
 
 def sparse(
@@ -35,7 +36,7 @@ def sparse(
         ]
     if style == "flag_dict":
         return weights.to_dict()
-    out: dict[str, Any] = {"indices": weights.indices.tolist(), "values": weights.values.tolist()}
+    out: dict[str, Any] = {"indices": weights.indices, "values": weights.values}
     if tokens is not None:
         out["tokens"] = tokens
     return out
