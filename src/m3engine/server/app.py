@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -101,9 +101,29 @@ def build_app(state: ServerState) -> FastAPI:
             allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Request-Timeout"],
             allow_credentials=False,
         )
+    if settings.api_keys:
+        _document_auth(app, public)
     routes = [r.path for r in api_routes]
     app.add_middleware(RequestContext, metrics=state.metrics, routes=routes, frontend=state.frontend)
     return app
+
+
+def _document_auth(app: FastAPI, public: set[str]) -> None:
+    """Say in the OpenAPI schema that every route but the public ones needs a bearer key (Auth in
+    middleware.py enforces it), so that clients and schema tools send it and can check it is needed."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["bearer"] = {"type": "http", "scheme": "bearer"}
+            for path, item in schema["paths"].items():
+                for operation in item.values() if path not in public else ():
+                    operation["security"] = [{"bearer": []}]
+        return app.openapi_schema or {}
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def check_settings(settings: ServerSettings) -> None:
