@@ -21,6 +21,9 @@ def test_schema_fuzz_finds_no_5xx_and_no_failed_check(
         report = fuzz(server, cases=900)
         print("fuzz", json.dumps(report.summary()))
         assert report.cases >= 600 and report.invalid_unicode_cases >= 50
-        assert not report.problems(), report.problems()
+        # /live within 100 ms at the 99th percentile, 1 s at worst: CI's 2 cores are shared, and a
+        # descheduled server is slow whatever it does (the long form holds it to 100 ms every time)
+        assert not report.problems(live_limit_s=1.0), report.problems(live_limit_s=1.0)
+        assert report.live_percentile(0.99) <= 0.1, report.summary()
         assert server.alive()
         assert 'outcome="internal"' not in server.metrics()

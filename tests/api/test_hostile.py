@@ -211,6 +211,10 @@ def test_10_strict_types_and_plain_messages(server: LiveServer) -> None:
     assert post("/v1/embed_m3", {"inputs": "x", "sparse_top_k": True}).status_code == 422
     short = post("/v1/rerank", {"query": "q", "documents": ["d"], "max_tokens_per_doc": 2})
     assert short.status_code == 422 and "query_max_length" not in short.text
+    smallest = post(
+        "/v1/rerank", {"query": "a long query " * 20, "documents": ["d"], "max_tokens_per_doc": 8}
+    )
+    assert smallest.status_code == 200, smallest.text
     missing = post("/embed", {"inputs": "x", "model": "no-such-model"})
     assert missing.status_code == 404 and "/" not in missing.json()["error"]
 

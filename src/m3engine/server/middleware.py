@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import re
+import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -162,6 +163,15 @@ class Auth:
         await self.app(scope, receive, send)
 
 
+async def _within(receive: Receive, seconds: float) -> Message:
+    """`receive()`, or TimeoutError after `seconds`. asyncio.timeout (3.11) adds no task per call,
+    as wait_for does: the body of every request is read through here."""
+    if sys.version_info >= (3, 11):
+        async with asyncio.timeout(seconds):
+            return await receive()
+    return await asyncio.wait_for(receive(), seconds)
+
+
 class BodyLimit:
     """Reads the body while counting (Content-Length is not trusted), then replays it to the app.
 
@@ -186,7 +196,7 @@ class BodyLimit:
         state = scope.setdefault("state", {})
         while more:
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                message = await _within(receive, max(0.0, deadline - time.monotonic()))
             except TimeoutError:
                 state["outcome"] = RequestTimeoutError.label
                 text = f"the request body did not arrive within {self.timeout_s:g} s; send it at once"

@@ -20,12 +20,13 @@ from m3engine.server.fields import Count, Flag, Text, Texts
 from m3engine.server.respond import respond, values_of
 from m3engine.server.submit import server_state, submit
 from m3engine.tasks.builder import Prepared, TaskBuilder
-from m3engine.tasks.options import RerankOptions
+from m3engine.tasks.options import MIN_LENGTH, RerankOptions
 
 router = APIRouter(tags=["Cohere / Jina"])
 
 
-# The smallest pair cap that leaves room for a query token, a document token and the special tokens.
+# The smallest pair cap that leaves room for the shortest query share (MIN_LENGTH), a document token
+# and the special tokens of a pair (4 for XLM-R: <s> q </s></s> d </s>).
 MIN_TOKENS_PER_DOC = 8
 
 
@@ -62,11 +63,14 @@ async def _rerank(body: RerankRequest, request: Request, version: Literal["1", "
 
     def prepare(t: TaskBuilder) -> Prepared[list[RerankResult]]:
         # Cohere's max_tokens_per_doc bounds the pair, within the model's limit (so it needs the
-        # model); FlagReranker's policy keeps the query's share.
+        # model); FlagReranker's policy keeps the query's share, but never all of a small cap: the
+        # client set no query limit, so none may be the reason for a refusal.
         if body.max_tokens_per_doc is None:
             return t.rerank(body.query, docs, options)
-        limit = max(4, min(t.max_length, body.max_tokens_per_doc))
-        return t.rerank(body.query, docs, replace(options, max_length=limit))
+        limit = min(t.max_length, body.max_tokens_per_doc)
+        share = t.settings.query_max_length or limit * 3 // 4
+        query_max = max(MIN_LENGTH, min(share, limit - t.tokenizer.pair_specials - 1))
+        return t.rerank(body.query, docs, replace(options, max_length=limit, query_max_length=query_max))
 
     sizes = [len(body.query) + len(d) for d in docs]
     tokens = None
