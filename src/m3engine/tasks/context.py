@@ -8,6 +8,7 @@ against the model's limit.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import PurePath
 
 from m3engine.errors import InputError, InvalidInputTypeError, UnsupportedTaskError
 from m3engine.models.kinds import ModelKind
@@ -36,13 +37,19 @@ class TaskContext:
         default_query = self.max_length * 3 // 4 if spec.is_cross_encoder else self.max_length
         self.query_max_length = self.limit(settings.query_max_length, default_query, "query_max_length")
 
+    @property
+    def short_name(self) -> str:
+        """The model's name in messages: its last path component, as a served name may be a path
+        on the server, which an answer must not show."""
+        return PurePath(self.spec.name).name
+
     # ---- checks that need the model ---------------------------------------------------------
     def require(self, task: str) -> None:
         kinds = TASK_KINDS[task]
         if self.spec.kind not in kinds:
             wanted = " or ".join(k.value for k in kinds)
             raise UnsupportedTaskError(
-                f"{task} needs a {wanted} model; {self.spec.name} is a {self.spec.kind.value} model. "
+                f"{task} needs a {wanted} model; {self.short_name} is a {self.spec.kind.value} model. "
                 f"Load a {wanted} model for it (or pass --kind if the kind was detected wrongly)"
             )
 
@@ -51,7 +58,7 @@ class TaskContext:
         self.require("embed")
         if (options.sparse or options.colbert) and self.spec.kind is not ModelKind.BGE_M3:
             raise UnsupportedTaskError(
-                f"{self.spec.name} is a {self.spec.kind.value} model: it has a dense output only; "
+                f"{self.short_name} is a {self.spec.kind.value} model: it has a dense output only; "
                 "ask for dense alone, or load a BGE-M3 checkpoint for sparse and ColBERT"
             )
         dimensions = options.dimensions
