@@ -74,10 +74,12 @@ class ServerSettings:
 
     host: str = _opt("127.0.0.1", "Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = _opt(8080, "TCP port.")
-    frontends: int = _opt(
-        1,
-        "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
-        "them; every frontend admits against the whole server's request and token budgets.",
+    frontends: int | None = _opt(
+        None,
+        "HTTP frontend processes, or auto: on CUDA the CPUs this process may use (its cgroup quota) "
+        "less four for the engine process and its threads, on the CPU one. Above 1, one engine "
+        "process runs the models and batches for all of them; every frontend admits against the "
+        "whole server's request and token budgets. /info shows the number chosen.",
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
@@ -128,6 +130,8 @@ class ServerSettings:
 
 def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
+    if base != kind and raw.strip().lower() == "auto":  # an optional setting: None picks it
+        return None
     if base in ("int", "float"):
         try:
             return int(raw) if base == "int" else float(raw)
