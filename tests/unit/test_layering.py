@@ -17,7 +17,7 @@ PACKAGE = SRC / "m3engine"
 
 # Lowest first. A module's layer is that of its first part after `m3engine.`.
 LAYERS: list[set[str]] = [
-    {"errors", "types", "settings", "results", "metrics", "process", "version"},
+    {"errors", "types", "settings", "results", "metrics", "process", "version", "sparse_formats"},
     {"models", "tokenization"},
     {"backends"},
     {"tasks"},
