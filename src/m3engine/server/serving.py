@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 import uvicorn
 
 from m3engine.server.draining import DrainingServer
-from m3engine.server.loading import load_engines
+from m3engine.server.loading import load_engines, model_names
+from m3engine.server.names import assign_aliases
 from m3engine.settings import EngineSettings, ServerSettings
 
 if TYPE_CHECKING:
@@ -27,6 +28,8 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
 
     logs.configure(server_settings.log_level)
     log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
+    # a wrong --served-model-name fails here, before minutes of loading (and before any frontend)
+    assign_aliases(model_names(engine_settings, server_settings), server_settings.served_model_name)
     if server_settings.frontends != 1:
         from m3engine.server.multiproc.supervisor import serve_with_frontends
 

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.submit import submit
 from m3engine.sparse_formats import SparseFormat, SparseStyle
 from m3engine.tasks.options import ClassifyOptions, EmbedOptions, ScoreOptions
@@ -17,7 +18,7 @@ from m3engine.tasks.options import ClassifyOptions, EmbedOptions, ScoreOptions
 router = APIRouter(tags=["m3engine"])
 
 
-class EmbedM3Request(BaseModel):
+class EmbedM3Request(TextsRequest):
     model: str | None = None
     inputs: str | list[str]
     return_dense: bool = True
@@ -117,7 +118,7 @@ async def score(body: ScoreRequest, request: Request) -> dict[str, object]:
     }
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(TextsRequest):
     model: str | None = None
     input: str | list[str]
     raw_scores: bool = False
