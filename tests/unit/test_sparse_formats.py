@@ -37,7 +37,9 @@ def test_pgvector_text_reads_back_through_pgvector_with_one_based_indices(
         assert parsed.indices() == w.indices.tolist()
         np.testing.assert_array_equal(np.float32(parsed.values()), w.values)  # exact float4 round trip
         # pgvector's own text for the same vector (from its 0-based dict) reads back the same
-        own = pgvector.SparseVector(dict(zip(w.indices.tolist(), w.values.tolist())), dim).to_text()
+        own = pgvector.SparseVector(
+            dict(zip(w.indices.tolist(), w.values.tolist(), strict=True)), dim
+        ).to_text()
         reread = pgvector.SparseVector.from_text(own)
         assert reread.indices() == parsed.indices()
         np.testing.assert_array_equal(np.float32(reread.values()), np.float32(parsed.values()))
@@ -88,7 +90,14 @@ def test_elasticsearch_objects_follow_the_documented_rules(
         by_token = w.to_elasticsearch(tokens)
         assert list(by_token) == tokens and len(set(tokens)) == len(tokens)  # one value per feature
         assert json.loads(json.dumps(by_token)) == by_token
-    assert not set(SPARSE_STYLES) - {"indices_values", "tei", "flag_dict", "pgvector", "elasticsearch", "vespa"}
+    assert not set(SPARSE_STYLES) - {
+        "indices_values",
+        "tei",
+        "flag_dict",
+        "pgvector",
+        "elasticsearch",
+        "vespa",
+    }
 
 
 def test_vespa_short_form_of_a_mapped_tensor(weights: list[SparseVector]) -> None:
