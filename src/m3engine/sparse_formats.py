@@ -47,7 +47,9 @@ class SparseFormat:
     def render(self, weights: SparseVector) -> Any:
         if self.top_k is not None:
             weights = weights.top_k(self.top_k)
-        tokens = [self.token_of(int(i)) for i in weights.indices] if self.token_of else None
+        tokens = None
+        if self.token_of is not None and self.style in (*TOKEN_KEYED, "indices_values"):
+            tokens = [self.token_of(int(i)) for i in weights.indices]
         if self.style == "tei":
             return [
                 {"index": int(i), "value": float(v)}
