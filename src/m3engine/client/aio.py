@@ -30,6 +30,7 @@ class AsyncClient:
         concurrency: int = 4,
         http: httpx.AsyncClient | None = None,
     ) -> None:
+        # `http`: a ready httpx client instead, with its own base_url, headers and transport
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = http or httpx.AsyncClient(base_url=base_url, timeout=timeout, headers=headers)
         self.model, self.reranker = model, reranker

@@ -31,6 +31,7 @@ class Client:
         batch_size: int = 256,
         http: httpx.Client | None = None,
     ) -> None:
+        # `http`: a ready httpx client instead, with its own base_url, headers and transport
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = http or httpx.Client(base_url=base_url, timeout=timeout, headers=headers)
         self.model, self.reranker = model, reranker
