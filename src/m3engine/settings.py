@@ -83,6 +83,12 @@ class ServerSettings:
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
+    served_model_name: tuple[str, ...] = _opt(
+        (),
+        "Names clients may send as `model` for --model, comma-separated (vLLM's flag); the first is "
+        "the name answers and /v1/models report. TARGET=NAME names another served model instead "
+        "(TARGET: its hub id, path or last path component), e.g. bge-reranker-v2-m3=reranker.",
+    )
     api_keys: tuple[str, ...] = _opt(
         (),
         "API keys (comma-separated); when set, every route but /live and /ready "

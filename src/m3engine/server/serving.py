@@ -14,7 +14,8 @@ import uvicorn
 
 from m3engine.process.cpu_quota import available_cpus
 from m3engine.server.draining import DrainingServer
-from m3engine.server.loading import load_engines
+from m3engine.server.loading import load_engines, model_names
+from m3engine.server.names import assign_aliases
 from m3engine.settings import EngineSettings, ServerSettings
 
 if TYPE_CHECKING:
@@ -32,6 +33,8 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
         count = auto_frontends(engine_settings.device, available_cpus())
         server_settings = dataclasses.replace(server_settings, frontends=count)
     log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
+    # a wrong --served-model-name fails here, before minutes of loading (and before any frontend)
+    assign_aliases(model_names(engine_settings, server_settings), server_settings.served_model_name)
     if server_settings.frontends != 1:
         from m3engine.server.multiproc.supervisor import serve_with_frontends
 
