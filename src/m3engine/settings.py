@@ -37,7 +37,10 @@ class EngineSettings:
     )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
     dtype: str = _opt(
-        "auto", "fp32, fp16, bf16 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16)."
+        "auto",
+        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16). "
+        "fp8 (e4m3 matrix products) is opt-in, for the fast backend on CUDA only, and its accuracy "
+        "is not checked at load yet.",
     )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
