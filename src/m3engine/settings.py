@@ -37,7 +37,10 @@ class EngineSettings:
     )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
     dtype: str = _opt(
-        "auto", "fp32, fp16, bf16 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16)."
+        "auto",
+        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16). "
+        "fp8 (e4m3 matrix products) is opt-in, for the fast backend on CUDA only, and its accuracy "
+        "is not checked at load yet.",
     )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
@@ -74,13 +77,21 @@ class ServerSettings:
 
     host: str = _opt("127.0.0.1", "Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = _opt(8080, "TCP port.")
-    frontends: int = _opt(
-        1,
-        "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
-        "them; every frontend admits against the whole server's request and token budgets.",
+    frontends: int | None = _opt(
+        None,
+        "HTTP frontend processes, or auto: on CUDA the CPUs this process may use (its cgroup quota) "
+        "less four for the engine process and its threads, on the CPU one. Above 1, one engine "
+        "process runs the models and batches for all of them; every frontend admits against the "
+        "whole server's request and token budgets. /info shows the number chosen.",
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
+    served_model_name: tuple[str, ...] = _opt(
+        (),
+        "Names clients may send as `model` for --model, comma-separated (vLLM's flag); the first is "
+        "the name answers and /v1/models report. TARGET=NAME names another served model instead "
+        "(TARGET: its hub id, path or last path component), e.g. bge-reranker-v2-m3=reranker.",
+    )
     api_keys: tuple[str, ...] = _opt(
         (),
         "API keys (comma-separated); when set, every route but /live and /ready "
@@ -146,8 +157,8 @@ class ServerSettings:
             raise InputError(
                 "--cors-origins '*' with API keys would let any site use the keys; list the origins"
             )
-        if self.frontends < 1:
-            raise InputError("--frontends must be 1 or more")
+        if self.frontends is not None and self.frontends < 1:
+            raise InputError("--frontends must be 1 or more (or auto)")
         for name in (
             "max_answer_bytes",
             "max_connections",
@@ -161,6 +172,8 @@ class ServerSettings:
 
 def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
+    if base != kind and raw.strip().lower() == "auto":  # an optional setting: None picks it
+        return None
     if base in ("int", "float"):
         try:
             return int(raw) if base == "int" else float(raw)

@@ -27,7 +27,7 @@ import orjson
 from fastapi import Response
 
 # Numbers an answer may hold and still be built on the loop: four 1,024-wide vectors, about 0.5 ms
-# on the 2-core VM (docs/server.md, "frontend CPU per request").
+# of CPU (measured on a 2-core VM).
 INLINE_VALUES = 4096
 
 

@@ -7,18 +7,19 @@ import uuid
 from typing import Annotated, Literal, cast
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from m3engine.server.fields import Count, Flag, Text, Texts, TokenIdLists, TokenIds
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.submit import server_state, submit
 from m3engine.tasks.options import EmbedOptions
 
 router = APIRouter(tags=["OpenAI"])
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(TextsRequest):
     input: Annotated[Text | Texts | TokenIds | TokenIdLists, Field(union_mode="left_to_right")] = Field(
         description="A text, a list of texts, a token-id list, or a list of token-id lists."
     )
@@ -87,12 +88,14 @@ async def models(request: Request) -> dict[str, object]:
         "object": "list",
         "data": [
             {
-                "id": m.name,
+                "id": name,
                 "object": "model",
                 "created": m.created,
                 "owned_by": "m3engine",
                 "kind": m.kind.value,
+                "root": m.name,  # vLLM's field: aliases of one model share it
             }
             for m in state.models
+            for name in m.names
         ],
     }

@@ -19,6 +19,7 @@ from m3engine.scheduling.admission import estimate_tokens
 from m3engine.server.fields import Count, Flag, Text, TextOrTexts, Texts, TokenIdLists, TokenIds
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.routes.tokens import decode_ids, tokenize_detail
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.tasks.answer_size import token_details_bytes
@@ -30,7 +31,7 @@ router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(TextsRequest):
     inputs: TextOrTexts
     truncate: Flag = True
     truncation_direction: Literal["right", "Right"] = Field(
@@ -108,7 +109,7 @@ async def rerank(body: RerankRequest, request: Request) -> list[dict[str, object
     return out
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(TextsRequest):
     inputs: Annotated[
         Text | Texts | Annotated[list[Texts], Field(fail_fast=True)], Field(union_mode="left_to_right")
     ]
@@ -151,7 +152,7 @@ async def predict(
     return shaped[0] if single else shaped
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(TextsRequest):
     inputs: TextOrTexts
     add_special_tokens: Flag = True
     prompt_name: None = None
