@@ -20,6 +20,10 @@ pytestmark = pytest.mark.slow
 
 def test_ten_thousand_cases_find_no_5xx(bge_m3_dir: Path, reranker_dir: Path, classifier_dir: Path) -> None:
     with ServerProcess([bge_m3_dir, reranker_dir, classifier_dir], slow_callback_ms=50) as server:
+        started = [
+            x for x in server.metrics().splitlines() if x.startswith("m3engine_gc_pause_seconds_count")
+        ]
+        print("at the start of the run\n" + "\n".join(started))
         report = fuzz(server, cases=13_500)
         slow = sorted(
             (float(m.group(1)), line[:400])
@@ -28,6 +32,22 @@ def test_ten_thousand_cases_find_no_5xx(bge_m3_dir: Path, reranker_dir: Path, cl
         )
         print("fuzz", json.dumps({**report.summary(), "slow_callbacks_s": [s for s, _ in slow[-10:]]}))
         print("\n".join(line for _, line in slow[-5:]))
+        # the server's own view: collection pauses and ticks of its loop that ran 10 ms late or more
+        metrics = server.metrics().splitlines()
+        print(
+            "\n".join(
+                x
+                for x in metrics
+                if x.startswith(("m3engine_gc_pause_seconds_count", "m3engine_event_loop_stalls"))
+            )
+        )
+        print(
+            "\n".join(
+                x
+                for x in metrics
+                if x.startswith("m3engine_gc_pause_seconds_bucket") and 'generation="2"' in x
+            )
+        )
         assert report.cases >= 10_000
         assert not report.problems(), report.problems()
         assert 'outcome="internal"' not in server.metrics()
