@@ -171,9 +171,10 @@ def read_all(s: socket.socket) -> bytes:
     return data
 
 
-def test_6_slow_clients_are_cut_off(m3_fake: Engine) -> None:
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_6_slow_clients_are_cut_off(m3_fake: Engine, http: str) -> None:
     settings = ServerSettings(warmup=False, header_timeout_s=0.5, body_timeout_s=0.5, max_connections=8)
-    with LiveServer([m3_fake], settings) as live:
+    with LiveServer([m3_fake], settings, http=http) as live:
         trickle = raw_socket(live.url)
         trickle.sendall(b"GET /live HTTP/1.1\r\nhost: x\r\n")  # the headers never end
         start = time.monotonic()
@@ -191,6 +192,9 @@ def test_6_slow_clients_are_cut_off(m3_fake: Engine) -> None:
             s.close()
         time.sleep(0.2)
         assert httpx.get(live.url + "/live").status_code == 200
+        metrics = httpx.get(live.url + "/metrics").text
+        assert 'm3engine_requests_total{outcome="request_timeout",route="/embed"} 1.0' in metrics
+        assert 'outcome="internal"' not in metrics and 'outcome="cancelled"' not in metrics
 
 
 @pytest.mark.parametrize("weights", ["[NaN, 1, 1]", "[1, Infinity, 1]", "[1, 1, -Infinity]"])

@@ -90,7 +90,7 @@ def build_app(state: ServerState) -> FastAPI:
     errors.document(api_routes, public=PUBLIC_ROUTES, unadmitted=UNADMITTED_ROUTES)
     admitted = [r.path for r in api_routes if "POST" in (r.methods or ()) and r.path not in UNADMITTED_ROUTES]
     # Added innermost first: a request meets Auth, then OverloadGate, then BodyLimit, then the route.
-    app.add_middleware(BodyLimit, limit=settings.max_request_bytes, timeout_s=settings.body_timeout_s)
+    app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(OverloadGate, state=state, routes=admitted, body_limit=settings.max_request_bytes)
     app.add_middleware(Auth, keys=settings.api_keys, public=public)
     check_settings(settings)

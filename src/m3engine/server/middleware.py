@@ -7,13 +7,11 @@ OverloadGate (server/gate.py: 429 while admission is full) -> BodyLimit -> the r
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import json
 import logging
 import re
-import sys
 import time
 import uuid
 from collections.abc import Iterable
@@ -24,7 +22,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from m3engine.errors import (
     ClientDisconnectedError,
     InternalError,
-    RequestTimeoutError,
     RequestTooLargeError,
     UnauthorizedError,
 )
@@ -108,8 +105,8 @@ class RequestContext:
             elapsed = time.monotonic() - start
             path = scope["path"]
             route = path if path in self.routes else "other"
-            if status is None:  # no answer at all: the client went away first
-                status = ClientDisconnectedError.status
+            if status is None:  # no answer from the app: the client went away, or was timed out
+                status = state.get("status", ClientDisconnectedError.status)
                 state.setdefault("outcome", ClientDisconnectedError.label)
             outcome = state.get("outcome") or ("ok" if status < 400 else "internal")
             self.metrics.count(route, outcome)
@@ -163,25 +160,17 @@ class Auth:
         await self.app(scope, receive, send)
 
 
-async def _within(receive: Receive, seconds: float) -> Message:
-    """`receive()`, or TimeoutError after `seconds`. asyncio.timeout (3.11) adds no task per call,
-    as wait_for does: the body of every request is read through here."""
-    if sys.version_info >= (3, 11):
-        async with asyncio.timeout(seconds):
-            return await receive()
-    return await asyncio.wait_for(receive(), seconds)
-
-
 class BodyLimit:
     """Reads the body while counting (Content-Length is not trusted), then replays it to the app.
 
-    Past the limit it answers 413 without reading further; a body not read whole within `timeout_s`
-    gets 408 (a client that declared a length and never sent it would hold the connection). After
-    the replay, `receive` passes through, so the routes still see the client's http.disconnect.
+    Past the limit it answers 413 without reading further. A body that never comes is the HTTP
+    protocol's to time out (server/connections.py): it closes the connection, which ends the read
+    here as a disconnect. After the replay, `receive` passes through, so the routes still see the
+    client's http.disconnect.
     """
 
-    def __init__(self, app: ASGIApp, limit: int, timeout_s: float = 30.0) -> None:
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app, self.limit = app, limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -192,20 +181,11 @@ class BodyLimit:
         chunks: list[bytes] = []
         size = 0
         more = not too_large
-        deadline = time.monotonic() + self.timeout_s
         state = scope.setdefault("state", {})
         while more:
-            try:
-                message = await _within(receive, max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
-                state["outcome"] = RequestTimeoutError.label
-                text = f"the request body did not arrive within {self.timeout_s:g} s; send it at once"
-                await send_error(
-                    send, scope["path"], 408, RequestTimeoutError.label, text, {"Connection": "close"}
-                )
-                return
+            message = await receive()
             if message["type"] == "http.disconnect":
-                state["outcome"] = ClientDisconnectedError.label
+                state.setdefault("outcome", ClientDisconnectedError.label)  # or the body timed out
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
