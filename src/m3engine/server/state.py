@@ -97,7 +97,7 @@ class ServerState:
                 self.tokenize_pool,
                 short_query_tokens=settings.short_query_tokens,
             )
-            scheduler.worker.on_death = self._worker_died
+            scheduler.on_death = self._worker_died
             self.models.append(ServedModel(engine.spec.name, engine, scheduler))
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
