@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -56,3 +57,19 @@ def job(source: Path, out: Path, model: Path, shard_rows: int = 40, **settings: 
 
 def read_output(out: Path) -> pa.Table:
     return pq.read_table(out).sort_by("id")
+
+
+def assert_same_rows(a: pa.Table, b: pa.Table) -> None:
+    """Row for row: ids, token counts and sparse indices exactly; floats to float32 rounding (a Ray
+    worker runs torch on fewer threads, which sums in another order: ~1e-6 apart)."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in ("id", "num_tokens", "truncated", "sparse_indices"):
+        if name in a.column_names:
+            assert a.column(name).equals(b.column(name)), name
+    for name in ("dense", "sparse_values"):
+        if name in a.column_names:
+            for x, y in zip(a.column(name).to_pylist(), b.column(name).to_pylist(), strict=True):
+                np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-5)
+    if "colbert" in a.column_names:
+        for x, y in zip(a.column("colbert").to_pylist(), b.column("colbert").to_pylist(), strict=True):
+            np.testing.assert_allclose(np.array(x), np.array(y), rtol=1e-4, atol=1e-5)
