@@ -91,3 +91,11 @@ def test_parquet_input_through_the_cli(
         rtol=1e-5,
         atol=1e-6,
     )
+
+
+def test_a_positional_input_with_a_file_output_is_the_one_file_path(tmp_path: Path, bge_m3_dir: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", 6)
+    (tmp_path / "in.txt").write_text("one\ntwo\n")
+    flags = ["--model", str(bge_m3_dir), "--device", "cpu"]
+    assert main(["embed", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.jsonl"), *flags]) == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2

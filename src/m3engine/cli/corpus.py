@@ -38,9 +38,14 @@ def add_corpus_flags(p: argparse.ArgumentParser) -> None:
 
 
 def is_corpus(args: argparse.Namespace) -> bool:
-    """A corpus job: --ray, a positional INPUT, or an output folder (a path without a file suffix)."""
+    """A corpus job: --ray, or an output folder (a path without a file suffix). Otherwise a positional
+    INPUT is the same as --input (one file in, one file out)."""
     folder = bool(args.output) and not PurePath(args.output).suffix
-    return args.ray is not None or args.input_path is not None or folder
+    if args.ray is None and not folder and args.input_path is not None:
+        if args.input:
+            raise InputError("give the input once: as INPUT or with --input")
+        args.input = args.input_path
+    return args.ray is not None or folder
 
 
 def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:

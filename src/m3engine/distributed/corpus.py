@@ -14,65 +14,14 @@ whose worker died is run again by Ray, and its file is written once. Bad rows go
 
 from __future__ import annotations
 
-import fnmatch
 import json
+import sys
 import time
-from typing import Any
+from typing import IO, Any
 
-import pyarrow.fs as pafs
-
-from m3engine.distributed.job import ERRORS_DIR, SUFFIXES, SUMMARY, CorpusJob, filesystem
-from m3engine.distributed.progress import Progress
-from m3engine.distributed.rows import Shard, count_rows
-from m3engine.errors import InputError
+from m3engine.distributed.job import ERRORS_DIR, SUMMARY, CorpusJob, filesystem, finished, plan
 
 __all__ = ["CorpusJob", "plan", "run"]
-
-
-def input_files(job: CorpusJob) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
-    """(path, format) of every input file, in a stable order (shard names depend on it)."""
-    fs, path = filesystem(job.input)
-    if any(c in path for c in "*?["):
-        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
-        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
-        paths = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path)]
-    else:
-        info = fs.get_file_info(path)
-        if info.type == pafs.FileType.NotFound:
-            raise InputError(f"input {job.input!r} does not exist; give a file, a folder or a glob")
-        if info.is_file:
-            paths = [path]
-        else:
-            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            paths = [i.path for i in infos if i.is_file]
-    files = sorted((p, _format(p)) for p in paths if _format(p))
-    if not files:
-        raise InputError(f"no .jsonl or .parquet file in {job.input!r}")
-    return fs, [(p, f) for p, f in files if f]
-
-
-def _format(path: str) -> str:
-    return next((fmt for suffix, fmt in SUFFIXES.items() if path.lower().endswith(suffix)), "")
-
-
-def plan(job: CorpusJob) -> list[Shard]:
-    fs, files = input_files(job)
-    shards, offset = [], 0
-    for index, (path, fmt) in enumerate(files):
-        rows = count_rows(fs, path, fmt)
-        for start in range(0, rows, job.shard_rows):
-            shards.append(Shard(index, path, fmt, start, min(start + job.shard_rows, rows), offset))
-        offset += rows
-    return shards
-
-
-def finished(job: CorpusJob) -> set[str]:
-    """Names of the shards whose output file exists (written whole: see shard.py)."""
-    fs, out = filesystem(job.output)
-    if fs.get_file_info(out).type == pafs.FileType.NotFound:
-        return set()
-    infos = fs.get_file_info(pafs.FileSelector(out))
-    return {i.base_name.removesuffix(".parquet") for i in infos if i.base_name.startswith("part-")}
 
 
 def run(
@@ -111,3 +60,36 @@ def run(
     with fs.open_output_stream(f"{out}/{SUMMARY}") as f:
         f.write(json.dumps(summary, indent=2).encode())
     return summary
+
+
+class Progress:
+    """Fed once per finished shard; prints at most one line a second (and a last one)."""
+
+    def __init__(self, total_rows: int, quiet: bool = False, out: IO[str] | None = None) -> None:
+        self.total, self.quiet, self.out = total_rows, quiet, out or sys.stderr
+        self.rows = self.tokens = 0
+        self.start = self._shown = time.perf_counter()
+
+    def __call__(self, rows: int, tokens: int) -> None:
+        self.rows += rows
+        self.tokens += tokens
+        if time.perf_counter() - self._shown >= 1.0:
+            self._show()
+
+    def line(self) -> str:
+        elapsed = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.rows / elapsed
+        left = (self.total - self.rows) / rate if rate > 0 else float("inf")
+        eta = "?" if left == float("inf") else f"{left:,.0f} s"
+        return (
+            f"{self.rows:,}/{self.total:,} rows  {rate:,.0f} rows/s  "
+            f"{self.tokens / elapsed:,.0f} tokens/s  ETA {eta}"
+        )
+
+    def _show(self) -> None:
+        self._shown = time.perf_counter()
+        if not self.quiet:
+            print(self.line(), file=self.out, flush=True)
+
+    def close(self) -> None:
+        self._show()

@@ -1,12 +1,15 @@
-"""What a corpus job is: its input, output, options and engine settings, and where files go."""
+"""What a corpus job is (input, output, options, engine settings), its input cut into shards, and
+which shards are done already (their output file exists)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from m3engine.distributed.rows import Shard, count_rows
 from m3engine.errors import InputError
 from m3engine.settings import EngineSettings
 from m3engine.tasks.options import EmbedOptions
@@ -36,3 +39,49 @@ def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     if "://" in uri:
         return pafs.FileSystem.from_uri(uri)  # type: ignore[no-any-return]
     return pafs.LocalFileSystem(), os.path.abspath(uri)
+
+
+def input_files(job: CorpusJob) -> tuple[pafs.FileSystem, list[tuple[str, str]]]:
+    """(path, format) of every input file, in a stable order (shard names depend on it)."""
+    fs, path = filesystem(job.input)
+    if any(c in path for c in "*?["):
+        base = path[: min(path.index(c) for c in "*?[" if c in path)].rsplit("/", 1)[0]
+        infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
+        paths = [i.path for i in infos if i.is_file and fnmatch.fnmatch(i.path, path)]
+    else:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"input {job.input!r} does not exist; give a file, a folder or a glob")
+        if info.is_file:
+            paths = [path]
+        else:
+            infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
+            paths = [i.path for i in infos if i.is_file]
+    files = sorted((p, _format(p)) for p in paths if _format(p))
+    if not files:
+        raise InputError(f"no .jsonl or .parquet file in {job.input!r}")
+    return fs, [(p, f) for p, f in files if f]
+
+
+def _format(path: str) -> str:
+    return next((fmt for suffix, fmt in SUFFIXES.items() if path.lower().endswith(suffix)), "")
+
+
+def plan(job: CorpusJob) -> list[Shard]:
+    fs, files = input_files(job)
+    shards, offset = [], 0
+    for index, (path, fmt) in enumerate(files):
+        rows = count_rows(fs, path, fmt)
+        for start in range(0, rows, job.shard_rows):
+            shards.append(Shard(index, path, fmt, start, min(start + job.shard_rows, rows), offset))
+        offset += rows
+    return shards
+
+
+def finished(job: CorpusJob) -> set[str]:
+    """Names of the shards whose output file exists (written whole: see shard.py)."""
+    fs, out = filesystem(job.output)
+    if fs.get_file_info(out).type == pafs.FileType.NotFound:
+        return set()
+    infos = fs.get_file_info(pafs.FileSelector(out))
+    return {i.base_name.removesuffix(".parquet") for i in infos if i.base_name.startswith("part-")}

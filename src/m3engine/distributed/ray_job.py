@@ -14,9 +14,8 @@ from dataclasses import asdict
 from typing import Any
 
 from m3engine.distributed.job import CorpusJob
-from m3engine.distributed.progress import Progress
 from m3engine.distributed.rows import Shard
-from m3engine.distributed.shard import ShardEmbedder, ShardResult
+from m3engine.distributed.shard import OnShard, ShardEmbedder, ShardResult
 from m3engine.errors import BackendUnavailableError
 
 COLUMNS = ("name", "rows", "embedded", "failed", "tokens")
@@ -53,7 +52,7 @@ class ShardActor:
 
 
 def run_ray(
-    job: CorpusJob, shards: Sequence[Shard], progress: Progress, address: str, workers: int | None
+    job: CorpusJob, shards: Sequence[Shard], progress: OnShard, address: str, workers: int | None
 ) -> list[ShardResult]:
     if not shards:
         return []

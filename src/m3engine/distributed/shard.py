@@ -7,18 +7,18 @@ renamed when complete: the output file's existence means the whole shard is done
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from m3engine.distributed.job import ERRORS_DIR, CorpusJob, filesystem
-from m3engine.distributed.progress import Progress
 from m3engine.distributed.rows import Outputs, Shard, embedding_table, errors_jsonl, read_shard
 from m3engine.errors import InputError
 from m3engine.results import Embedding
 
 ShardResult = dict[str, Any]  # name, rows, embedded, failed, tokens
+OnShard = Callable[[int, int], None]  # (rows, tokens) of each finished shard: the progress line
 
 
 class ShardEmbedder:
@@ -89,7 +89,7 @@ class ShardEmbedder:
         self.fs.move(temporary, path)
 
 
-def run_local(job: CorpusJob, shards: Sequence[Shard], progress: Progress) -> list[ShardResult]:
+def run_local(job: CorpusJob, shards: Sequence[Shard], progress: OnShard) -> list[ShardResult]:
     """Every shard in this process, one after the other, with one engine (`--devices` for several)."""
     if not shards:
         return []
