@@ -14,7 +14,7 @@ from m3engine.models.spec import inspect_model
 from m3engine.scheduling.devices import is_device_error
 from m3engine.settings import EngineSettings
 from m3engine.tokenization.tokenizer import TextTokenizer
-from m3engine.types import TokenIds
+from m3engine.types import BatchOutputs, TokenIds
 from tests.fakes import BACKEND, FakeBackend
 
 TEXTS = [f"passage {i} " + "word " * (i % 17) for i in range(60)]
@@ -79,3 +79,23 @@ def test_a_batch_error_is_not_a_device_error(bge_m3_dir: Path) -> None:
     with pytest.raises(Exception, match="fake backend failure"):
         engine.embed(TEXTS)
     assert engine.health.healthy == [True, True]
+
+
+class _FailsAtCollection:
+    """A launched batch whose error shows only when collected, as CUDA's do at a sync."""
+
+    def done(self) -> bool:
+        return True
+
+    def result(self) -> BatchOutputs:
+        raise RuntimeError("CUDA error: unspecified launch failure")
+
+
+def test_a_device_error_at_collection_is_recovered(bge_m3_dir: Path) -> None:
+    engine, fakes = _fake_pair(bge_m3_dir, padded=True)
+    expected = [r.dense for r in engine.embed(TEXTS)]
+    fakes[1].launch = lambda batch, heads: _FailsAtCollection()  # type: ignore[method-assign,assignment,return-value]
+    for a, b in zip(engine.embed(TEXTS), expected, strict=True):
+        np.testing.assert_array_equal(a.dense, b)
+    assert engine.health.healthy == [True, False]
+    assert "unspecified launch failure" in str(engine.health.reasons[1])

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-from m3engine.backends.base import Backend
+from m3engine.backends.base import Backend, Pending
 from m3engine.errors import DeviceError
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch
 
@@ -84,31 +84,40 @@ class DeviceHealth:
 
 
 class _Dispatched:
-    """A batch sent to a device's thread (pipeline.Launch's Pending)."""
+    """A batch launched on one device's thread (pipeline.Launch's Pending); collecting it recovers
+    from a device error raised by the launch or by the collection (CUDA reports most at a sync)."""
 
-    def __init__(self, future: Future[BatchOutputs]) -> None:
-        self._future = future
+    def __init__(self, pool: DevicePool, index: int, batch: PackedBatch, heads: HeadRequest) -> None:
+        self._pool, self._index, self._batch, self._heads = pool, index, batch, heads
+        launch = pool.backends[index].launch
+        self._launched: Future[Pending] = pool.threads[index].submit(launch, batch, heads)
 
     def done(self) -> bool:
-        return self._future.done()
+        if not self._launched.done():
+            return False
+        return self._launched.exception() is not None or self._launched.result().done()
 
     def result(self) -> BatchOutputs:
-        return self._future.result()
+        try:
+            return self._launched.result().result()
+        except Exception as error:
+            return self._pool.recover(self._index, self._batch, self._heads, error)
+        finally:
+            self._pool.finished(self._index, self._batch.num_tokens)
 
 
 class DevicePool:
-    """The bulk path's `launch` over several backends: the least-loaded healthy device runs it.
+    """The bulk path's `launch` over several backends: the least-loaded healthy device takes a batch.
 
-    Each device has one thread that runs its batches (launch and collect), so devices work in
-    parallel whether their backend queues work (CUDA) or computes as it is called (the CPU).
+    Each device has one thread that launches its batches (a backend is launched from one thread at
+    a time), so devices work in parallel whether their backend queues work (CUDA: the launch returns
+    at once and the pipeline's collecting thread waits) or computes as it is launched (the CPU).
     """
 
     def __init__(self, backends: Sequence[Backend], health: DeviceHealth) -> None:
         self.backends, self.health = list(backends), health
-        self._threads = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"m3engine-{label}") for label in health.labels
-        ]
-        self._queued = [0] * len(self.backends)  # tokens sent to each device and not yet done
+        self.threads = [ThreadPoolExecutor(1, thread_name_prefix=f"m3engine-{d}") for d in health.labels]
+        self._queued = [0] * len(self.backends)  # tokens sent to each device and not yet collected
         self._lock = threading.Lock()
 
     @property
@@ -118,7 +127,23 @@ class DevicePool:
 
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> _Dispatched:
         index = self._pick(exclude=None)
-        return _Dispatched(self._submit(index, batch, heads, retry=True))
+        with self._lock:
+            self._queued[index] += batch.num_tokens
+        return _Dispatched(self, index, batch, heads)
+
+    def finished(self, index: int, tokens: int) -> None:
+        with self._lock:
+            self._queued[index] -= tokens
+
+    def recover(self, index: int, batch: PackedBatch, heads: HeadRequest, error: Exception) -> BatchOutputs:
+        """A batch failed on device `index`: a device error takes the device out and runs the batch
+        once on another healthy device; any other error is the batch's own and is raised."""
+        if not is_device_error(error):
+            raise error
+        self.health.take_out(index, error)
+        other = self._pick(exclude=index)  # raises DeviceError when none is left
+        backend = self.backends[other]
+        return self.threads[other].submit(backend.forward, batch, heads).result()
 
     def _pick(self, exclude: int | None) -> int:
         with self._lock:
@@ -128,29 +153,6 @@ class DevicePool:
                 raise DeviceError(f"no healthy device is left ({reasons}); restart with working devices")
             return min(healthy, key=self._queued.__getitem__)
 
-    def _submit(
-        self, index: int, batch: PackedBatch, heads: HeadRequest, retry: bool
-    ) -> Future[BatchOutputs]:
-        with self._lock:
-            self._queued[index] += batch.num_tokens
-        return self._threads[index].submit(self._run, index, batch, heads, retry)
-
-    def _run(self, index: int, batch: PackedBatch, heads: HeadRequest, retry: bool) -> BatchOutputs:
-        try:
-            return self.backends[index].forward(batch, heads)
-        except Exception as error:
-            if not is_device_error(error):
-                raise
-            self.health.take_out(index, error)
-            if not retry:
-                raise
-            other = self._pick(exclude=index)  # raises when none is left
-            # Waiting here blocks only the failed device's thread, which takes no more batches.
-            return self._submit(other, batch, heads, retry=False).result()
-        finally:
-            with self._lock:
-                self._queued[index] -= batch.num_tokens
-
     def close(self) -> None:
-        for thread in self._threads:
+        for thread in self.threads:
             thread.shutdown(wait=True)
