@@ -94,3 +94,22 @@ async def test_a_dead_worker_hands_its_queue_to_the_other(make_client: MakeClien
     fakes[1].die = True
     assert (await http.post("/v1/embeddings", json={"input": "x"})).status_code == 503
     assert (await http.get("/ready")).status_code == 503
+
+
+def test_serve_devices_as_a_process(bge_m3_dir: Path) -> None:
+    """`m3engine serve --devices cpu,cpu --frontends 2`: the engine process runs a worker per device."""
+    from tests.api.frontend_server import FrontendServer
+
+    server = FrontendServer(bge_m3_dir, "--devices", "cpu,cpu", "--max-batch-tokens", "256")
+    try:
+        server.wait_all_ready()
+        texts = [f"text {i} " * (1 + i % 9) for i in range(64)]
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            replies = [http.post("/v1/embeddings", json={"input": texts[i : i + 8]}) for i in range(0, 64, 8)]
+            assert [r.status_code for r in replies] == [200] * 8
+            devices = http.get("/info").json()["models"][0]["devices"]
+        assert [d["device"] for d in devices] == ["cpu#0", "cpu#1"]
+        metrics = server.metrics()
+        assert 'device="cpu#0"' in metrics and "m3engine_device_healthy" in metrics
+    finally:
+        server.stop()

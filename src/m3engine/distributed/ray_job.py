@@ -61,7 +61,8 @@ def run_ray(
     if started_here:
         ray.init(address=None if address == "local" else address, log_to_driver=False)
     try:
-        gpus = int(ray.cluster_resources().get("GPU", 0))
+        # A job told to run on the CPU takes no GPU, even where the cluster has some.
+        gpus = 0 if job.engine.device == "cpu" else int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         count = workers or gpus or min(2, cpus)
         threads = max(1, cpus // count)
