@@ -69,6 +69,7 @@ def test_a_rerun_resumes_and_skips_finished_files(tmp_path: Path, bge_m3_dir: Pa
     after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "out").glob("part-*")}
     assert {name: after[name] for name in done_before} == done_before  # finished files untouched
     assert read_output(tmp_path / "out").equals(whole)
+    assert not list((tmp_path / "out").glob(".*.tmp"))  # the killed write's temporary is gone
 
 
 def test_parquet_input_through_the_cli(
@@ -94,7 +95,6 @@ def test_parquet_input_through_the_cli(
 
 
 def test_a_positional_input_with_a_file_output_is_the_one_file_path(tmp_path: Path, bge_m3_dir: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", 6)
     (tmp_path / "in.txt").write_text("one\ntwo\n")
     flags = ["--model", str(bge_m3_dir), "--device", "cpu"]
     assert main(["embed", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.jsonl"), *flags]) == 0

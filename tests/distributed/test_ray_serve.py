@@ -94,25 +94,41 @@ def test_a_replica_killed_under_load(served: str) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     pids = _replica_pids()
     assert len(pids) == 2, "two replicas"
+    failures: list[str] = []
+    killed_at = time.monotonic() + 1.0
+    stop_at = killed_at + 3.0
 
-    def one(i: int) -> int:
-        body = {"input": [f"text {i} " * 20] * 8}
-        try:
-            return httpx.post(served + "/v1/embeddings", json=body, headers=auth, timeout=30).status_code
-        except httpx.HTTPError:
-            return -1  # the connection itself failed
+    def client(i: int) -> list[tuple[float, int]]:
+        """Requests back to back until `stop_at`: (when each finished, its status)."""
+        done = []
+        while time.monotonic() < stop_at:
+            body = {"input": [f"text {i} " * 20] * 8}
+            try:
+                reply = httpx.post(served + "/v1/embeddings", json=body, headers=auth, timeout=30)
+                status = reply.status_code
+                if status != 200:
+                    failures.append(reply.text)
+            except httpx.HTTPError:
+                status = -1  # the connection itself failed
+            done.append((time.monotonic(), status))
+        return done
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        futures = [pool.submit(one, i) for i in range(120)]
-        time.sleep(0.5)
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(client, i) for i in range(6)]
+        time.sleep(max(0.0, killed_at - time.monotonic()))
         os.kill(pids[0], signal.SIGKILL)
-        codes = [f.result() for f in futures]
-    print("status codes under the kill:", {c: codes.count(c) for c in set(codes)})
-    # Requests on the killed replica fail with a status (Ray Serve's 500/503), never hang; the rest pass.
-    assert codes.count(200) >= len(codes) // 2, codes
+        results = [r for f in futures for r in f.result()]
+    codes = [status for _, status in results]
+    after = [status for when, status in results if when > killed_at + 0.5]
+    print("status codes under the kill:", {c: codes.count(c) for c in set(codes)}, "after it:", len(after))
+    # In-flight requests on the killed replica fail with a status, never hang; the others pass.
     assert set(codes) <= {200, 500, 502, 503}, codes
-    after = [httpx.post(served + "/v1/embeddings", json={"input": "x"}, headers=auth) for _ in range(10)]
-    assert all(r.status_code == 200 for r in after)  # the other replica answers
+    # Ray Serve answers a request that its replica held when it died with a bare 500 (the openai and
+    # cohere clients retry a 500 by default); every other error would be m3engine's own JSON.
+    assert all(text == "Internal Server Error" or "error" in text for text in failures), failures
+    assert after and after.count(200) >= 0.9 * len(after)  # the other replica keeps answering
+    again = [httpx.post(served + "/v1/embeddings", json={"input": "x"}, headers=auth) for _ in range(10)]
+    assert all(r.status_code == 200 for r in again)
 
 
 def test_documented_config_builds(ray_cluster: Any) -> None:

@@ -19,7 +19,15 @@ import sys
 import time
 from typing import IO, Any
 
-from m3engine.distributed.job import ERRORS_DIR, SUMMARY, CorpusJob, filesystem, finished, plan
+from m3engine.distributed.job import (
+    ERRORS_DIR,
+    SUMMARY,
+    CorpusJob,
+    clear_temporaries,
+    filesystem,
+    finished,
+    plan,
+)
 
 __all__ = ["CorpusJob", "plan", "run"]
 
@@ -34,6 +42,7 @@ def run(
     shards = plan(job)
     done = finished(job)
     todo = [s for s in shards if s.name not in done]
+    clear_temporaries(job)
     fs, out = filesystem(job.output)
     fs.create_dir(out, recursive=True)
     fs.create_dir(f"{out}/{ERRORS_DIR}", recursive=True)

@@ -85,3 +85,18 @@ def finished(job: CorpusJob) -> set[str]:
         return set()
     infos = fs.get_file_info(pafs.FileSelector(out))
     return {i.base_name.removesuffix(".parquet") for i in infos if i.base_name.startswith("part-")}
+
+
+def clear_temporaries(job: CorpusJob) -> int:
+    """Remove the temporaries of writes that an earlier, killed run left (`.part-*.tmp`, `*.tmp` in
+    the errors folder); one job at a time writes a folder. Returns how many were removed."""
+    fs, out = filesystem(job.output)
+    removed = 0
+    for folder in (out, f"{out}/{ERRORS_DIR}"):
+        if fs.get_file_info(folder).type != pafs.FileType.Directory:
+            continue
+        for info in fs.get_file_info(pafs.FileSelector(folder)):
+            if info.is_file and info.base_name.endswith(".tmp"):
+                fs.delete_file(info.path)
+                removed += 1
+    return removed
