@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,7 +25,7 @@ def ray_cluster() -> Iterator[Any]:
         include_dashboard=False,
         object_store_memory=256 * 1024 * 1024,  # the machine is shared; the job moves only summaries
         runtime_env={"env_vars": {k: env[k] for k in keep}},
-        log_to_driver=False,
+        log_to_driver=bool(os.environ.get("M3ENGINE_RAY_LOGS")),  # quiet unless asked
     )
     try:
         yield ray

@@ -83,7 +83,8 @@ def _replica_pids() -> list[int]:
     pids = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "ServeReplica:m3engine:M3Engine" in " ".join(child.cmdline()):
+            line = " ".join(child.cmdline())
+            if "ServeReplica:m3engine:M3Engine" in line and "Ingress" not in line:
                 pids.append(child.pid)
         except psutil.Error:
             continue
@@ -121,18 +122,15 @@ def test_a_replica_killed_under_load(served: str) -> None:
     codes = [status for _, status in results]
     after = [status for when, status in results if when > killed_at + 0.5]
     print("status codes under the kill:", {c: codes.count(c) for c in set(codes)}, "after it:", len(after))
-    # In-flight requests on the killed replica fail with a status, never hang; the others pass.
-    assert set(codes) <= {200, 500, 502, 503}, codes
-    # Ray Serve answers a request that its replica held when it died with a bare 500 (the openai and
-    # cohere clients retry a 500 by default); every other error would be m3engine's own JSON.
-    assert all(text == "Internal Server Error" or "error" in text for text in failures), failures
-    assert after and after.count(200) >= 0.9 * len(after)  # the other replica keeps answering
+    # The requests the killed replica held were sent again, to the other one: none failed.
+    assert set(codes) == {200}, (codes, failures[:3])
+    assert after  # and the service kept answering after the kill
     again = [httpx.post(served + "/v1/embeddings", json={"input": "x"}, headers=auth) for _ in range(10)]
     assert all(r.status_code == 200 for r in again)
 
 
 def test_documented_config_builds(ray_cluster: Any) -> None:
-    from m3engine.distributed.serve import DEPLOYMENT, settings_from_args
+    from m3engine.distributed.serve import DEPLOYMENT, INGRESS, settings_from_args
 
     config = yaml.safe_load((ROOT / "deploy" / "ray-serve.yaml").read_text())
     app = config["applications"][0]
@@ -140,6 +138,7 @@ def test_documented_config_builds(ray_cluster: Any) -> None:
     engine, server = settings_from_args(app["args"])
     assert engine.model == "BAAI/bge-m3" and server.reranker == "BAAI/bge-reranker-v2-m3"
     assert engine.max_batch_tokens == 16384 and server.api_keys == ("change-me",)
+    assert [d["name"] for d in app["deployments"]] == [DEPLOYMENT, INGRESS]
     deployment = app["deployments"][0]
     assert deployment["name"] == DEPLOYMENT and deployment["ray_actor_options"]["num_gpus"] == 1
     autoscaling = set(deployment["autoscaling_config"])

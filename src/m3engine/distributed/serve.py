@@ -1,63 +1,95 @@
-"""Ray Serve replicas of `m3engine serve`: the same FastAPI app (routes, auth, limits, errors) in each.
+"""Ray Serve replicas of `m3engine serve`: the same app (routes, auth, limits, errors) in each replica.
 
     serve run deploy/ray-serve.yaml                       # the documented config: autoscaling, GPUs
     serve run m3engine.distributed.serve:build_app model=BAAI/bge-m3 reranker=BAAI/bge-reranker-v2-m3
 
+Two deployments: `M3Engine`, the replicas (one GPU each, each the models and the FastAPI app of
+`m3engine serve`, replica.py), and `M3EngineIngress`, a thin HTTP ingress on the CPU that forwards
+every request whole to a replica through a Ray Serve handle. The handle spreads requests over the
+replicas; a request whose replica dies under it is sent once more, to another replica, so a killed
+replica costs its callers time, not an error (embedding, reranking and scoring are idempotent).
+
 `build_app(args)` is Ray Serve's application builder. Its arguments are the fields of EngineSettings
 and ServerSettings by name (`max_batch_tokens=8192`, `api_keys=k1,k2`), read as the CLI reads them
-(a setting left out falls back to its M3ENGINE_* variable on the replica, then its default), plus
-the deployment's shape: `num_replicas` (an integer or "auto"), `gpus_per_replica` (default 1 when
-the cluster has GPUs, else 0) and `cpus_per_replica` (1). A config file's `deployments:` section
-overrides these, and is where Ray Serve's autoscaling settings go.
-
-Each replica batches across the requests it holds, so `max_ongoing_requests` is high (256): the
-replica's own admission answers 429 when it is full, as a single server does. Ray Serve asks each
-replica `check_health()`: it fails once the replica's worker has died (the app's /ready would be
-503), and Ray Serve then replaces the replica.
+(a setting left out falls back to its M3ENGINE_* variable on the replica, then its default), plus the
+replicas' shape: `num_replicas` (an integer or "auto"), `gpus_per_replica` (default 1 when the
+cluster has GPUs, else 0), `cpus_per_replica` (1) and `max_ongoing_requests` (256: a replica batches
+across the requests it holds, and its own admission answers 429 when full). A config file's
+`deployments:` section overrides these, and is where Ray Serve's autoscaling settings go.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from m3engine.distributed.replica import M3EngineReplica, WireResponse
 from m3engine.errors import BackendUnavailableError
 from m3engine.settings import EngineSettings, ServerSettings, from_sources
 
 try:
     from ray import serve
+    from ray.exceptions import RayActorError
 except ImportError:  # pragma: no cover - the ray extra is a test dependency
     raise BackendUnavailableError(
         "m3engine.distributed.serve needs Ray Serve: pip install 'm3engine[ray]'"
     ) from None
 
-DEPLOYMENT = "M3Engine"
+DEPLOYMENT, INGRESS = "M3Engine", "M3EngineIngress"
 SHAPE_ARGS = ("num_replicas", "gpus_per_replica", "cpus_per_replica", "max_ongoing_requests")
+log = logging.getLogger("m3engine.serve")
+RETRY_DELAY_S = 0.2  # lets the handle learn that the replica died before the retry is routed
 
 
-@serve.ingress()  # the app is built on the replica (__serve_build_asgi_app__), where the models load
-class M3EngineReplica:
-    def __init__(self, engine: EngineSettings, server: ServerSettings) -> None:
-        self.engine_settings, self.server_settings = engine, server
-        self.state: Any = None
+class M3EngineIngress:
+    """Forwards HTTP requests whole to the replicas; retries once a request whose replica died."""
 
-    def __serve_build_asgi_app__(self) -> Any:
-        from m3engine.server import logs
-        from m3engine.server.app import create_app
-        from m3engine.server.loading import load_engines
+    def __init__(self, replicas: Any, max_request_bytes: int) -> None:
+        self.replicas, self.max_request_bytes = replicas, max_request_bytes
 
-        logs.configure(self.server_settings.log_level)
-        app = create_app(self.server_settings, load_engines(self.engine_settings, self.server_settings))
-        self.state = app.state.server
-        return app
+    async def __call__(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse, Response
 
-    def check_health(self) -> None:
-        """Ray Serve's health check: a replica whose worker died is replaced (started is False only
-        during start-up, which Ray Serve waits out before it checks)."""
-        state = self.state
-        if state is not None and state.started and not state.ready:
-            raise RuntimeError(f"m3engine replica not ready: {state.not_ready_reason()}")
+        body = await self._body(request)
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
+        wire = (request.method, request.url.path, request.url.query.encode(), headers, body)
+        for attempt in (1, 2):
+            try:
+                status, out_headers, content = await self._call(wire)
+            except RayActorError as error:
+                if attempt == 1:
+                    log.warning(
+                        "replica died under a request; sending it to another",
+                        extra={"error": str(error)[:200]},
+                    )
+                    await asyncio.sleep(RETRY_DELAY_S)
+                    continue
+                message = "the replica serving this request stopped and so did the retry; retry later"
+                detail = {"message": message, "type": "replica_unavailable", "code": "replica_unavailable"}
+                # the shape of the app's /v1 errors (server/errors.py), so every client reads it
+                return JSONResponse({"error": detail, "message": message}, 503, headers={"Retry-After": "1"})
+            response = Response(content, status_code=status)
+            response.raw_headers = out_headers  # the app's own, content-length included
+            return response
+        raise AssertionError("unreachable")
+
+    async def _call(self, wire: Any) -> WireResponse:
+        result: WireResponse = await self.replicas.http.remote(wire)
+        return result
+
+    async def _body(self, request: Any) -> bytes:
+        """The body, read up to one byte past the limit: the replica's app answers 413 for it, and
+        the ingress never holds more than the limit of one request."""
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > self.max_request_bytes:
+                break
+        return b"".join(chunks)[: self.max_request_bytes + 1]
 
 
 def settings_from_args(args: Mapping[str, Any]) -> tuple[EngineSettings, ServerSettings]:
@@ -92,13 +124,18 @@ def build_app(args: Mapping[str, Any] | None = None) -> Any:
     engine, server = settings_from_args(args)
     gpus = args.get("gpus_per_replica")
     if gpus is None:
-        gpus = 1 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) else 0  # type: ignore[no-untyped-call]
+        resources = ray.cluster_resources() if ray.is_initialized() else {}  # type: ignore[no-untyped-call]
+        gpus = 1 if resources.get("GPU", 0) and engine.device != "cpu" else 0
     replicas = args.get("num_replicas", 1)
-    deployment = serve.deployment(
+    replica = serve.deployment(
         name=DEPLOYMENT,
         num_replicas=replicas if replicas == "auto" else int(replicas),
         max_ongoing_requests=int(args.get("max_ongoing_requests", 256)),
         ray_actor_options={"num_gpus": float(gpus), "num_cpus": float(args.get("cpus_per_replica", 1))},
         health_check_period_s=5,
+        graceful_shutdown_timeout_s=server.shutdown_timeout,
     )(M3EngineReplica)
-    return deployment.bind(engine, server)
+    ingress = serve.deployment(name=INGRESS, max_ongoing_requests=4096, ray_actor_options={"num_cpus": 0.1})(
+        M3EngineIngress
+    )
+    return ingress.bind(replica.bind(engine, server), server.max_request_bytes)
