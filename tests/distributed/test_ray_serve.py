@@ -145,3 +145,34 @@ def test_documented_config_builds(ray_cluster: Any) -> None:
     assert {"min_replicas", "max_replicas", "target_ongoing_requests"} <= autoscaling
     with pytest.raises(ValueError, match="unknown m3engine argument"):
         settings_from_args({"modle": "x"})
+
+
+class _DeadReplicas:
+    """A handle whose every replica dies under the request."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.http = self
+
+    async def remote(self, wire: Any) -> Any:
+        from ray.exceptions import RayActorError
+
+        self.calls += 1
+        raise RayActorError()
+
+
+def test_the_ingress_retries_once_then_answers_503() -> None:
+    import asyncio
+
+    from starlette.requests import Request
+
+    from m3engine.distributed.serve import M3EngineIngress
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"input": "x"}', "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/embeddings", "query_string": b"", "headers": []}
+    replicas = _DeadReplicas()
+    reply = asyncio.run(M3EngineIngress(replicas, 1024)(Request(scope, receive)))
+    assert replicas.calls == 2 and reply.status_code == 503
+    assert b"replica_unavailable" in reply.body and reply.headers["retry-after"] == "1"
