@@ -12,7 +12,14 @@ import pytest
 from m3engine.cli.main import main
 from m3engine.distributed.corpus import run
 from m3engine.engine import Engine
-from tests.distributed.corpus_data import BAD, job, read_output, write_jsonl, write_parquet
+from tests.distributed.corpus_data import (
+    BAD,
+    assert_same_rows,
+    job,
+    read_output,
+    write_jsonl,
+    write_parquet,
+)
 
 
 def test_rows_are_the_engines_outputs(tmp_path: Path, bge_m3_dir: Path, bge_m3: Engine) -> None:
@@ -99,3 +106,24 @@ def test_a_positional_input_with_a_file_output_is_the_one_file_path(tmp_path: Pa
     flags = ["--model", str(bge_m3_dir), "--device", "cpu"]
     assert main(["embed", str(tmp_path / "in.txt"), "--output", str(tmp_path / "out.jsonl"), *flags]) == 0
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
+
+
+def test_gzip_input_and_pieces_within_a_shard(
+    tmp_path: Path, bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Compressed JSONL is scanned (it cannot seek), a shard is embedded in several pieces (row
+    groups): the same rows as plain JSONL read from each shard's first byte."""
+    import gzip
+
+    from m3engine.distributed import shard
+
+    write_jsonl(tmp_path / "in.jsonl", 100)
+    (tmp_path / "gz").mkdir()
+    (tmp_path / "gz" / "in.jsonl.gz").write_bytes(gzip.compress((tmp_path / "in.jsonl").read_bytes()))
+    run(job(tmp_path / "in.jsonl", tmp_path / "plain", bge_m3_dir), quiet=True)
+    monkeypatch.setattr(shard, "PIECE_ROWS", 16)
+    summary = run(job(tmp_path / "gz", tmp_path / "gzipped", bge_m3_dir), quiet=True)
+    assert summary["failed"] == 4
+    # other batches (pieces of 16): padding changes the floats' last bits, nothing else
+    assert_same_rows(read_output(tmp_path / "gzipped"), read_output(tmp_path / "plain"))
+    assert _part(tmp_path / "gzipped", 40).num_rows == 39  # rows 40..79 but 41

@@ -71,9 +71,10 @@ def plan(job: CorpusJob) -> list[Shard]:
     fs, files = input_files(job)
     shards, offset = [], 0
     for index, (path, fmt) in enumerate(files):
-        rows = count_rows(fs, path, fmt)
-        for start in range(0, rows, job.shard_rows):
-            shards.append(Shard(index, path, fmt, start, min(start + job.shard_rows, rows), offset))
+        rows, seeks = count_rows(fs, path, fmt, job.shard_rows)
+        for start, seek in zip(range(0, rows, job.shard_rows), seeks, strict=True):
+            stop = min(start + job.shard_rows, rows)
+            shards.append(Shard(index, path, fmt, start, stop, offset, seek))
         offset += rows
     return shards
 

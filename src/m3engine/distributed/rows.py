@@ -39,6 +39,9 @@ class Shard:
     start: int
     stop: int
     offset: int
+    # byte where row `start` begins in an uncompressed JSONL file (found while planning), so a
+    # shard reads from there instead of scanning every line before it; -1: read from the beginning
+    seek: int = -1
 
     @property
     def name(self) -> str:
@@ -54,11 +57,20 @@ class ShardRows:
     bad: list[tuple[Any, str]]
 
 
-def count_rows(fs: pafs.FileSystem, path: str, fmt: str) -> int:
+def count_rows(fs: pafs.FileSystem, path: str, fmt: str, every: int) -> tuple[int, list[int]]:
+    """The rows of a file, and where rows 0, every, 2 * every, ... begin (bytes; -1 where unknown:
+    Parquet, which reads by row group, and compressed JSONL, which cannot seek)."""
     if fmt == "parquet":
         with fs.open_input_file(path) as f:
-            return int(pq.ParquetFile(f).metadata.num_rows)
-    return sum(1 for _ in _jsonl_lines(fs, path))
+            rows = int(pq.ParquetFile(f).metadata.num_rows)
+        return rows, [-1] * len(range(0, rows, every))
+    seekable = not path.lower().endswith((".gz", ".bz2", ".zst", ".lz4"))  # as open_input_stream detects
+    rows, starts = 0, []
+    for offset, _ in _jsonl_lines(fs, path):
+        if rows % every == 0:
+            starts.append(offset if seekable else -1)
+        rows += 1
+    return rows, starts
 
 
 def read_shard(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: str) -> ShardRows:
@@ -106,7 +118,8 @@ def _parquet_rows(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: 
 
 
 def _jsonl_rows(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: str) -> Iterator[Record]:
-    for number, line in enumerate(_jsonl_lines(fs, shard.path)):
+    first = shard.start if shard.seek >= 0 else 0
+    for number, (_, line) in enumerate(_jsonl_lines(fs, shard.path, max(shard.seek, 0)), start=first):
         if number < shard.start:
             continue
         if number >= shard.stop:
@@ -126,25 +139,31 @@ def _jsonl_rows(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: st
             yield item.get(id_field), item[text_field], None
 
 
-def _jsonl_lines(fs: pafs.FileSystem, path: str) -> Iterator[str]:
-    """Every line of a JSONL file (blank ones too: each line is a row, so row numbers are stable)."""
-    with fs.open_input_stream(path, compression="detect") as stream:
-        rest = b""
+def _jsonl_lines(fs: pafs.FileSystem, path: str, seek: int = 0) -> Iterator[tuple[int, str]]:
+    """(byte offset, line) of every line of a JSONL file from byte `seek` (blank lines too: each
+    line is a row, so row numbers are stable). Offsets count the decompressed bytes."""
+    if seek:
+        opened = fs.open_input_file(path)
+        opened.seek(seek)
+    else:
+        opened = fs.open_input_stream(path, compression="detect")
+    with opened as stream:
+        rest, position = b"", seek
         while chunk := stream.read(1 << 20):
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             for line in lines:
-                yield line.decode("utf-8", errors="replace")
+                yield position, line.decode("utf-8", errors="replace")
+                position += len(line) + 1
         if rest.strip():
-            yield rest.decode("utf-8", errors="replace")
+            yield position, rest.decode("utf-8", errors="replace")
 
 
 def id_type(ids: Sequence[Any]) -> pa.DataType:
     return pa.int64() if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) else pa.string()
 
 
-def id_array(ids: Sequence[Any]) -> pa.Array:
-    kind = id_type(ids)
+def id_array(ids: Sequence[Any], kind: pa.DataType) -> pa.Array:
     return pa.array(ids if kind == pa.int64() else [str(i) for i in ids], kind)
 
 
@@ -159,10 +178,13 @@ class Outputs:
     colbert_dim: int | None
 
 
-def embedding_table(ids: Sequence[Any], records: Sequence[Embedding], outputs: Outputs) -> pa.Table:
-    """The output rows of embedded texts, in the order given (`records[i]` is the row of `ids[i]`)."""
+def embedding_table(
+    ids: Sequence[Any], records: Sequence[Embedding], outputs: Outputs, id_kind: pa.DataType
+) -> pa.Table:
+    """The output rows of embedded texts, in the order given (`records[i]` is the row of `ids[i]`);
+    `id_kind` is the shard's (`id_type` of all its ids), the same in each of its pieces."""
     columns: dict[str, pa.Array] = {
-        "id": id_array(ids),
+        "id": id_array(ids, id_kind),
         "num_tokens": pa.array([r.num_tokens for r in records], pa.int32()),
         "truncated": pa.array([r.truncated for r in records], pa.bool_()),
     }
