@@ -127,3 +127,12 @@ def test_gzip_input_and_pieces_within_a_shard(
     # other batches (pieces of 16): padding changes the floats' last bits, nothing else
     assert_same_rows(read_output(tmp_path / "gzipped"), read_output(tmp_path / "plain"))
     assert _part(tmp_path / "gzipped", 40).num_rows == 39  # rows 40..79 but 41
+
+
+def test_options_the_model_cannot_serve_fail_the_job_not_each_row(tmp_path: Path, reranker_dir: Path) -> None:
+    from m3engine.errors import UnsupportedTaskError
+
+    write_jsonl(tmp_path / "in.jsonl", 10)
+    with pytest.raises(UnsupportedTaskError):
+        run(job(tmp_path / "in.jsonl", tmp_path / "out", reranker_dir), quiet=True)
+    assert not list((tmp_path / "out").glob("part-*"))

@@ -1,9 +1,10 @@
 """One GPU: `--devices 0` and the corpus job (in one process and on Ray) against the plain engine.
 
 The issue's target: each within 10 % of the plain engine's tokens/s on the mixed-length passages
-(BGE-M3's architecture with random weights, dense). The corpus jobs' seconds include what a job
-pays and a bulk call does not (loading the model in the worker, reading and writing Parquet), so the
-corpus is large enough for that to be small. Run: pytest -m gpu -s tests/gpu/test_scaleout_gpu.py
+(BGE-M3's architecture with random weights, dense). A corpus job is compared by its steady rate
+(tokens over its worker's time on shards: reading, embedding, writing Parquet); its wall-clock rate,
+which adds starting the worker and loading the model, is printed beside it.
+Run: pytest -m gpu -s tests/gpu/test_scaleout_gpu.py
 """
 
 from __future__ import annotations
@@ -58,7 +59,12 @@ def test_one_gpu_scaleout_paths_keep_the_plain_rate(
     devices = _rate(Engine.load(str(model), devices="0"), texts)
     job = CorpusJob(str(source), str(tmp_path / "local"), EmbedOptions(), EngineSettings(model=str(model)))
     local = run(job, quiet=True)
-    rates = {"plain": plain, "devices_0": devices, "corpus_local": local["tokens"] / local["seconds"]}
+    rates = {
+        "plain": plain,
+        "devices_0": devices,
+        "corpus_local": local["tokens"] / local["shard_seconds"],
+        "corpus_local_wall": local["tokens"] / local["seconds"],
+    }
     try:
         import ray
     except ImportError:
@@ -70,9 +76,11 @@ def test_one_gpu_scaleout_paths_keep_the_plain_rate(
             on_ray = run(ray_job, "auto", quiet=True)
         finally:
             ray.shutdown()
-        rates["corpus_ray"] = on_ray["tokens"] / on_ray["seconds"]
+        rates["corpus_ray"] = on_ray["tokens"] / on_ray["shard_seconds"]  # one GPU: one worker
+        rates["corpus_ray_wall"] = on_ray["tokens"] / on_ray["seconds"]
     print("\ntokens/s on", torch.cuda.get_device_name(), {k: f"{v:,.0f}" for k, v in rates.items()})
     print("ratios to plain", {k: round(v / plain, 3) for k, v in rates.items()})
     assert devices >= 0.9 * plain
+    assert rates["corpus_local"] >= 0.9 * plain
     if "corpus_ray" in rates:
         assert rates["corpus_ray"] >= 0.9 * plain

@@ -64,6 +64,9 @@ def run(
         "failed": sum(r["failed"] for r in results),
         "tokens": sum(r["tokens"] for r in results),
         "seconds": round(time.perf_counter() - started, 3),
+        # the workers' time on shards, without starting them and loading the model: tokens /
+        # shard_seconds is one worker's steady rate (with several workers, divide by their number)
+        "shard_seconds": round(sum(r["seconds"] for r in results), 3),
         "runner": "local" if ray is None else "ray",
     }
     with fs.open_output_stream(f"{out}/{SUMMARY}") as f:

@@ -18,7 +18,7 @@ from m3engine.distributed.rows import Shard
 from m3engine.distributed.shard import OnShard, ShardEmbedder, ShardResult
 from m3engine.errors import BackendUnavailableError
 
-COLUMNS = ("name", "rows", "embedded", "failed", "tokens")
+COLUMNS = ("name", "rows", "embedded", "failed", "tokens", "seconds")
 
 
 def _ray() -> Any:

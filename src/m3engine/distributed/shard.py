@@ -6,6 +6,7 @@ renamed when complete: the output file's existence means the whole shard is done
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -17,8 +18,8 @@ from m3engine.distributed.rows import Outputs, Shard, embedding_table, errors_js
 from m3engine.errors import InputError
 from m3engine.results import Embedding
 
-ShardResult = dict[str, Any]  # name, rows, embedded, failed, tokens
-PIECE_ROWS = 2048  # texts embedded and written at a time within a shard
+ShardResult = dict[str, Any]  # name, rows, embedded, failed, tokens, seconds
+PIECE_ROWS = 2048  # texts embedded and written at a time within a shard, with ColBERT
 OnShard = Callable[[int, int], None]  # (rows, tokens) of each finished shard: the progress line
 
 
@@ -40,18 +41,24 @@ class ShardEmbedder:
             colbert_dim=info["colbert_dim"],
         )
         self.fs, self.out = filesystem(job.output)
+        # Options the model cannot serve (sparse of a plain embedder, dimensions too wide) are the
+        # job's error, raised here before any row, not every row's (see _embed).
+        self.engine.embed(["m3engine"], options=options)
 
     def __call__(self, shard: Shard) -> ShardResult:
+        started = time.perf_counter()
         rows = read_shard(self.fs, shard, self.job.text_field, self.job.id_field)
         kind = id_type(rows.ids)
         bad, embedded, tokens = list(rows.bad), 0, 0
         temporary = f"{self.out}/.{shard.name}.{uuid.uuid4().hex}.tmp"
         with self.fs.open_output_stream(temporary) as f:
             writer: pq.ParquetWriter | None = None
-            # In pieces, each a row group: a shard's ColBERT vectors (10,000 passages of ~300
-            # tokens x 1,024 floats: ~12 GB) never need to be in memory at once.
-            for start in range(0, max(len(rows.texts), 1), PIECE_ROWS):
-                stop = start + PIECE_ROWS
+            # With ColBERT, in pieces (each a row group): a shard's vectors (10,000 passages of
+            # ~300 tokens x 1,024 floats: ~12 GB) are never in memory at once. Without, the
+            # whole shard in one call: each call's pipeline starts and drains the device once.
+            piece = PIECE_ROWS if self.job.options.colbert else max(len(rows.texts), 1)
+            for start in range(0, max(len(rows.texts), 1), piece):
+                stop = start + piece
                 ids, records, refused = self._embed(rows.ids[start:stop], rows.texts[start:stop])
                 table = embedding_table(ids, records, self.outputs, kind)
                 writer = writer or pq.ParquetWriter(f, table.schema)
@@ -70,6 +77,7 @@ class ShardEmbedder:
             "embedded": embedded,
             "failed": len(bad),
             "tokens": tokens,
+            "seconds": time.perf_counter() - started,  # read, embed, write: a worker's busy time
         }
 
     def _embed(
