@@ -23,6 +23,7 @@ from m3engine.distributed.job import (
     ERRORS_DIR,
     SUMMARY,
     CorpusJob,
+    check_options,
     clear_temporaries,
     filesystem,
     finished,
@@ -39,6 +40,7 @@ def run(
 
     `workers`: Ray actors (default: one per GPU of the cluster, else 2 CPU workers)."""
     started = time.perf_counter()
+    check_options(job)
     shards = plan(job)
     done = finished(job)
     todo = [s for s in shards if s.name not in done]

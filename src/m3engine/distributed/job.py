@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pyarrow.fs as pafs
 
 from m3engine.distributed.rows import Shard, count_rows
-from m3engine.errors import InputError
+from m3engine.errors import InputError, ModelNotFoundError
 from m3engine.settings import EngineSettings
 from m3engine.tasks.options import EmbedOptions
 
@@ -86,6 +86,26 @@ def finished(job: CorpusJob) -> set[str]:
         return set()
     infos = fs.get_file_info(pafs.FileSelector(out))
     return {i.base_name.removesuffix(".parquet") for i in infos if i.base_name.startswith("part-")}
+
+
+def check_options(job: CorpusJob) -> None:
+    """Options the model cannot serve (sparse of a plain embedder, dimensions too wide) refused in
+    the driver, before any worker starts, by the engine's own checks (no weights are loaded). A
+    model the driver cannot see is left to the workers, which run the same checks at start."""
+    from m3engine.models.discovery import resolve_model_path
+    from m3engine.models.kinds import ModelKind
+    from m3engine.models.spec import inspect_model
+    from m3engine.tasks.builder import TaskBuilder
+    from m3engine.tokenization.tokenizer import TextTokenizer
+
+    settings = job.engine
+    try:
+        path = resolve_model_path(settings.model, revision=settings.revision)
+    except ModelNotFoundError:
+        return
+    kind = ModelKind.parse(settings.kind) if settings.kind else None
+    spec = inspect_model(path, name=settings.model, kind=kind)
+    TaskBuilder(spec, TextTokenizer.load(path), settings).embed_bulk(["m3engine"], job.options)
 
 
 def clear_temporaries(job: CorpusJob) -> int:
