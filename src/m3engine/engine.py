@@ -70,7 +70,10 @@ class Engine:
 
     @classmethod
     def load(cls, model: str = "BAAI/bge-m3", **overrides: Any) -> Engine:
-        """Load a model by hub id or path; keyword arguments are EngineSettings fields."""
+        """Load a model by hub id or path; keyword arguments are EngineSettings fields.
+
+        `devices="0,1"` (or "all") loads one backend per device: bulk calls send each batch to the
+        healthy device with the fewest queued tokens (scheduling/devices.py)."""
         return cls.from_settings(EngineSettings(model=model, **overrides))
 
     @classmethod
