@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from m3engine.backends.fast import FastBackend
-from m3engine.backends.fast.encoder import PackedInputs, host_arrays
+from m3engine.backends.fast.encoder import host_arrays
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.backends.registry import create_backend
 from m3engine.models.spec import inspect_model
@@ -112,8 +113,9 @@ def test_cls_only_last_layer_gives_the_same_dense_vectors(
     fast, ref, tokenizer = m3_pair
     batch = _batch(tokenizer, [*MULTILINGUAL, " ".join(MULTILINGUAL)])
     starts = torch.as_tensor(batch.cu_seqlens[:-1], dtype=torch.long)  # (N,) each text's first row
-    full = fast.hidden_states(batch)
-    cls = fast.hidden_states(batch, cls_only=True)
+    with torch.inference_mode():
+        full = fast._hidden_states(batch, use_graphs=False)
+        cls = fast._hidden_states(batch, use_graphs=False, cls_only=True)
     assert not full.cls_only and full.hidden.shape[0] == batch.num_tokens
     assert cls.cls_only and cls.hidden.shape == (batch.num_seqs, full.hidden.shape[1])
     np.testing.assert_allclose(cls.hidden.numpy(), full.hidden[starts].numpy(), atol=1e-5, rtol=1e-5)

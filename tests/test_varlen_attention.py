@@ -26,13 +26,20 @@ def test_kernel_under_interpreter() -> None:
 
 
 def test_triton_attention_only_where_flash_would_run(bge_m3_dir: Path) -> None:
-    """CUDA in half precision takes the Triton kernel by default; the CPU and fp32 never do."""
+    """CUDA in half precision takes the Triton kernels where Triton is installed; the CPU and fp32
+    never do (the plain encoder, attention per sequence)."""
     from m3engine.backends.fast import FastBackend
     from m3engine.models.spec import inspect_model
     from m3engine.types import TokenIds
 
     spec = inspect_model(bge_m3_dir)
     backend = FastBackend(spec, TokenIds(1, frozenset({0, 1, 2})), device="cpu", dtype="fp32")
-    assert not backend.triton_attention and "attention" not in backend.precision
-    with pytest.raises(ValueError, match="'triton' or 'flash'"):
-        FastBackend(spec, TokenIds(1, frozenset({0, 1, 2})), attention="cudnn")
+    assert backend.precision == "fp32 everywhere" and backend.graphs is None
+
+
+def test_only_batches_of_long_sequences_attend_per_sequence() -> None:
+    from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
+
+    assert per_sequence_faster((LONG_SEQUENCE, 3 * LONG_SEQUENCE))
+    assert not per_sequence_faster((LONG_SEQUENCE, LONG_SEQUENCE - 1))
+    assert not per_sequence_faster(())  # a graph's capture: no lengths on the host

@@ -19,12 +19,8 @@ from tests.triton_interpreter import allow_loaded_loop_bounds
 
 allow_loaded_loop_bounds()
 
-from m3engine.backends.fast.varlen_attention import (  # noqa: E402
-    DEFAULT,
-    Config,
-    attention_triton,
-    plan_blocks,
-)
+from m3engine.backends.fast.inputs import AttentionConfig, PackedInputs  # noqa: E402
+from m3engine.backends.fast.varlen_attention import DEFAULT, attention_triton, plan_blocks  # noqa: E402
 
 # 1-token and empty sequences, lengths around and off the block sizes, one of several blocks (200 =
 # 12.5 blocks of 16); two neighbours of length 1 and 3 where a leak across the boundary is loud; 127 =
@@ -70,9 +66,10 @@ def check_values(dtype: torch.dtype, atol: float) -> None:
     whole = reference(qkv[:total], (total,))
     assert (whole - ref).abs().max() > 100 * atol
     # tail: the ragged end of a sequence in steps of fewer keys than block_n (one step or several)
-    full = (Config(16, 16), Config(32, 16), Config(64, 64), Config(64, 64, tail=16), Config(32, 64, 4, 2, 32))
+    Cfg = AttentionConfig
+    full = (Cfg(16, 16), Cfg(32, 16), Cfg(64, 64), Cfg(64, 64, tail=16), Cfg(32, 64, 4, 2, 32))
     full += (DEFAULT,)  # the backend's: 64 x 64, a 32-key tail
-    configs = full if dtype == torch.float32 else (Config(16, 16), Config(16, 32, tail=16))
+    configs = full if dtype == torch.float32 else (Cfg(16, 16), Cfg(16, 32, tail=16))
     for c in configs:
         # into a NaN-filled buffer: the padding rows must stay untouched (a store without its row
         # mask would write the last sequence's spare query rows there)
@@ -90,10 +87,10 @@ def check_bge_m3_shape() -> None:
     qkv, q, k, v, cu = packed(lengths, 16, 64, torch.float32, seed=2)
     total = sum(lengths)
     table = plan_blocks(cu, q.shape[0], 64)
-    out = attention_triton(q, k, v, cu, max(lengths), Config(64, 64), table=table)
+    out = attention_triton(q, k, v, cu, max(lengths), AttentionConfig(64, 64), table=table)
     err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())
     assert err < 1e-5, err
-    again = attention_triton(q, k, v, cu, max(lengths), Config(64, 64))  # a new (T, nh, hd) output
+    again = attention_triton(q, k, v, cu, max(lengths), AttentionConfig(64, 64))  # a new (T, nh, hd) output
     assert again.shape == q.shape and again.dtype == q.dtype and again.is_contiguous()
     assert torch.equal(out[:total], again[:total])
     print(f"bge-m3 shape ok, max |err| {err:.2e}")
@@ -124,26 +121,21 @@ def check_plan_blocks() -> None:
 
 
 def check_engine_hook() -> None:
-    """encoder.attention() runs this kernel when the inputs carry a plan (here on the CPU)."""
-    from m3engine.backends.fast import encoder, varlen_attention
-
-    calls = []
-
-    def counted(*args: object, **kwargs: object) -> torch.Tensor:
-        calls.append(1)
-        return attention_triton(*args, **kwargs)  # type: ignore[arg-type]
+    """encoder.attention() runs this kernel when the inputs carry a plan (here on the CPU): its
+    output is the kernel's, bit for bit, with the plan's table and config."""
+    from m3engine.backends.fast.encoder import attention
+    from m3engine.backends.fast.varlen_attention import plan_attention
 
     lengths = (5, 40, 1)
     qkv, q, k, v, cu = packed(lengths, 2, 16, torch.float32, seed=3)
     ids = torch.zeros(q.shape[0], dtype=torch.long)
-    inputs = encoder.PackedInputs(ids, ids, ids, cu, max(lengths), lengths)
-    varlen_attention.attention_triton = counted
-    try:
-        out = encoder.attention(q, k, v, varlen_attention.plan_attention(inputs), varlen=True)
-    finally:
-        varlen_attention.attention_triton = attention_triton
-    assert calls == [1]
+    planned = plan_attention(PackedInputs(ids, ids, ids, cu, max(lengths), lengths))
+    out = attention(q, k, v, planned, varlen=True)
+    plan = planned.attention_plan
+    assert plan is not None and plan.config == DEFAULT
+    direct = attention_triton(q, k, v, cu, max(lengths), plan.config, plan.table)
     total = sum(lengths)
+    assert torch.equal(out[:total], direct[:total])
     err = float((out[:total].double() - reference(qkv[:total], lengths)).abs().max())
     assert err < 1e-5, err
     print(f"engine hook ok, max |err| {err:.2e}")

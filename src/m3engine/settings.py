@@ -42,7 +42,10 @@ class EngineSettings:
         "names (cuda:0,cuda:1; cpu,cpu for tests); default: the one --device.",
     )
     dtype: str = _opt(
-        "auto", "fp32, fp16, bf16 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16)."
+        "auto",
+        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16). "
+        "fp8 (e4m3 matrix products) is opt-in, for the fast backend on CUDA only, and its accuracy "
+        "is not checked at load yet.",
     )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."
@@ -79,13 +82,21 @@ class ServerSettings:
 
     host: str = _opt("127.0.0.1", "Address to bind; 0.0.0.0 exposes the server to the network.")
     port: int = _opt(8080, "TCP port.")
-    frontends: int = _opt(
-        1,
-        "HTTP frontend processes; above 1, one engine process runs the models and batches for all of "
-        "them; every frontend admits against the whole server's request and token budgets.",
+    frontends: int | None = _opt(
+        None,
+        "HTTP frontend processes, or auto: on CUDA the CPUs this process may use (its cgroup quota) "
+        "less four for the engine process and its threads, on the CPU one. Above 1, one engine "
+        "process runs the models and batches for all of them; every frontend admits against the "
+        "whole server's request and token budgets. /info shows the number chosen.",
     )
     reranker: str | None = _opt(None, "A reranker (hub id or path) to serve beside --model.")
     extra_models: tuple[str, ...] = _opt((), "More models to serve, comma-separated; routed by `model`.")
+    served_model_name: tuple[str, ...] = _opt(
+        (),
+        "Names clients may send as `model` for --model, comma-separated (vLLM's flag); the first is "
+        "the name answers and /v1/models report. TARGET=NAME names another served model instead "
+        "(TARGET: its hub id, path or last path component), e.g. bge-reranker-v2-m3=reranker.",
+    )
     api_keys: tuple[str, ...] = _opt(
         (),
         "API keys (comma-separated); when set, every route but /live and /ready "
@@ -133,6 +144,8 @@ class ServerSettings:
 
 def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
+    if base != kind and raw.strip().lower() == "auto":  # an optional setting: None picks it
+        return None
     if base in ("int", "float"):
         try:
             return int(raw) if base == "int" else float(raw)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -132,9 +133,50 @@ class SparseVector:
     indices: IntArray
     values: FloatArray
 
+    @classmethod
+    def from_lists(cls, indices: Sequence[int], values: Sequence[float]) -> SparseVector:
+        """From the `{"indices": [...], "values": [...]}` form (the HTTP API's, Qdrant's)."""
+        if len(indices) != len(values):
+            raise ValueError(f"{len(indices)} indices but {len(values)} values; they must pair up")
+        return cls(np.asarray(indices, dtype=np.int64), np.asarray(values, dtype=np.float32))
+
     def to_dict(self) -> dict[str, float]:
-        """FlagEmbedding's `lexical_weights` form: {"6207": 0.25, ...}."""
+        """FlagEmbedding's `lexical_weights` form: {"6207": 0.25, ...} (Milvus' BGEM3EmbeddingFunction)."""
         return {str(int(i)): float(v) for i, v in zip(self.indices, self.values, strict=True)}
+
+    def to_qdrant(self) -> dict[str, list[Any]]:
+        """Qdrant's `SparseVector(indices=..., values=...)` fields (also Milvus' and Pinecone's)."""
+        return {"indices": self.indices.tolist(), "values": self.values.tolist()}
+
+    def to_pgvector(self, dim: int) -> str:
+        """pgvector's `sparsevec` text form, `'{i:v,...}/dim'`. pgvector counts from 1, token ids
+        from 0: id 6207 is written as 6208. `dim` is the vocabulary size (250,002 for BGE-M3)."""
+        if len(self.indices) and int(self.indices[-1]) >= dim:
+            raise ValueError(f"token id {int(self.indices[-1])} does not fit a sparsevec of dim {dim}")
+        # float32 values printed as the shortest text that reads back to the same float4
+        cells = ",".join(
+            f"{int(i) + 1}:{np.format_float_positional(v, unique=True, trim='-')}"
+            for i, v in zip(self.indices, self.values, strict=True)
+        )
+        return f"{{{cells}}}/{dim}"
+
+    def to_elasticsearch(self, tokens: Sequence[str] | None = None) -> dict[str, float]:
+        """Elasticsearch `sparse_vector` / OpenSearch and Elasticsearch `rank_features`: an object
+        of string keys and strictly positive weights. Keys are the token ids as strings, or with
+        `tokens` (one per index, e.g. from `tokenizer.id_to_token`) the token strings."""
+        return self._keyed(tokens)
+
+    def to_vespa(self, tokens: Sequence[str] | None = None) -> dict[str, float]:
+        """Vespa's short form for a tensor of one mapped dimension, e.g. `tensor<float>(token{})`:
+        {label: weight}; labels are token ids as strings, or the token strings."""
+        return self._keyed(tokens)
+
+    def _keyed(self, tokens: Sequence[str] | None) -> dict[str, float]:
+        if tokens is None:
+            return self.to_dict()
+        if len(tokens) != len(self.indices):
+            raise ValueError(f"{len(tokens)} tokens for {len(self.indices)} weights; give one per index")
+        return {t: float(v) for t, v in zip(tokens, self.values, strict=True)}
 
     def top_k(self, k: int) -> SparseVector:
         """The k largest weights, ids kept ascending."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from m3engine.backends.fast import FastBackend
+from m3engine.backends.fast.backend import DeviceStates
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.models.spec import inspect_model
 from m3engine.tokenization.tokenizer import TextTokenizer
@@ -35,6 +36,12 @@ def _backends(path: Path, dtype: str, **options: Any) -> tuple[FastBackend, Refe
         ReferenceBackend(spec, tokens, device="cuda", dtype="fp32"),
         tokenizer,
     )
+
+
+def _states(fast: FastBackend, batch: PackedBatch, use_graphs: bool, cls_only: bool = False) -> DeviceStates:
+    """The backend's final states of `batch` (graph-replayed when `use_graphs` and one fits)."""
+    with torch.inference_mode():
+        return fast._hidden_states(batch, use_graphs, cls_only)
 
 
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -127,18 +134,20 @@ def test_reranker_half_precision_keeps_the_ranking(reranker_dir: Path) -> None:
 
 
 def test_long_only_batch_takes_per_sequence_sdpa_and_matches_varlen(long_dir: Path) -> None:
-    from m3engine.backends.fast import encoder
+    """The backend attends a batch of only long sequences one sequence at a time; the same batch
+    through the same fused encoder with the varlen Triton kernel agrees."""
+    from m3engine.backends.fast.encoder import per_sequence_faster, to_device
+    from m3engine.backends.fast.fused import encode_fused
+    from m3engine.backends.fast.varlen_attention import plan_attention
 
     fast, _, _ = _backends(long_dir, "bf16")
     rng = np.random.default_rng(4)
     batch = PackedBatch.from_encoded([_random_text(rng, 3000), _random_text(rng, 2500)])
-    sdpa = fast.hidden_states(batch, use_graphs=False).hidden
-    saved = encoder.LONG_SEQUENCE
-    encoder.LONG_SEQUENCE = 10**9  # force varlen for the same batch
-    try:
-        varlen = fast.hidden_states(batch, use_graphs=False).hidden
-    finally:
-        encoder.LONG_SEQUENCE = saved
+    assert per_sequence_faster(tuple(batch.lengths.tolist()))
+    sdpa = _states(fast, batch, use_graphs=False).hidden
+    inputs = to_device(batch, fast.weights.config.position_offset, torch.device("cuda"))
+    with torch.inference_mode():
+        varlen = encode_fused(fast.weights, plan_attention(inputs), None, varlen=True)
     cos = torch.nn.functional.cosine_similarity(sdpa.float(), varlen.float(), dim=-1)
     assert cos.min().item() >= 0.999
 
@@ -153,15 +162,15 @@ def test_graph_replay_equals_eager(bge_m3_dir: Path) -> None:
     # a bucket is captured the second time it is asked for (graphs.CAPTURE_AFTER): the first two
     # run eagerly, the next two capture, the last replays the first graph after another one ran
     for k, batch in enumerate([*batches, *batches, batches[0]]):
-        graphed = fast.hidden_states(batch, use_graphs=True).hidden.float().clone()
+        graphed = _states(fast, batch, use_graphs=True).hidden.float().clone()
         assert len(fast.graphs.captured) == max(0, min(2, k - 1)), k
-        eager = fast.hidden_states(batch, use_graphs=False).hidden
+        eager = _states(fast, batch, use_graphs=False).hidden
         torch.testing.assert_close(graphed, eager.float(), atol=3e-2, rtol=3e-2)
         cos = torch.nn.functional.cosine_similarity(graphed, eager.float(), dim=-1)
         assert cos.min().item() >= 0.9999
     assert len(fast.graphs.captured) == 2
-    again = fast.hidden_states(batches[1], use_graphs=True).hidden.clone()  # a view of the static output
-    first = fast.hidden_states(batches[1], use_graphs=True).hidden
+    again = _states(fast, batches[1], use_graphs=True).hidden.clone()  # a view of the static output
+    first = _states(fast, batches[1], use_graphs=True).hidden
     assert torch.equal(again, first)  # replays are deterministic
 
 
@@ -222,6 +231,6 @@ def test_no_triton_compile_after_load(tmp_path: Path, monkeypatch: pytest.Monkey
     sizes = ([1], [2], [3], [16], [17], [41], [5, 36], [63, 1], [64], [65], [100, 29], [255], [256], [257])
     for lengths in (*sizes, [300, 1], [1000, 17, 3], [511, 2]):
         batch = PackedBatch.from_encoded([Encoded(ids=[5] * n) for n in lengths])
-        backend.hidden_states(batch, use_graphs=False)
+        _states(backend, batch, use_graphs=False)
     torch.cuda.synchronize()
     assert compiled == []

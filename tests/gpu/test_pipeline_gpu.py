@@ -31,7 +31,7 @@ TEXTS = [f"{MULTILINGUAL[i % len(MULTILINGUAL)]} {i}" + " more words" * (i % 9) 
 def _backend(path: Path, dtype: str) -> tuple[FastBackend, TextTokenizer]:
     tokenizer = TextTokenizer.load(path)
     tokens = TokenIds(tokenizer.pad_id, tokenizer.special_ids)
-    backend = FastBackend(inspect_model(path), tokens, device="cuda", dtype=dtype, graph_max_tokens=512)
+    backend = FastBackend(inspect_model(path), tokens, device="cuda", dtype=dtype)
     return backend, tokenizer
 
 
@@ -57,8 +57,8 @@ def _batches(tokenizer: TextTokenizer, groups: list[list[str]]) -> list[PackedBa
 def test_launch_ahead_with_graph_replays_equals_sequential_forwards(bge_m3_dir: Path) -> None:
     backend, tokenizer = _backend(bge_m3_dir, "bf16")
     # batches 1 and 2 replay one graph back to back (its static buffers reused), 0 and 5 another;
-    # 3 is over the graph limit (eager)
-    long = [LONG, LONG[:900], *TEXTS[12:20]]
+    # 3 is over the graph limit (eager: 16 x 256 tokens and more)
+    long = [*[LONG] * 16, LONG[:900], *TEXTS[12:20]]
     groups = [TEXTS[0:6], TEXTS[6:12], TEXTS[20:26], long, TEXTS[26:27], TEXTS[0:6][::-1]]
     batches = _batches(tokenizer, groups)
     assert backend.graphs is not None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -61,7 +60,8 @@ def test_matches_varlen_attn_every_config(dtype: torch.dtype) -> None:
 
 
 def test_a_plan_switches_the_kernel() -> None:
-    from m3engine.backends.fast.encoder import PackedInputs, attention
+    from m3engine.backends.fast.encoder import attention
+    from m3engine.backends.fast.inputs import PackedInputs
     from m3engine.backends.fast.varlen_attention import plan_attention
 
     q, k, v, cu = _packed(torch.bfloat16)
@@ -74,25 +74,32 @@ def test_a_plan_switches_the_kernel() -> None:
 
 
 def test_backend_outputs_agree_between_kernels(long_dir: Path) -> None:
-    """The whole model, graph-replayed (a short batch) and eager (a long one), Triton against flash."""
+    """The whole model, graph-replayed (a short batch) and eager (a long one): the backend (Triton
+    attention) against the same fused encoder with flash attention (inputs without a plan)."""
     from m3engine.backends.fast import FastBackend
+    from m3engine.backends.fast.encoder import to_device
+    from m3engine.backends.fast.fused import encode_fused
+    from m3engine.backends.fast.graphs import MAX_TOKENS
     from m3engine.models.spec import inspect_model
     from m3engine.types import HeadRequest, PackedBatch, TokenIds
     from tests.gpu.test_fast_gpu import _random_text
 
     spec, tokens = inspect_model(long_dir), TokenIds(pad_id=1, special_ids=frozenset({0, 1, 2, 3}))
-    options: dict[str, Any] = {"device": "cuda", "dtype": "bf16", "graph_max_tokens": 256}
-    triton_backend = FastBackend(spec, tokens, **options)
-    flash_backend = FastBackend(spec, tokens, **options, attention="flash")
-    assert triton_backend.triton_attention and "Triton varlen attention" in triton_backend.precision
-    assert not flash_backend.triton_attention
+    backend = FastBackend(spec, tokens, device="cuda", dtype="bf16")
+    assert "Triton varlen attention" in backend.precision
     rng = np.random.default_rng(4)
     short = PackedBatch.from_encoded([_random_text(rng, n) for n in (1, 37, 90)])
     long = PackedBatch.from_encoded([_random_text(rng, int(n)) for n in rng.integers(1, 3000, 12)])
+    assert long.num_tokens > MAX_TOKENS  # eager
     heads = HeadRequest(dense=True, sparse=True, colbert=True)
+    offset = backend.weights.config.position_offset
     for batch in (short, long, short):  # the short one is captured when asked for a second time
-        a, b = triton_backend.forward(batch, heads), flash_backend.forward(batch, heads)
-        assert a.dense is not None and b.dense is not None
-        cos = (a.dense * b.dense).sum(1) / (np.linalg.norm(a.dense, axis=1) * np.linalg.norm(b.dense, axis=1))
+        a = backend.forward(batch, heads).dense
+        inputs = to_device(batch, offset, torch.device("cuda"))
+        with torch.inference_mode():
+            flash = encode_fused(backend.weights, inputs, None, varlen=True)  # (T, H)
+        b = flash[inputs.cu_seqlens[:-1].long()].float().cpu().numpy()  # (N, H) the CLS rows
+        assert a is not None
+        cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         assert cos.min() > 0.9999, cos.min()
-    assert triton_backend.graphs is not None and len(triton_backend.graphs.captured) == 1  # the short one
+    assert backend.graphs is not None and len(backend.graphs.captured) == 1  # the short one

@@ -17,7 +17,9 @@ PACKAGE = SRC / "m3engine"
 
 # Lowest first. A module's layer is that of its first part after `m3engine.`.
 LAYERS: list[set[str]] = [
-    {"errors", "types", "settings", "results", "metrics", "process", "version"},
+    {"errors", "types", "settings", "results", "metrics", "process", "version", "sparse_formats"},
+    # the HTTP client: core records and httpx only, so that a caller of a server never loads torch
+    {"client"},
     {"models", "tokenization"},
     {"backends"},
     {"tasks"},

@@ -84,3 +84,14 @@ def test_small_answers_are_built_on_the_loop_big_ones_in_a_thread() -> None:
     main = threading.current_thread().name
     assert asyncio.run(built_on(values_of([query]))) == main
     assert asyncio.run(built_on(INLINE_VALUES + 1)) != main
+
+
+def test_frontends_default_to_auto_sized_by_the_cpus_and_the_device() -> None:
+    from m3engine.server.serving import auto_frontends
+
+    assert parse([], {}).frontends is None  # auto
+    assert parse(["--frontends", "auto"], {"M3ENGINE_FRONTENDS": "3"}).frontends is None
+    assert parse([], {"M3ENGINE_FRONTENDS": "3"}).frontends == 3
+    assert auto_frontends("cuda", 16) == 12  # the engine process keeps four
+    assert auto_frontends("cuda:1", 4) == 1 and auto_frontends("cuda", 2) == 1
+    assert auto_frontends("cpu", 64) == 1  # the model's forward passes want the cores

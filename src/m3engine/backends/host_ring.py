@@ -1,11 +1,11 @@
 """A few reused pinned host buffers that device -> host copies land in, instead of a fresh pin each.
 
 Pinning is paid per byte: a fresh 66 MB pinned buffer (one 16k-token batch's ColBERT rows in fp32)
-took 26.6 ms to allocate on an H200 host, longer than the device's batch (docs/benchmarks.md, round
-six). The caching host allocator cannot help: the caller keeps the previous results (numpy views of
-the pinned memory) alive. So each launch copies all its outputs into one slot of this ring, and
-`HostCopy.wait` copies them out into ordinary (pageable) memory, which the caller then owns; the
-slot goes back to the ring.
+took 26.6 ms to allocate on an H200 host, longer than the device's batch. The caching host
+allocator cannot help: the caller keeps the previous results (numpy views of the pinned memory)
+alive. So each launch copies all its outputs into one slot of this ring, and `HostCopy.wait`
+copies them out into ordinary (pageable) memory, which the caller then owns; the slot goes back to
+the ring.
 
 A slot is reused only when
 - its owner copied its contents out and released it (which it does after waiting for the copy), or

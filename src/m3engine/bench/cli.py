@@ -1,7 +1,7 @@
 """`m3engine bench`: the issue's workloads on a synthetic (or real) model, engine vs transformers.
 
-m3engine bench --synthetic bge-m3 --tokenizer ../shared/fixtures/xlmr-tokenizer --out docs/bench
-m3engine bench --synthetic bge-reranker-v2-m3 --tokenizer ... --out docs/bench
+m3engine bench --synthetic bge-m3 --tokenizer ../shared/fixtures/xlmr-tokenizer --out bench-results
+m3engine bench --synthetic bge-reranker-v2-m3 --tokenizer ... --out bench-results
 """
 
 from __future__ import annotations
@@ -29,12 +29,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32", "fp8"])
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
-    parser.add_argument(
-        "--attention",
-        default="triton",
-        choices=["triton", "flash"],
-        help="attention kernel of mixed-length batches on CUDA (the fast backend's default: triton)",
-    )
     parser.add_argument("--passages", type=int, default=2000)
     parser.add_argument("--long-docs", type=int, default=24)
     parser.add_argument("--repeats", type=int, default=3)
@@ -72,7 +66,6 @@ def run_command(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         max_batch_tokens=args.max_batch_tokens,
-        attention=args.attention,
         latency_lengths=args.latency_lengths,
         batch_sizes=args.batch_sizes,
         passages=args.passages,
@@ -82,9 +75,7 @@ def run_command(args: argparse.Namespace) -> int:
         arch=arch,
     )
     report = run(config)
-    stem = f"{report['model'].replace('/', '_')}-{args.dtype}" + (
-        "-flash" if args.attention == "flash" else ""
-    )
+    stem = f"{report['model'].replace('/', '_')}-{args.dtype}"
     paths = write(report, args.out, stem)
     print(markdown(report))
     print("wrote", ", ".join(str(p) for p in paths))

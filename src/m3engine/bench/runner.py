@@ -28,7 +28,6 @@ class BenchConfig:
     device: str = "cuda"
     dtype: str = "bf16"
     max_batch_tokens: int = 16384
-    attention: str = "triton"  # the fast backend's attention kernel (FastBackend's `attention`)
     latency_lengths: tuple[int, ...] = (128, 256, 512, 1024, 2048, 4096, 8192)
     batch_sizes: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
     passages: int = 2000  # lognormal lengths, median ~200 tokens, up to 2,048
@@ -56,29 +55,6 @@ def environment(device: str) -> dict[str, Any]:
     return env
 
 
-def load_engine(path: Path, device: str, dtype: str, max_batch_tokens: int, **options: Any) -> Engine:
-    """An Engine on the fast backend; fp8 (and backend `options`) built here, since the engine's
-    settings accept only the dtypes every backend has."""
-    if dtype != "fp8" and not options:
-        return Engine.load(
-            str(path), backend="fast", device=device, dtype=dtype, max_batch_tokens=max_batch_tokens
-        )
-    from m3engine.backends.fast import FastBackend
-    from m3engine.models.spec import inspect_model
-    from m3engine.settings import EngineSettings
-    from m3engine.tokenization.tokenizer import TextTokenizer
-    from m3engine.types import TokenIds
-
-    settings = EngineSettings(
-        model=str(path), backend="fast", device=device, dtype=dtype, max_batch_tokens=max_batch_tokens
-    )
-    spec = inspect_model(path)
-    tokenizer = TextTokenizer.load(path)
-    tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
-    backend = FastBackend(spec, tokens, device=device, dtype=dtype, **options)
-    return Engine(spec, tokenizer, backend, settings)
-
-
 def _model_path(config: BenchConfig, scratch: Path) -> tuple[Path, bool]:
     """(checkpoint directory, is a reranker)."""
     if config.model is not None:
@@ -97,8 +73,13 @@ def run(config: BenchConfig) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as scratch:
         path, reranker = _model_path(config, Path(scratch))
         report["model"] = config.synthetic or str(config.model)
-        options = {} if config.attention == "triton" else {"attention": config.attention}
-        engine = load_engine(path, config.device, config.dtype, config.max_batch_tokens, **options)
+        engine = Engine.load(
+            str(path),
+            backend="fast",
+            device=config.device,
+            dtype=config.dtype,
+            max_batch_tokens=config.max_batch_tokens,
+        )
         report["environment"]["precision"] = getattr(engine.backend, "precision", config.dtype)
         hf = HFBaseline(path, cross_encoder=reranker, device=config.device)
         maker = TextMaker(Tokenizer.from_file(str(path / "tokenizer.json")))

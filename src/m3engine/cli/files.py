@@ -1,7 +1,8 @@
 """Reading texts from files and writing embeddings to files, for the CLI.
 
 In: .txt (one text per line), .jsonl (a string or an object per line), .parquet (a string column).
-Out: .jsonl (one record per text), .parquet (one row per text), .npy (the dense matrix only).
+Out: .jsonl (one record per text), .parquet (one row per text), .npy (the dense matrix only); sparse
+weights in the form `--sparse-format` names (m3engine/sparse_formats.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import pyarrow.parquet as pq
 
 from m3engine.errors import InputError
 from m3engine.results import Embedding
+from m3engine.sparse_formats import SparseFormat
+from m3engine.types import SparseVector
 
 READ_SUFFIXES = (".txt", ".jsonl", ".parquet")
 WRITE_SUFFIXES = (".jsonl", ".parquet", ".npy")
@@ -75,6 +78,7 @@ class EmbeddingWriter:
 
     def __init__(self, path: Path | None, stream: IO[str] | None = None) -> None:
         self.path = path
+        self.sparse = SparseFormat()  # the CLI sets the chosen form once the model is loaded
         self.suffix = path.suffix.lower() if path else ".jsonl"
         if self.suffix not in WRITE_SUFFIXES:
             raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
@@ -96,7 +100,7 @@ class EmbeddingWriter:
         if self.suffix == ".npy":
             self._dense.extend(r.dense for r in records if r.dense is not None)
         elif self.suffix == ".parquet":
-            table = _to_table(records, offset)
+            table = _to_table(records, offset, self.sparse)
             if self._parquet is None:
                 assert self._partial is not None
                 self._parquet = pq.ParquetWriter(self._partial, table.schema)
@@ -109,6 +113,8 @@ class EmbeddingWriter:
             for r in records:
                 item = r.to_json()
                 item["index"] = r.index + offset
+                if r.sparse is not None:
+                    item["sparse"] = self.sparse.render(r.sparse)
                 out.write(json.dumps(item, ensure_ascii=False) + "\n")
 
     def close(self, ok: bool = True) -> None:
@@ -128,7 +134,7 @@ class EmbeddingWriter:
             self._partial.unlink(missing_ok=True)
 
 
-def _to_table(records: Sequence[Embedding], offset: int) -> pa.Table:
+def _to_table(records: Sequence[Embedding], offset: int, sparse: SparseFormat) -> pa.Table:
     columns: dict[str, Any] = {
         "index": pa.array([r.index + offset for r in records], pa.int64()),
         "num_tokens": pa.array([r.num_tokens for r in records], pa.int32()),
@@ -138,14 +144,32 @@ def _to_table(records: Sequence[Embedding], offset: int) -> pa.Table:
     if first.dense is not None:
         columns["dense"] = pa.array([r.dense for r in records], pa.list_(pa.float32()))
     if first.sparse is not None:
-        columns["sparse_indices"] = pa.array(
-            [r.sparse.indices for r in records if r.sparse], pa.list_(pa.int64())
-        )
-        columns["sparse_values"] = pa.array(
-            [r.sparse.values for r in records if r.sparse], pa.list_(pa.float32())
-        )
+        columns.update(_sparse_columns([r.sparse for r in records if r.sparse is not None], sparse))
     if first.colbert is not None:
         columns["colbert"] = pa.array(
             [list(r.colbert) for r in records if r.colbert is not None], pa.list_(pa.list_(pa.float32()))
         )
     return pa.table(columns)
+
+
+def _sparse_columns(weights: Sequence[SparseVector], sparse: SparseFormat) -> dict[str, pa.Array]:
+    """Two list columns for indices_values (as before: what Qdrant and Milvus load); one `sparse`
+    column in the store's own form otherwise: sparsevec text for pgvector (COPY loads it), a
+    map<string, float> for the keyed forms (a JSON object per row once read back), a list of
+    {index, value} for TEI's."""
+    if sparse.style == "indices_values":
+        columns = {
+            "sparse_indices": pa.array([w.indices for w in weights], pa.list_(pa.int64())),
+            "sparse_values": pa.array([w.values for w in weights], pa.list_(pa.float32())),
+        }
+        if sparse.token_of is not None:
+            columns["sparse_tokens"] = pa.array([sparse.render(w)["tokens"] for w in weights])
+        return columns
+    rendered = [sparse.render(w) for w in weights]
+    if sparse.style == "pgvector":
+        return {"sparse": pa.array(rendered, pa.string())}
+    if sparse.style == "tei":
+        item = pa.struct([("index", pa.int64()), ("value", pa.float32())])
+        return {"sparse": pa.array(rendered, pa.list_(item))}
+    pairs = [list(r.items()) for r in rendered]
+    return {"sparse": pa.array(pairs, pa.map_(pa.string(), pa.float32()))}

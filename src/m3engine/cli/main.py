@@ -11,6 +11,7 @@ from pathlib import Path
 
 from m3engine.errors import InputError, M3EngineError
 from m3engine.settings import EngineSettings, add_arguments, from_sources
+from m3engine.sparse_formats import SPARSE_STYLES, SparseFormat
 from m3engine.tasks.options import EmbedOptions, RerankOptions
 from m3engine.tokenization.tokenizer import check_texts
 
@@ -76,6 +77,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     writer.check_outputs(args.sparse, args.colbert)
     texts = check_texts(_texts(args))  # every text checked before anything is written
     engine = _engine(args)
+    # pgvector's form carries the vocabulary size, and token keys need the tokenizer: known now
+    writer.sparse = SparseFormat(
+        args.sparse_format,
+        dim=engine.spec.vocab_size,
+        token_of=engine.tokenizer.id_to_token if args.sparse_tokens else None,
+    )
     if not options.truncate:  # so that an over-long text is named by its place in the whole input
         query = options.input_type == "query"
         prefix = engine.settings.query_instruction if query else ""
@@ -145,6 +152,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="Dense vectors.")
     embed.add_argument("--sparse", action="store_true", help="Sparse lexical weights (BGE-M3).")
+    embed.add_argument(
+        "--sparse-format",
+        default="indices_values",
+        choices=SPARSE_STYLES,
+        help="How sparse weights are written (default indices_values; see docs/server.md).",
+    )
+    embed.add_argument(
+        "--sparse-tokens",
+        action="store_true",
+        help="Token strings: keys of elasticsearch / vespa weights, or a tokens list beside indices.",
+    )
     embed.add_argument("--colbert", action="store_true", help="ColBERT multi-vectors (BGE-M3).")
     embed.add_argument(
         "--query", action="store_true", help="Texts are queries: instruction and query length."

@@ -1,10 +1,10 @@
 """Python's cyclic garbage collector off for the length of a bulk call.
 
-A bulk `Engine.embed` of 2,000 passages on an H200 host spent ~18 ms of its ~720 ms in the
-collector's generation 0 and 1 passes (tools/bench_gap_probe.py, docs/bench/round10/): the
-tokenizer threads, the eager launches and the records keep tens of thousands of container objects
-alive at once, so a collection starts every few hundred allocations and walks them, with every
-Python thread of the process stopped (the one launching the batches too, so the device waits).
+Measured on an H200 host: a bulk `Engine.embed` of 2,000 passages spent ~18 ms of its ~720 ms in
+the collector's generation 0 and 1 passes. The tokenizer threads, the eager launches and the
+records keep tens of thousands of container objects alive at once, so a collection starts every
+few hundred allocations and walks them, with every Python thread of the process stopped (the one
+launching the batches too, so the device waits).
 
 What a bulk call allocates is freed by reference counting when its owner drops it; the collector is
 only needed for reference cycles, and a cycle made during the call is still found by the first
@@ -22,7 +22,6 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-ENABLED = True  # False: bulk calls leave the collector as it is
 _lock = threading.Lock()
 _depth = 0  # bulk calls running now
 _was_enabled = False  # the collector's state when the first of them began
@@ -32,9 +31,6 @@ _was_enabled = False  # the collector's state when the first of them began
 def gc_paused() -> Iterator[None]:
     """No cyclic collection inside the block (process-wide; nested and concurrent blocks counted)."""
     global _depth, _was_enabled
-    if not ENABLED:
-        yield
-        return
     entered = False
     try:
         with _lock:  # counted and marked together: an interrupt cannot leave the count raised

@@ -27,7 +27,7 @@ from m3engine.scheduling.timings import Timings
 SPECIALS_ALLOWANCE = 4  # special tokens added by any template (<s> .. </s></s> .. </s>)
 # Requests of at most this many characters are tokenized on the event loop: one query's tokens and
 # wire form cost ~0.08 ms of CPU there, ~0.20 ms through the pool (the hop: ~0.12 ms on the 2-core
-# VM); 256 characters take ~0.12 ms to tokenize. docs/server.md, "frontend CPU per request".
+# VM); 256 characters take ~0.12 ms to tokenize.
 INLINE_TOKENIZE_CHARS = 256
 
 

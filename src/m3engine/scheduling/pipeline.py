@@ -58,7 +58,7 @@ def default_threads(sizes: Sequence[int]) -> int:
     A long text is already spread over every core by one `encode_batch` (its pieces, in Rust), so
     more threads add no tokenization and take the GIL and the cores from the thread that launches
     the batches; short texts have more Python work per token, which threads overlap.
-    `tools/pipeline_probe.py --threads N`, H200 host (16 cores), 1 / 2 / 4 threads: passages dense
+    Measured on an H200 host (16 cores), 1 / 2 / 4 threads: passages dense
     496 / 713 / 719 k tok/s, all three 438 / 642 / 674 k; long documents dense 365 / 358 / 347 k,
     all three 356 / 356 / 337 k; 12 threads: passages 346 k, long documents 263 k.
     """
@@ -102,7 +102,7 @@ class Collector:
     copies them out of the pinned ring and builds its records (`on_collect` where one is given,
     else `parts`, merged after the last batch), while this thread launches the next batches: with
     all three outputs a 16 k-token batch's host work (~8 ms of copy-out, its sparse vectors) on
-    the launching thread left the device idle between batches (docs/benchmarks.md, round seven).
+    the launching thread left the device idle between batches.
     At most `FINISHING` batches wait for that thread (their pinned slots stay taken meanwhile).
     """
 

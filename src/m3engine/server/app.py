@@ -109,7 +109,7 @@ def check_settings(settings: ServerSettings) -> None:
     """Refuse settings that cannot be served, before anything starts."""
     if settings.cors_origins and "*" in settings.cors_origins and settings.api_keys:
         raise ValueError("--cors-origins '*' with API keys would let any site use the keys; list the origins")
-    if settings.frontends < 1:
+    if settings.frontends is not None and settings.frontends < 1:
         raise ValueError("--frontends must be 1 or more")
 
 

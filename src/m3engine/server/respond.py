@@ -5,7 +5,7 @@ to turn into JSON. Done on the event loop, it would stall the coroutine that lau
 leave the device idle; TEI fans results out in spawn_blocking for the same reason. Here shaping and
 serialising run in a thread, and the serialiser (pydantic-core, ~6x faster than json.dumps on float
 lists) is called once per record: it holds the GIL while it runs, so one call for the whole answer
-would still block the loop for its full length. `docs/bench/server-cpu/loop_stall.py` measures it.
+would still block the loop for its full length.
 
 A small answer (one query's vector) is built on the loop: the thread hop cost more CPU than the
 work (2-core VM: one 1,024-float answer 0.10-0.12 ms of CPU inline, 0.18-0.32 ms through `to_thread`), and
@@ -23,7 +23,7 @@ from fastapi import Response
 from pydantic_core import to_json
 
 # Numbers an answer may hold and still be built on the loop: four 1,024-wide vectors, about 0.5 ms
-# on the 2-core VM (docs/server.md, "frontend CPU per request").
+# of CPU (measured on a 2-core VM).
 INLINE_VALUES = 4096
 
 

@@ -6,13 +6,16 @@ M3ENGINE_* environment variable, and shown in /info.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
 import uvicorn
 
+from m3engine.process.cpu_quota import available_cpus
 from m3engine.server.draining import DrainingServer
-from m3engine.server.loading import load_engines
+from m3engine.server.loading import load_engines, model_names
+from m3engine.server.names import assign_aliases
 from m3engine.settings import EngineSettings, ServerSettings
 
 if TYPE_CHECKING:
@@ -26,7 +29,12 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
     from m3engine.server import logs
 
     logs.configure(server_settings.log_level)
+    if server_settings.frontends is None:
+        count = auto_frontends(engine_settings.device, available_cpus())
+        server_settings = dataclasses.replace(server_settings, frontends=count)
     log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
+    # a wrong --served-model-name fails here, before minutes of loading (and before any frontend)
+    assign_aliases(model_names(engine_settings, server_settings), server_settings.served_model_name)
     if server_settings.frontends != 1:
         from m3engine.server.multiproc.supervisor import serve_with_frontends
 
@@ -48,3 +56,20 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
     server = DrainingServer(config, app.state.server)
     server.run()
     return 3 if server.fatal else 0
+
+
+ENGINE_CPUS = 4  # the engine process's event loop, its launch and collect threads, and one to spare
+
+
+def auto_frontends(device: str, cpus: int) -> int:
+    """HTTP processes for `--frontends auto`: on a GPU the CPUs left beside the engine process (one
+    process tops out near a thousand small requests a second); on the CPU one, since the model's
+    forward passes want every core."""
+    on_cuda = device.startswith("cuda") or (device == "auto" and _cuda_available())
+    return max(1, cpus - ENGINE_CPUS) if on_cuda else 1
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())

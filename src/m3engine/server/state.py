@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import PurePath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from m3engine.errors import ModelNotServedError, NotReadyError, UnsupportedTaskError
@@ -16,6 +15,7 @@ from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.scheduler import Scheduler
 from m3engine.scheduling.submitter import Submitter
+from m3engine.server.names import assign_aliases, names_of
 from m3engine.settings import EngineSettings, ServerSettings
 from m3engine.tokenization.tokenizer import TextTokenizer
 
@@ -52,18 +52,21 @@ class ServedEngine(Protocol):
 
 @dataclass
 class ServedModel:
-    name: str
+    names: tuple[str, ...]  # what a request's `model` may say (server/names.py); the first is reported
     engine: ServedEngine
     scheduler: Submitter
     created: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
 
     @property
     def kind(self) -> ModelKind:
         return self.engine.spec.kind
 
     def answers_to(self, requested: str) -> bool:
-        """The name as served, or its last path component (`bge-m3` for `BAAI/bge-m3` or a directory)."""
-        return requested in (self.name, PurePath(self.name).name)
+        return requested in self.names
 
 
 class ServerState:
@@ -88,6 +91,7 @@ class ServerState:
         self.models: list[ServedModel] = []
         if engines:
             self.metrics.track_gpu()
+        served: list[tuple[ServedEngine, Submitter]] = []
         for engine in engines:
             scheduler = Scheduler(
                 engine.spec.name,
@@ -98,13 +102,20 @@ class ServerState:
                 short_query_tokens=settings.short_query_tokens,
             )
             scheduler.on_death = self._worker_died
-            self.models.append(ServedModel(engine.spec.name, engine, scheduler))
+            served.append((engine, scheduler))
+        self.serve(served)
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
         # The HTTP implementation uvicorn runs, set when it starts (server/cli.py's DrainingServer);
         # None while the app is not served by it (an in-process ASGI client).
         self.http: str | None = None
+
+    def serve(self, models: Sequence[tuple[ServedEngine, Submitter]]) -> None:
+        """Add the models (run here, or remote in an HTTP frontend) under their served names."""
+        aliases = assign_aliases([e.spec.name for e, _ in models], self.settings.served_model_name)
+        for (engine, scheduler), own in zip(models, aliases, strict=True):
+            self.models.append(ServedModel(names_of(engine.spec.name, own), engine, scheduler))
 
     def _worker_died(self) -> None:
         if self.settings.exit_on_worker_death and self.on_fatal is not None:
@@ -135,8 +146,10 @@ class ServerState:
                             f"model {model.name} is a {model.kind.value} model and cannot serve this route"
                         )
                     return model
-            served = ", ".join(m.name for m in self.models)
-            raise ModelNotServedError(f"the requested model is not served here; served models: {served}")
+            served = ", ".join(name for m in self.models for name in m.names)
+            raise ModelNotServedError(
+                f"the requested model is not served here; send one of these names as `model`: {served}"
+            )
         for model in self.models:
             if model.kind in kinds:
                 return model

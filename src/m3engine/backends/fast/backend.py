@@ -9,8 +9,9 @@ import torch
 
 from m3engine.backends.base import Backend, BackendInfo
 from m3engine.backends.choose import DTYPES
-from m3engine.backends.fast.encoder import PackedInputs, classify, encode, uses_varlen
+from m3engine.backends.fast.encoder import classify, encode, per_sequence_faster, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.staging import HostStager, unpack
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.backends.host_ring import HostRing
@@ -51,67 +52,51 @@ class FastBackend(Backend):
     >>> backend = FastBackend(spec, tokens, device="cuda", dtype="bf16")
     >>> out = backend.forward(PackedBatch.from_encoded(encoded), HeadRequest(dense=True, sparse=True))
 
-    `graph_max_tokens` bounds the batches replayed through CUDA graphs (0 turns graphs off);
-    larger batches run eagerly, where each kernel outlasts its launch anyway. `kernels`: "auto"
-    runs the fused Triton kernels (fused.py) on CUDA in half precision, "torch" the plain
-    encoder.py everywhere. `attention` on CUDA in half precision: "triton" (varlen_attention.py,
-    where Triton is installed) or "flash" (torch's varlen_attn). dtype "fp8" runs the encoder's
-    matrix products in e4m3 (fp8.py; CUDA and Triton only) and says which layers in `info.precision`.
+    The kernels follow from the device and dtype (`precision` says which ran):
+    - CUDA in fp16/bf16 with Triton installed: the fused Triton row kernels (fused.py) and the Triton
+      varlen attention kernel (varlen_attention.py; torch's flash varlen_attn for a head size the
+      kernel cannot take); without Triton, the plain encoder (encoder.py) with flash attention;
+    - the CPU, and fp32 anywhere: the plain encoder, attention one sequence at a time;
+    - dtype "fp8" (CUDA with Triton only): the encoder's matrix products in e4m3 (fp8.py).
+    Batches up to graphs.MAX_TOKENS tokens replay CUDA graphs on CUDA in half precision.
 
-    `cls_only`: an eager batch whose outputs read only each sequence's CLS row (a cross-encoder's
-    scores; CLS-pooled dense vectors without sparse or ColBERT) runs its last layer's products after
-    attention, and its LayerNorms, on those rows alone (encoder.layer; QKV and attention still see
-    every row): 3.1 % of XLM-R large's matrix-product multiply-adds, 2-3 % of the device time of
-    passages like the bench's, dense only, and 1.6-3.6 % of its rerank (H200, docs/benchmarks.md,
-    round thirteen). Batches replayed through a captured graph keep every row.
+    A batch whose outputs read only each sequence's CLS row (a cross-encoder's scores; CLS-pooled
+    dense vectors without sparse or ColBERT), when it runs eagerly, runs its last layer's products
+    after attention, and its LayerNorms, on those rows alone (encoder.layer; QKV and attention still
+    see every row): 3.1 % of XLM-R large's matrix-product multiply-adds; measured on an H200, 2-3 %
+    of the device time of the bench's passages (dense only) and 1.6-3.6 % of its rerank. Batches
+    replayed through a captured graph keep every row.
     """
 
-    def __init__(
-        self,
-        spec: ModelSpec,
-        tokens: TokenIds,
-        device: str = "cpu",
-        dtype: str = "fp32",
-        graph_max_tokens: int = 4096,
-        kernels: str = "auto",
-        gelu_epilogue: bool = True,
-        fp8_keep_bf16: frozenset[int] = frozenset(),
-        attention: str = "triton",
-        cls_only: bool = True,
-    ) -> None:
+    def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
         self.spec = spec
-        self.cls_only = cls_only
         self._device = torch.device(device)
         self._dtype = COMPUTE_DTYPES[dtype]
         self.weights = load_encoder(spec.path, self._device, self._dtype)
         if spec.is_cross_encoder and self.weights.classifier is None:
             raise ValueError(f"{spec.path}: a {spec.kind.value} checkpoint without a classification head")
         self._varlen = uses_varlen(self._device, self._dtype)
-        self.fused = kernels == "auto" and self._varlen and _triton_available()
-        if dtype == "fp8" and not self.fused:
+        self._fused = self._varlen and _triton_available()
+        if dtype == "fp8" and not self._fused:
             raise ValueError("dtype fp8 needs CUDA and Triton (the fused kernels quantise activations)")
-        self._gelu_epilogue = gelu_epilogue
-        if attention not in ("triton", "flash"):
-            raise ValueError(f"attention must be 'triton' or 'flash', not {attention!r}")
-        self.triton_attention = attention == "triton" and self._varlen and _triton_available()
-        if self.triton_attention:  # else the module (which imports triton) stays unloaded
-            from m3engine.backends.fast.varlen_attention import DEFAULT, supports_head_dim
+        self._triton_attention = self._fused
+        if self._triton_attention:  # else the module (which imports triton) stays unloaded
+            from m3engine.backends.fast.varlen_attention import supports_head_dim
 
-            self.triton_attention = supports_head_dim(self.weights.config.head_dim)
-            self.attention_config = DEFAULT  # the kernel's tiles (varlen_attention.CONFIGS); probes vary it
+            self._triton_attention = supports_head_dim(self.weights.config.head_dim)
         self.fp8 = None
-        self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self.fused else "")
+        self.precision = f"{dtype} everywhere" + (", fused Triton row kernels" if self._fused else "")
         if self._varlen:
-            self.precision += ", Triton varlen attention" if self.triton_attention else ", flash attention"
+            self.precision += ", Triton varlen attention" if self._triton_attention else ", flash attention"
         if dtype == "fp8":
             from m3engine.backends.fast.fp8 import quantize_layers
 
-            self.fp8 = quantize_layers(self.weights.layers, fp8_keep_bf16)
+            self.fp8 = quantize_layers(self.weights.layers)
             heads = "ColBERT head bf16 (float16 out), dense and sparse heads fp32"
             self.precision = self.fp8.describe(len(self.weights.layers)) + f"; the rest bf16, {heads}"
         self._stager = HostStager(self._device)
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
-        # device -> host copies run beside the next batch's kernels (pending.py)
+        # device -> host copies run beside the next batch's kernels (transfer.py)
         self._copy_stream = torch.cuda.Stream(self._device) if self._device.type == "cuda" else None  # type: ignore[no-untyped-call]
         # ... into reused pinned buffers: a fresh pin per launch costs more than the device's batch
         self.ring = HostRing() if self._device.type == "cuda" else None
@@ -121,19 +106,19 @@ class FastBackend(Backend):
         colbert_dim = self._m3.colbert_dim if self._m3 is not None else None
         self.info = BackendInfo("fast", device, dtype, padded=False, colbert_dim=colbert_dim)
         self.graphs: GraphRunner | None = None
-        if self._varlen and graph_max_tokens > 0:  # the CPU loop over sequences cannot be captured
-            self.graphs = GraphRunner(self._encode, self._device, max_tokens=graph_max_tokens)
-        if self.fused:
+        if self._varlen:  # the CPU loop over sequences cannot be captured
+            self.graphs = GraphRunner(self._encode, self._device)
+        if self._fused:
             self._compile_kernels()
 
     @torch.inference_mode()
     def _compile_kernels(self) -> None:
         """One eager pass per Triton kernel variant a batch can pick (small_gemm's configs by token
-        count), so kernels compile at load and not in the middle of a bulk call: a 41-token last
-        batch of the bench's passages compiled two small_gemm configs there, 0.3 s each (round nine).
-        Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels).
-        Cost: a few eager passes, plus ~0.3 s per small_gemm config the first time on a machine
-        (Triton keeps compiled kernels on disk)."""
+        count), so kernels compile at load and not in the middle of a bulk call, where each compile
+        (~0.3 s) stalls the device (a bulk call's part-filled last batch would pick a config no
+        earlier batch did). Per-batch sizes and alignments are not specialised on
+        (do_not_specialize in the kernels). Cost: a few eager passes, plus ~0.3 s per small_gemm
+        config the first time on a machine (Triton keeps compiled kernels on disk)."""
         from m3engine.backends.fast.fused import warmup_token_counts
 
         for tokens in warmup_token_counts(self.weights):
@@ -153,25 +138,21 @@ class FastBackend(Backend):
         return self.spec.pooling == "cls" and not (heads.sparse or heads.colbert)
 
     def _encode(self, inputs: PackedInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
-        if self.triton_attention:  # one block table per batch, read by every layer
+        varlen = self._varlen and not per_sequence_faster(inputs.lengths)
+        if varlen and self._triton_attention:  # one block table per batch, read by every layer
             from m3engine.backends.fast.varlen_attention import plan_attention
 
-            inputs = plan_attention(inputs, self.attention_config)
-        if self.fused:
+            inputs = plan_attention(inputs)
+        if self._fused:
             from m3engine.backends.fast.fused import encode_fused
 
-            return encode_fused(self.weights, inputs, self.fp8, True, self._gelu_epilogue, rows=rows)
-        return encode(self.weights, inputs, self._varlen, rows)
-
-    @torch.inference_mode()
-    def hidden_states(
-        self, batch: PackedBatch, use_graphs: bool = True, cls_only: bool = False
-    ) -> DeviceStates:
-        """The final states of `batch`: through a captured graph when one fits, else eagerly (and
-        then, with `cls_only`, of the CLS rows alone: see the class docstring)."""
-        return self._hidden_states(batch, use_graphs, cls_only)
+            return encode_fused(self.weights, inputs, self.fp8, varlen, rows=rows)
+        return encode(self.weights, inputs, varlen, rows)
 
     def _hidden_states(self, batch: PackedBatch, use_graphs: bool, cls_only: bool = False) -> DeviceStates:
+        """The final states of `batch`: through a captured graph when one fits, else eagerly (and
+        then, with `cls_only`, of the CLS rows alone: see the class docstring). The caller holds
+        torch.inference_mode."""
         t, n = batch.num_tokens, batch.num_seqs
         offset = self.weights.config.position_offset
         lengths = tuple(batch.lengths.tolist())
@@ -195,7 +176,7 @@ class FastBackend(Backend):
         a later replay of the same graph writes its static buffers only after this batch's heads have
         read them, and what the heads produce (copied on the side stream) is never a graph buffer.
         """
-        cls_only = self.cls_only and self.reads_cls_only(heads)
+        cls_only = self.reads_cls_only(heads)
         states = self._hidden_states(batch, True, cls_only)  # inference mode entered once, here
         if self.spec.is_cross_encoder or states.cls_only:
             return self._launch_from_cls(states, heads)

@@ -3,10 +3,11 @@
 Row-wise work (embeddings, LayerNorm, the matrix products) never mixes tokens, so only attention
 needs to know where each sequence starts: it gets `cu_seqlens`. On CUDA in fp16/bf16 that is
 `torch.nn.attention.varlen.varlen_attn` (flash attention over ragged sequences); elsewhere (CPU,
-fp32) a plain SDPA call per sequence, so CI tests the same packing and numerics. When the inputs carry
-an `attention_plan` (varlen_attention.plan_attention), mixed-length batches run the Triton kernel of
-varlen_attention.py instead of flash attention (the fast backend's default on CUDA: 1.3-1.4x flash's
-speed on the bench's passages, 2.5x on query-sized inputs, H200).
+fp32) and for batches of only long sequences (`per_sequence_faster`) a plain SDPA call per
+sequence, so CI tests the same packing and numerics. When the inputs carry an `attention_plan`
+(varlen_attention.plan_attention), the batch runs the Triton kernel of varlen_attention.py instead
+of flash attention (what the fast backend does on CUDA where Triton is installed; measured on an
+H200: 1.3-1.4x flash's speed on the bench's passages, 2.5x on query-sized inputs).
 
 Rows past `cu_seqlens[-1]` (the padding of a CUDA-graph bucket) belong to no sequence: attention
 never reads them and every other step is row-wise, so whatever they hold never reaches a real row.
@@ -14,31 +15,13 @@ never reads them and every other step is row-wise, so whatever they hold never r
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 from torch.nn import functional as F
 
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.weights import EncoderConfig, EncoderWeights, LayerWeights
 from m3engine.types import PackedBatch
-
-if TYPE_CHECKING:  # varlen_attention imports triton, which a CPU install may lack
-    from m3engine.backends.fast.varlen_attention import AttentionPlan
-
-
-@dataclass
-class PackedInputs:
-    """The device tensors of one packed batch."""
-
-    input_ids: torch.Tensor  # (T,) int64
-    positions: torch.Tensor  # (T,) int64, index into the position table
-    token_types: torch.Tensor  # (T,) int64
-    cu_seqlens: torch.Tensor  # (N + 1,) int32, as flash attention wants it
-    max_len: int  # longest sequence (a host int: no device sync to read it)
-    lengths: tuple[int, ...]  # per-sequence lengths on the host, for the CPU attention loop
-    attention_plan: AttentionPlan | None = None  # a block table: the Triton kernel runs
 
 
 def host_arrays(batch: PackedBatch, position_offset: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -68,8 +51,15 @@ def uses_varlen(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 # From this length up, a batch of only long sequences runs one SDPA call per sequence: on Hopper
-# SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured: bench long docs).
+# SDPA picks cuDNN / flash kernels that beat varlen_attn's on long inputs (measured on the bench's
+# long documents, 4 k - 8 k tokens).
 LONG_SEQUENCE = 2048
+
+
+def per_sequence_faster(lengths: tuple[int, ...]) -> bool:
+    """Whether a batch of these lengths attends faster one sequence at a time, even where the
+    varlen kernels run: every sequence is long (LONG_SEQUENCE)."""
+    return bool(lengths) and min(lengths) >= LONG_SEQUENCE
 
 
 def _per_sequence(
@@ -92,9 +82,12 @@ def attention(
     inputs: PackedInputs,
     varlen: bool,
 ) -> torch.Tensor:
-    """Bidirectional attention within each sequence; (T, nh, hd)."""
-    long_only = bool(inputs.lengths) and min(inputs.lengths) >= LONG_SEQUENCE
-    if varlen and not long_only:
+    """Bidirectional attention within each sequence; (T, nh, hd).
+
+    `varlen`: one kernel over the packed batch, the Triton one where `inputs` carry a plan, else
+    flash attention's varlen_attn (CUDA, half precision); otherwise SDPA one sequence at a time.
+    """
+    if varlen:
         if inputs.attention_plan is not None:
             from m3engine.backends.fast.varlen_attention import attention_triton
 

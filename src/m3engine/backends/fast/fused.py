@@ -25,8 +25,9 @@ import torch
 from torch.nn import functional as F
 
 from m3engine.backends.fast import small_gemm as sg
-from m3engine.backends.fast.encoder import PackedInputs, attention, keep_rows
+from m3engine.backends.fast.encoder import attention, keep_rows
 from m3engine.backends.fast.fp8 import Fp8Layer, Fp8Weights, fp8_linear
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.kernels import (
     Quantized,
     add_layernorm,

@@ -12,10 +12,9 @@ last part-filled batch of a bulk call, runs eagerly), share one memory pool, and
 a time (the backend's forward is single-threaded), so one graph's scratch memory may be reused by
 another. Why not on first use: `torch.cuda.graph` synchronizes the device and empties the CUDA and
 pinned-memory caches before it captures, so a capture in the middle of a bulk call waits for the
-batches queued before it and makes the next allocations fresh ones; a 285-token batch at the end of
-the bench's passages took 35.9 ms to launch that way, where an eager launch takes a few
-(docs/bench/round8/call9-timeline-passages-all-detail.log). A server captures its query buckets at
-start-up (`capture_ladder`).
+batches queued before it and makes the next allocations fresh ones (measured on an H200: a 285-token
+batch at the end of the bench's passages took 35.9 ms to launch that way, where an eager launch
+takes a few). A server captures its query buckets at start-up (`capture_ladder`).
 """
 
 from __future__ import annotations
@@ -27,10 +26,13 @@ from dataclasses import dataclass
 
 import torch
 
-from m3engine.backends.fast.encoder import PackedInputs
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.staging import flat_size, unpack
 
 CAPTURE_AFTER = 2  # a bucket's graph is captured the time it is asked for this often (see above)
+# Batches up to this many tokens replay a graph; a larger one runs eagerly, where each kernel
+# outlasts its launch anyway and a graph would only hold more memory.
+MAX_TOKENS = 4096
 # Token counts a graph is captured for: dense at the small end, where launches dominate.
 TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
 
@@ -87,7 +89,9 @@ class GraphRunner:
     >>> stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat); captured.graph.replay()
     """
 
-    def __init__(self, encode: EncodeFn, device: torch.device, max_tokens: int = 2048, max_graphs: int = 128):
+    def __init__(
+        self, encode: EncodeFn, device: torch.device, max_tokens: int = MAX_TOKENS, max_graphs: int = 128
+    ):
         self._encode = encode
         self._device = device
         self.max_tokens = max_tokens

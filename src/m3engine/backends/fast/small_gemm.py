@@ -12,14 +12,14 @@ Each program computes one (BLOCK_M, BLOCK_N) tile over one K chunk in fp32 and e
 - MODE_PARTS: stores its fp32 partial sums to parts[s] of an (S, M, N) buffer: plain stores, no
   zero-fill, deterministic; the consumer sums the S slices (`finish` for QKV / FFN-in, or
   `parts_add_layernorm` for the products followed by add+LayerNorm, which then costs no extra kernel);
-- MODE_ATOMIC: fp32 atomic adds into a zeroed (M, N) buffer (order-dependent rounding; the probe
-  compares it with MODE_PARTS), read by the same consumers as a single slice.
+- MODE_ATOMIC: fp32 atomic adds into a zeroed (M, N) buffer, read by the same consumers as a single
+  slice (order-dependent rounding: no entry of the table below picks it).
 
 The consumers work in fp32 throughout, so the split path rounds once less than cuBLAS + add_layernorm
 (cuBLAS rounds x W^T + b to bf16 before the row kernel reads it): equal within bf16 rounding.
 
-`CONFIGS` is a fixed table per (N, K) and M bound, measured by tools/small_gemm_probe.py; an entry
-of None keeps cuBLAS for that shape and M. Nothing is tuned at request time.
+`CONFIGS` is a fixed table per (N, K) and M bound, measured once per GPU model; an entry of None
+keeps cuBLAS for that shape and M. Nothing is tuned at request time.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ class Config(NamedTuple):
 
 
 # (N, K) -> ((max M, config or None for cuBLAS), ...) ascending in M; BGE-M3's four layer products.
-# Measured on an H200 (tools/small_gemm_probe.py, 2026-11-21): per product, the fastest Triton
-# config where it beat cuBLAS by >= 3 %, else None. Split-K wins for the N = 1024 products
+# Measured on an H200: per product, the fastest Triton config where it beat cuBLAS by >= 3 %,
+# else None. Split-K wins for the N = 1024 products
 # (attention-out, FFN-out: 16-32 output tiles for 132 SMs); QKV and FFN-in stay on cuBLAS.
 CONFIGS: dict[tuple[int, int], tuple[tuple[int, Config | None], ...]] = {
     (3072, 1024): (

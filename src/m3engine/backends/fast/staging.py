@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from m3engine.backends.fast.encoder import PackedInputs
+from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.types import PackedBatch
 
 

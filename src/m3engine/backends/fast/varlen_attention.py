@@ -8,7 +8,7 @@ the encoder's device time. Here the grid holds only the query blocks that exist:
 
 and each program runs FlashAttention's online softmax over its sequence's keys in BLOCK_N steps
 (fp32 scores and accumulator; exp2 with log2(e) folded into the scale). Only a sequence's ragged end
-(the keys past its last full block, in steps of `Config.tail`) is masked; query rows past the
+(the keys past its last full block, in steps of `AttentionConfig.tail`) is masked; query rows past the
 sequence's end are computed on zeros and never stored, so
 nothing crosses a sequence boundary and rows past cu_seqlens[-1] (a graph bucket's padding) are not
 written.
@@ -17,7 +17,7 @@ The table (`plan_blocks`) is built on the device from cu_seqlens by one small Tr
 host sync, so CUDA graphs capture it): its length is an upper bound known from shapes alone
 (T / BLOCK_M + N + 1), and its empty slots (at most 2 per sequence) hold sequence index N, whose
 programs return at once. `plan_attention` builds it once per batch and hands it to every layer
-through PackedInputs (built per call instead, the short corpus below ran 1.6x slower).
+through PackedInputs (built per layer instead, query-sized batches ran 1.6x slower).
 `max_len` is not needed by the kernel; it stays for the same contract as encoder.attention.
 
 q, k, v may be strided views (the encoder's `qkv.view(T, 3, nh, hd).unbind(1)`: row stride
@@ -25,68 +25,49 @@ q, k, v may be strided views (the encoder's `qkv.view(T, 3, nh, hd).unbind(1)`: 
 the CPU with TRITON_INTERPRET=1 (tests/test_varlen_attention.py) and on CUDA in bf16/fp16 against
 varlen_attn (tests/gpu/test_varlen_attention_gpu.py).
 
-Measured (tools/varlen_triton_probe.py, H200, bf16, 16 x 64 heads, 2026-11-21, docs/bench/round6/
-call1-varlen-probe.log and call2-varlen-probe.log):
-the bench's passages (lognormal, median 200, 8..2,048, 16 k-token batches) flash 5.61 ms per pass
-(188 TFLOP/s), this kernel 4.01 ms at 64x64 with 3 stages (263 TFLOP/s, 1.40x); query-sized inputs
-(8..64 tokens) flash 1.61 ms, this kernel 0.62-0.65 ms (2.5x). The fast backend uses it by default.
+Why the fast backend uses it on CUDA (measured on an H200, bf16, 16 x 64 heads, 16 k-token batches):
+on the bench's passages (lognormal lengths, median 200, 8..2,048) flash attention takes 5.61 ms per
+pass (188 TFLOP/s), this kernel 4.01 ms at 64 x 64 tiles with 3 stages (263 TFLOP/s, 1.40x); on
+query-sized inputs (8..64 tokens) flash 1.61 ms, this kernel 0.62-0.65 ms (2.5x).
 
-A sequence's ragged end is attended in steps of `Config.tail` keys (32 by default) instead of one
-masked block of 64, so a sequence of 200 keys computes 224 columns, not 256 (round nine,
-docs/bench/round9/call1- and call2-varlen-probe.log, same process: passages 4.51 -> 3.99 / 4.02 ms
-per pass; in the engine, call3-attention-settings.log: passages all three 738 -> 747 k tokens/s).
+A sequence's ragged end is attended in steps of `AttentionConfig.tail` keys (32 by default) instead
+of one masked block of 64, so a sequence of 200 keys computes 224 columns, not 256 (measured: the
+passages 4.51 -> 4.0 ms per pass).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
-from m3engine.backends.fast.encoder import PackedInputs
+from m3engine.backends.fast.inputs import AttentionConfig, AttentionPlan, PackedInputs
 
 LOG2E = 1.4426950408889634
 
-
-class Config(NamedTuple):
-    block_m: int  # query rows per program
-    block_n: int  # key rows per inner step
-    warps: int = 4
-    stages: int = 2
-    tail: int = 0  # key rows per step of a sequence's ragged end (0: block_n); a power of two <= block_n
-
-
-# Candidates for tools/varlen_triton_probe.py; DEFAULT: the fastest on the passages (H200, above;
-# round nine also tried wider tiles, more warps, 4 stages and half-height last query blocks: slower).
+# Tile candidates, each checked against flash attention by the tests; DEFAULT: the fastest on the
+# bench's passages on an H200 (wider tiles, more warps and 4 stages were slower).
 CONFIGS = {
-    "64x64": Config(64, 64, 4, 2),
-    "64x64s3": Config(64, 64, 4, 3),
-    "64x32": Config(64, 32, 4, 2),
-    "32x64": Config(32, 64, 4, 2),
-    "128x64": Config(128, 64, 8, 3),
-    "128x32": Config(128, 32, 4, 3),
-    "64x128": Config(64, 128, 4, 2),
-    "64x128s3": Config(64, 128, 4, 3),
-    "128x128w8": Config(128, 128, 8, 2),
-    "64x64s3t32": Config(64, 64, 4, 3, 32),
-    "64x64s3t16": Config(64, 64, 4, 3, 16),
-    "64x64s4": Config(64, 64, 4, 4),
-    "64x64w8s3": Config(64, 64, 8, 3),
-    "64x128s3t32": Config(64, 128, 4, 3, 32),
-    "128x64w8s3t32": Config(128, 64, 8, 3, 32),
+    "64x64": AttentionConfig(64, 64, 4, 2),
+    "64x64s3": AttentionConfig(64, 64, 4, 3),
+    "64x32": AttentionConfig(64, 32, 4, 2),
+    "32x64": AttentionConfig(32, 64, 4, 2),
+    "128x64": AttentionConfig(128, 64, 8, 3),
+    "128x32": AttentionConfig(128, 32, 4, 3),
+    "64x128": AttentionConfig(64, 128, 4, 2),
+    "64x128s3": AttentionConfig(64, 128, 4, 3),
+    "128x128w8": AttentionConfig(128, 128, 8, 2),
+    "64x64s3t32": AttentionConfig(64, 64, 4, 3, 32),
+    "64x64s3t16": AttentionConfig(64, 64, 4, 3, 16),
+    "64x64s4": AttentionConfig(64, 64, 4, 4),
+    "64x64w8s3": AttentionConfig(64, 64, 8, 3),
+    "64x128s3t32": AttentionConfig(64, 128, 4, 3, 32),
+    "128x64w8s3t32": AttentionConfig(128, 64, 8, 3, 32),
 }
 DEFAULT = CONFIGS["64x64s3t32"]
-
-
-class AttentionPlan(NamedTuple):
-    """One batch's block table and the config it was planned for, read by every layer."""
-
-    table: torch.Tensor  # (slots, 2) int32, plan_blocks(cu_seqlens, T, config.block_m)
-    config: Config
 
 
 @triton.jit
@@ -195,7 +176,7 @@ def attention_triton(
     v: torch.Tensor,
     cu_seqlens: torch.Tensor,  # (N + 1,) int32
     max_len: int,
-    config: Config = DEFAULT,
+    config: AttentionConfig = DEFAULT,
     table: torch.Tensor | None = None,  # plan_blocks(cu_seqlens, T, config.block_m)
     out: torch.Tensor | None = None,  # (T, nh, hd) contiguous, to write into; else a new one
 ) -> torch.Tensor:
@@ -229,7 +210,7 @@ def attention_triton(
     return out
 
 
-def plan_attention(inputs: PackedInputs, config: Config = DEFAULT) -> PackedInputs:
+def plan_attention(inputs: PackedInputs, config: AttentionConfig = DEFAULT) -> PackedInputs:
     """`inputs` with the block table of this batch: every layer's attention then runs this kernel."""
     table = plan_blocks(inputs.cu_seqlens, inputs.input_ids.shape[0], config.block_m)
     return dataclasses.replace(inputs, attention_plan=AttentionPlan(table, config))

@@ -28,7 +28,7 @@ from m3engine.server.draining import DrainingServer
 from m3engine.server.listen import bind_listener
 from m3engine.server.multiproc.remote import EngineClient, RemoteScheduler
 from m3engine.server.multiproc.wire import EngineStatus
-from m3engine.server.state import ServedModel, ServerState
+from m3engine.server.state import ServerState
 from m3engine.settings import ServerSettings
 
 log = logging.getLogger("m3engine.server")
@@ -62,9 +62,11 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket | None,
         settings.max_concurrent_requests, settings.max_queued_tokens, shared=budget, slot=config.index
     )
     state = ServerState(settings, admission=admission, frontend=config.index)
-    for index, model in enumerate(models):
-        scheduler = RemoteScheduler(index, model, client, admission, state.tokenize_pool)
-        state.models.append(ServedModel(model.name, scheduler.view, scheduler))
+    schedulers = [
+        RemoteScheduler(index, model, client, admission, state.tokenize_pool)
+        for index, model in enumerate(models)
+    ]
+    state.serve([(s.view, s) for s in schedulers])
 
     def on_status(status: EngineStatus) -> None:
         admission.tokens_per_s = status.tokens_per_s  # for Retry-After: all admitted tokens / this rate

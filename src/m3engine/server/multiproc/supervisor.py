@@ -71,12 +71,14 @@ def serve_with_frontends(engine: EngineSettings, server: ServerSettings) -> int:
 class Supervisor:
     def __init__(self, settings: ServerSettings, engines: list[Engine], workdir: Path) -> None:
         self.settings, self.engines, self.workdir = settings, engines, workdir
+        assert settings.frontends is not None, "serving.serve resolves --frontends auto first"
+        self.frontends = settings.frontends
         self.engine_socket = str(workdir / "engine.sock")
         self.context = multiprocessing.get_context("spawn")  # no forked copy of torch or CUDA state
         self.processes: dict[int, BaseProcess] = {}
         from m3engine.scheduling.shared_budget import SharedBudget
 
-        self.budget = SharedBudget(settings.frontends)  # every frontend's admission counts
+        self.budget = SharedBudget(self.frontends)  # every frontend's admission counts
         self.exit_code = 0
         self.stopping = False
         self._restarts: list[float] = []
@@ -104,10 +106,10 @@ class Supervisor:
         )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop, f"{sig.name}: draining", 0)
-        for index in range(self.settings.frontends):
+        for index in range(self.frontends):
             self._spawn(index)
         host, port = self.listener.getsockname()[:2]
-        log.info("listening", extra={"host": host, "port": port, "frontends": self.settings.frontends})
+        log.info("listening", extra={"host": host, "port": port, "frontends": self.frontends})
         await self._stopped.wait()
         await self._shutdown(service)
         return self.exit_code
@@ -127,7 +129,7 @@ class Supervisor:
         from m3engine.server.multiproc.frontend import FrontendConfig, frontend_main
 
         host, port = self.listener.getsockname()[:2]
-        config = FrontendConfig(index, self.settings.frontends, self.engine_socket, self.settings, host, port)
+        config = FrontendConfig(index, self.frontends, self.engine_socket, self.settings, host, port)
         process = self.context.Process(
             target=frontend_main,
             args=(config, None if self.reuse_port else self.listener, self.budget),

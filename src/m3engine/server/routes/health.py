@@ -55,7 +55,7 @@ async def info(request: Request) -> dict[str, object]:
     first = state.models[0].engine if state.models else None
     return {
         "version": __version__,
-        "model_id": first.spec.name if first else None,  # TEI's field, for TEI clients
+        "model_id": state.models[0].name if first else None,  # TEI's field, for TEI clients
         "max_input_length": first.max_length if first else None,
         "max_client_batch_size": state.settings.max_inputs_per_request,
         "max_concurrent_requests": state.settings.max_concurrent_requests,
@@ -67,7 +67,12 @@ async def info(request: Request) -> dict[str, object]:
         if state.frontend is None
         else {"index": state.frontend, "of": state.settings.frontends, "pid": os.getpid()},
         "models": [
-            {**m.engine.info(), "served_name": m.name, "engine_settings": m.engine.settings.public()}
+            {
+                **m.engine.info(),
+                "served_name": m.name,
+                "served_names": list(m.names),
+                "engine_settings": m.engine.settings.public(),
+            }
             for m in state.models
         ],
     }

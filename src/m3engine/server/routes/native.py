@@ -10,13 +10,15 @@ from pydantic import BaseModel, Field
 
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.submit import submit
+from m3engine.sparse_formats import SparseFormat, SparseStyle
 from m3engine.tasks.options import ClassifyOptions, EmbedOptions, ScoreOptions
 
 router = APIRouter(tags=["m3engine"])
 
 
-class EmbedM3Request(BaseModel):
+class EmbedM3Request(TextsRequest):
     model: str | None = None
     inputs: str | list[str]
     return_dense: bool = True
@@ -26,9 +28,17 @@ class EmbedM3Request(BaseModel):
     max_length: int | None = Field(None, ge=3)
     truncate: bool = True
     dimensions: int | None = Field(None, ge=1)
-    sparse_format: Literal["indices_values", "tei", "flag_dict"] = "indices_values"
+    sparse_format: SparseStyle = Field(
+        "indices_values",
+        description="indices_values (Qdrant, Milvus), tei, flag_dict, pgvector (sparsevec text, 1-based), "
+        "elasticsearch (sparse_vector / rank_features object), vespa (mapped tensor short form).",
+    )
     sparse_top_k: int | None = Field(None, ge=1, description="Keep only the k largest lexical weights.")
-    return_tokens: bool = Field(False, description="Add token strings to indices_values sparse output.")
+    return_tokens: bool = Field(
+        False,
+        description="Token strings: a `tokens` list beside indices_values; the keys of elasticsearch "
+        "and vespa (instead of token ids).",
+    )
     encoding_format: Literal["float", "base64"] = Field(
         "float", description="base64: dense as float32, ColBERT as float16 (rows x dim, row-major)."
     )
@@ -50,6 +60,12 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
         request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
     )
     tokenizer = served.engine.tokenizer
+    sparse_format = SparseFormat(
+        body.sparse_format,
+        dim=served.engine.spec.vocab_size,
+        token_of=tokenizer.id_to_token if body.return_tokens else None,
+        top_k=body.sparse_top_k,
+    )
 
     def build() -> dict[str, object]:
         data = []
@@ -58,11 +74,7 @@ async def embed_m3(body: EmbedM3Request, request: Request) -> Response:
             if r.dense is not None:
                 item["dense"] = vectors.vector(r.dense, body.encoding_format)
             if r.sparse is not None:
-                weights = r.sparse.top_k(body.sparse_top_k) if body.sparse_top_k else r.sparse
-                tokens = (
-                    [tokenizer.id_to_token(int(i)) for i in weights.indices] if body.return_tokens else None
-                )
-                item["sparse"] = vectors.sparse(weights, body.sparse_format, tokens=tokens)
+                item["sparse"] = sparse_format.render(r.sparse)
             if r.colbert is not None:
                 item["colbert"] = vectors.multi_vector(r.colbert, body.encoding_format)
             data.append(item)
@@ -106,7 +118,7 @@ async def score(body: ScoreRequest, request: Request) -> dict[str, object]:
     }
 
 
-class ClassifyRequest(BaseModel):
+class ClassifyRequest(TextsRequest):
     model: str | None = None
     input: str | list[str]
     raw_scores: bool = False

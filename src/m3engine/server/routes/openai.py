@@ -7,10 +7,11 @@ import uuid
 from typing import Literal, cast
 
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.submit import server_state, submit
 from m3engine.tasks.options import EmbedOptions
 
@@ -19,7 +20,7 @@ router = APIRouter(tags=["OpenAI"])
 TokenIds = list[int]
 
 
-class EmbeddingsRequest(BaseModel):
+class EmbeddingsRequest(TextsRequest):
     input: str | list[str] | TokenIds | list[TokenIds] = Field(
         description="A text, a list of texts, a token-id list, or a list of token-id lists."
     )
@@ -88,12 +89,14 @@ async def models(request: Request) -> dict[str, object]:
         "object": "list",
         "data": [
             {
-                "id": m.name,
+                "id": name,
                 "object": "model",
                 "created": m.created,
                 "owned_by": "m3engine",
                 "kind": m.kind.value,
+                "root": m.name,  # vLLM's field: aliases of one model share it
             }
             for m in state.models
+            for name in m.names
         ],
     }

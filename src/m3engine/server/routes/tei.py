@@ -17,6 +17,7 @@ from m3engine.results import Classification
 from m3engine.scheduling.admission import estimate_tokens
 from m3engine.server.respond import respond, values_of
 from m3engine.server.routes import vectors
+from m3engine.server.routes.inputs import TextsRequest
 from m3engine.server.routes.tokens import decode_ids, tokenize_detail
 from m3engine.server.submit import check_count, server_state, submit
 from m3engine.tasks.builder import Prepared, TaskBuilder
@@ -26,7 +27,7 @@ router = APIRouter(tags=["TEI"])
 Inputs = str | list[str]
 
 
-class EmbedRequest(BaseModel):
+class EmbedRequest(TextsRequest):
     inputs: Inputs
     truncate: bool = True
     truncation_direction: Literal["right", "Right"] = Field(
@@ -108,7 +109,7 @@ async def rerank(body: RerankRequest, request: Request) -> list[dict[str, object
     return out
 
 
-class PredictRequest(BaseModel):
+class PredictRequest(TextsRequest):
     inputs: str | list[str] | list[list[str]]
     truncate: bool = True
     raw_scores: bool = False
@@ -149,7 +150,7 @@ async def predict(
     return shaped[0] if single else shaped
 
 
-class TokenizeRequest(BaseModel):
+class TokenizeRequest(TextsRequest):
     inputs: Inputs
     add_special_tokens: bool = True
     prompt_name: None = None

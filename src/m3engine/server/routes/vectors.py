@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from m3engine.sparse_formats import SparseFormat
 from m3engine.types import FloatArray, SparseVector
 
 
@@ -23,22 +24,9 @@ def multi_vector(values: FloatArray, encoding_format: str) -> list[list[float]] 
     return values.tolist()  # type: ignore[no-any-return]
 
 
-def sparse(
-    weights: SparseVector, style: str, top_k: int | None = None, tokens: list[str] | None = None
-) -> Any:
-    """Lexical weights as indices/values (vector DBs), TEI's [{index, value}] or FlagEmbedding's dict."""
-    if top_k is not None:
-        weights = weights.top_k(top_k)
-    if style == "tei":
-        return [
-            {"index": int(i), "value": float(v)} for i, v in zip(weights.indices, weights.values, strict=True)
-        ]
-    if style == "flag_dict":
-        return weights.to_dict()
-    out: dict[str, Any] = {"indices": weights.indices.tolist(), "values": weights.values.tolist()}
-    if tokens is not None:
-        out["tokens"] = tokens
-    return out
+def sparse(weights: SparseVector, style: str) -> Any:
+    """Lexical weights in one of sparse_formats' styles that need no vocabulary size or tokens."""
+    return SparseFormat(style).render(weights)
 
 
 def label_scores(scores: dict[str, float]) -> list[dict[str, object]]:
