@@ -58,6 +58,11 @@ def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
         )
     if args.text:
         raise InputError("--text does not go with a corpus job; put the texts in a .jsonl file")
+    if args.sparse_format != "indices_values" or args.sparse_tokens:
+        raise InputError(
+            "a corpus job writes sparse weights as sparse_indices + sparse_values columns; drop "
+            "--sparse-format / --sparse-tokens, or write one file (--output FILE.parquet) for other forms"
+        )
     settings: EngineSettings = from_sources(EngineSettings, vars(args))
     job = CorpusJob(
         source,
