@@ -176,3 +176,11 @@ def test_the_ingress_retries_once_then_answers_503() -> None:
     reply = asyncio.run(M3EngineIngress(replicas, 1024)(Request(scope, receive)))
     assert replicas.calls == 2 and reply.status_code == 503
     assert b"replica_unavailable" in reply.body and reply.headers["retry-after"] == "1"
+
+
+def test_the_route_prefix_is_not_the_apps() -> None:
+    from m3engine.distributed.serve import _app_path
+
+    assert _app_path({"path": "/m3/v1/embeddings", "root_path": "/m3"}) == "/v1/embeddings"
+    assert _app_path({"path": "/v1/embeddings", "root_path": ""}) == "/v1/embeddings"
+    assert _app_path({"path": "/m3", "root_path": "/m3"}) == "/"

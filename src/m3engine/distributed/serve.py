@@ -55,7 +55,7 @@ class M3EngineIngress:
 
         body = await self._body(request)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
-        wire = (request.method, request.url.path, request.url.query.encode(), headers, body)
+        wire = (request.method, _app_path(request.scope), request.url.query.encode(), headers, body)
         for attempt in (1, 2):
             try:
                 status, out_headers, content = await self._call(wire)
@@ -90,6 +90,14 @@ class M3EngineIngress:
             if size > self.max_request_bytes:
                 break
         return b"".join(chunks)[: self.max_request_bytes + 1]
+
+
+def _app_path(scope: Mapping[str, Any]) -> str:
+    """The path as the app routes it: without the application's route_prefix (ASGI's root_path)."""
+    path, root = str(scope["path"]), str(scope.get("root_path", ""))
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
 
 
 def settings_from_args(args: Mapping[str, Any]) -> tuple[EngineSettings, ServerSettings]:
