@@ -6,7 +6,7 @@
 Two deployments: `M3Engine`, the replicas (one GPU each, each the models and the FastAPI app of
 `m3engine serve`, replica.py), and `M3EngineIngress`, a thin HTTP ingress on the CPU that forwards
 every request whole to a replica through a Ray Serve handle. The handle spreads requests over the
-replicas; a request whose replica dies under it is sent once more, to another replica, so a killed
+replicas; a request whose replica dies under it is sent again, to another replica, so a killed
 replica costs its callers time, not an error (embedding, reranking and scoring are idempotent).
 
 `build_app(args)` is Ray Serve's application builder. Its arguments are the fields of EngineSettings
@@ -41,11 +41,13 @@ except ImportError:  # pragma: no cover - the ray extra is a test dependency
 DEPLOYMENT, INGRESS = "M3Engine", "M3EngineIngress"
 SHAPE_ARGS = ("num_replicas", "gpus_per_replica", "cpus_per_replica", "max_ongoing_requests")
 log = logging.getLogger("m3engine.serve")
-RETRY_DELAY_S = 0.2  # lets the handle learn that the replica died before the retry is routed
+# Before each retry: the handle learns that a replica died from Ray Serve's controller, so a retry
+# sent at once could be routed to the same dead replica.
+RETRY_DELAYS_S = (0.2, 0.5)
 
 
 class M3EngineIngress:
-    """Forwards HTTP requests whole to the replicas; retries once a request whose replica died."""
+    """Forwards HTTP requests whole to the replicas; retries a request whose replica died."""
 
     def __init__(self, replicas: Any, max_request_bytes: int) -> None:
         self.replicas, self.max_request_bytes = replicas, max_request_bytes
@@ -56,18 +58,18 @@ class M3EngineIngress:
         body = await self._body(request)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers.items()]
         wire = (request.method, _app_path(request.scope), request.url.query.encode(), headers, body)
-        for attempt in (1, 2):
+        for attempt in range(len(RETRY_DELAYS_S) + 1):
             try:
                 status, out_headers, content = await self._call(wire)
             except RayActorError as error:
-                if attempt == 1:
+                if attempt < len(RETRY_DELAYS_S):
                     log.warning(
                         "replica died under a request; sending it to another",
                         extra={"error": str(error)[:200]},
                     )
-                    await asyncio.sleep(RETRY_DELAY_S)
+                    await asyncio.sleep(RETRY_DELAYS_S[attempt])
                     continue
-                message = "the replica serving this request stopped and so did the retry; retry later"
+                message = "the replicas this request was sent to stopped under it; retry later"
                 detail = {"message": message, "type": "replica_unavailable", "code": "replica_unavailable"}
                 # the shape of the app's /v1 errors (server/errors.py), so every client reads it
                 return JSONResponse({"error": detail, "message": message}, 503, headers={"Retry-After": "1"})
