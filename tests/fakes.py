@@ -8,6 +8,7 @@ batch fail, raise an out-of-memory error above a token count, or kill the worker
     backend.fail_if = lambda b: ...  # raise BackendError for batches this predicate selects
     backend.oom_over_tokens = 40     # raise an OOM error for batches of more padded tokens
     backend.die = True               # raise WorkerDeath (a BaseException): the worker loop ends
+    backend.device_lost = True       # raise DeviceError for every batch (a lost GPU of --devices)
 
 In-process tests pass `delay_s`, `die_after` and `padded` to the constructor. A server started as a
 process (`m3engine serve --backend tests.fakes:FakeBackend`, the repository root on PYTHONPATH)
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from m3engine.backends.base import Backend, BackendInfo, Ready
-from m3engine.errors import BackendError, OutOfMemoryError
+from m3engine.errors import BackendError, DeviceError, OutOfMemoryError
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, SparseVector, TokenIds
 
@@ -67,6 +68,7 @@ class FakeBackend(Backend):
         self.fail_if: Callable[[PackedBatch], bool] | None = None
         self.oom_over_tokens: int | None = None
         self.die = False
+        self.device_lost = False
         # die on the (N+1)-th forward (tests of a server process; 0 = never)
         self.die_after = _env_number("M3ENGINE_FAKE_DIE_AFTER", int) if die_after is None else die_after
         self.seen: list[list[int]] = []  # every sequence forwarded, in order
@@ -83,6 +85,8 @@ class FakeBackend(Backend):
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         if self.die or (self.die_after and len(self.batches) >= self.die_after):
             raise WorkerDeath("fake backend told to die")
+        if self.device_lost:
+            raise DeviceError("fake device lost")
         if self.oom_over_tokens is not None and batch.max_len * batch.num_seqs > self.oom_over_tokens:
             raise OutOfMemoryError(f"fake OOM: {batch.max_len * batch.num_seqs} padded tokens")
         if self.fail_if is not None and self.fail_if(batch):

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from m3engine.backends.base import Backend, Pending
-from m3engine.backends.choose import resolve_backend, resolve_device, resolve_dtype
+from m3engine.backends.choose import resolve_backend, resolve_devices, resolve_dtype
 from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
@@ -27,6 +27,7 @@ from m3engine.process import gcpause
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.scheduling import pipeline
 from m3engine.scheduling.batching import plan_batches
+from m3engine.scheduling.devices import DeviceHealth, DevicePool
 from m3engine.scheduling.pipeline import Progress, run_planned
 from m3engine.settings import EngineSettings
 from m3engine.tasks import postprocess
@@ -47,8 +48,21 @@ R = TypeVar("R")
 
 
 class Engine:
-    def __init__(self, spec: ModelSpec, tokenizer: TextTokenizer, backend: Backend, settings: EngineSettings):
+    def __init__(
+        self,
+        spec: ModelSpec,
+        tokenizer: TextTokenizer,
+        backend: Backend,
+        settings: EngineSettings,
+        *,
+        backends: Sequence[Backend] = (),
+    ):
+        """`backends`: one per device of `--devices` (the first is `backend`); default: `backend` alone."""
         self.spec, self.tokenizer, self.backend, self.settings = spec, tokenizer, backend, settings
+        self.backends = list(backends) or [backend]
+        self.health = DeviceHealth.of(self.backends)
+        # One device keeps the plain path (no dispatch thread); several share the bulk work.
+        self._pool = DevicePool(self.backends, self.health) if len(self.backends) > 1 else None
         self.tasks = TaskBuilder(spec, tokenizer, settings)
         self.max_length = self.tasks.max_length
         self.query_max_length = self.tasks.query_max_length
@@ -56,7 +70,10 @@ class Engine:
 
     @classmethod
     def load(cls, model: str = "BAAI/bge-m3", **overrides: Any) -> Engine:
-        """Load a model by hub id or path; keyword arguments are EngineSettings fields."""
+        """Load a model by hub id or path; keyword arguments are EngineSettings fields.
+
+        `devices="0,1"` (or "all") loads one backend per device: bulk calls send each batch to the
+        healthy device with the fewest queued tokens (scheduling/devices.py)."""
         return cls.from_settings(EngineSettings(model=model, **overrides))
 
     @classmethod
@@ -65,16 +82,19 @@ class Engine:
         kind = ModelKind.parse(settings.kind) if settings.kind else None
         spec = inspect_model(path, name=settings.model, kind=kind)
         tokenizer = TextTokenizer.load(path)
-        device = resolve_device(settings.device)
-        name = resolve_backend(settings.backend, device)
-        backend = create_backend(
-            name,
-            spec=spec,
-            tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
-            device=device,
-            dtype=resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder),
-        )
-        return cls(spec, tokenizer, backend, settings)
+        backends = []
+        for device in resolve_devices(settings.devices, settings.device):
+            name = resolve_backend(settings.backend, device)
+            backends.append(
+                create_backend(
+                    name,
+                    spec=spec,
+                    tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
+                    device=device,
+                    dtype=resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder),
+                )
+            )
+        return cls(spec, tokenizer, backends[0], settings, backends=backends)
 
     def info(self) -> dict[str, Any]:
         """What the model is and how it runs (the CLI's `info`, the server's /info)."""
@@ -94,6 +114,10 @@ class Engine:
             "backend": self.backend.info.name,
             "device": self.backend.info.device,
             "dtype": self.backend.info.dtype,
+            "devices": [
+                {**health, "backend": b.info.name, "dtype": b.info.dtype}
+                for health, b in zip(self.health.describe(), self.backends, strict=True)
+            ],
         }
 
     # ---- tasks: options built once (options.py), the task by TaskBuilder, run here ------------
@@ -184,6 +208,8 @@ class Engine:
         return task.finish(self._run(task.encoded, task.heads, progress))
 
     def _launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+        if self._pool is not None:
+            return self._pool.launch(batch, heads)
         with self._lock:
             return self.backend.launch(batch, heads)
 
@@ -198,7 +224,7 @@ class Engine:
         batches = plan_batches(
             lengths, self.settings.max_batch_tokens, self.settings.max_batch_size, self.backend.info.padded
         )
-        return run_planned(self._launch, encoded, batches, heads, progress)
+        return run_planned(self._launch, encoded, batches, heads, progress, self._in_flight)
 
     def _bulk(self, bulk: Bulk[R], progress: Progress | None = None) -> R:
         """Many inputs: tokenized in pieces while the device runs (pipeline.py).
@@ -212,4 +238,10 @@ class Engine:
         if self.backend.info.padded or small:
             return self.execute(bulk.prepare(), progress)
         with gcpause.gc_paused():
-            return pipeline.run_bulk(bulk, self._launch, budget, max_size, progress=progress)
+            return pipeline.run_bulk(
+                bulk, self._launch, budget, max_size, progress=progress, in_flight=self._in_flight
+            )
+
+    @property
+    def _in_flight(self) -> int:
+        return 1 if self._pool is None else self._pool.depth

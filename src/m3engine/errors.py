@@ -15,7 +15,8 @@ Each class carries the HTTP status and the metric label it maps to, once, here::
     │   └── MissingHeadFileError         a BGE-M3 checkpoint without colbert_linear.pt / sparse_linear.pt
     ├── BackendError                503  inference failed (the batch fails, the process carries on)
     │   ├── BackendUnavailableError      an optional dependency of a backend is not installed
-    │   └── OutOfMemoryError             the device ran out of memory (the batch was split once first)
+    │   ├── OutOfMemoryError             the device ran out of memory (the batch was split once first)
+    │   └── DeviceError                  the device failed: taken out, its batch retried once on another
     └── ServiceError                     refusals of the server, decided before any model work
         ├── UnauthorizedError       401  no or a wrong API key
         ├── ModelNotServedError     404  the request names a model this server does not serve
@@ -98,6 +99,13 @@ class BackendUnavailableError(BackendError, ImportError):
 
 class OutOfMemoryError(BackendError):
     label = "oom"
+
+
+class DeviceError(BackendError):
+    """The device failed, not the batch (a lost GPU, an ECC or launch error): with several devices
+    (`--devices`) it is taken out and its batch retried once on another."""
+
+    label = "device"
 
 
 class ServiceError(M3EngineError):

@@ -68,6 +68,17 @@ class Metrics:
         self.tokens = Counter(
             "m3engine_tokens", "Tokens forwarded (rate() gives tokens/s)", ["model"], registry=r
         )
+        # Per device of `--devices` (one engine per device behind one queue).
+        self.device_tokens = Counter(
+            "m3engine_device_tokens", "Tokens forwarded per device", ["model", "device"], registry=r
+        )
+        self.device_healthy = Gauge(
+            "m3engine_device_healthy",
+            "1 while the device takes batches, 0 once it was taken out after a device error",
+            ["model", "device"],
+            registry=r,
+            multiprocess_mode="livemin",
+        )
         self.batch_failures = Counter(
             "m3engine_batch_failures", "Forward passes that failed, by error label", ["error"], registry=r
         )

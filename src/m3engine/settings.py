@@ -36,6 +36,11 @@ class EngineSettings:
         "or a backend of your own as package.module:Factory.",
     )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
+    devices: str | None = _opt(
+        None,
+        "Run one engine per device behind one queue: all (every GPU), 0,1 (GPU indices) or device "
+        "names (cuda:0,cuda:1; cpu,cpu for tests); default: the one --device.",
+    )
     dtype: str = _opt(
         "auto",
         "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16). "

@@ -20,6 +20,22 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def resolve_devices(devices: str | None, device: str) -> list[str]:
+    """The devices of `--devices` (see EngineSettings.devices): one engine runs on each."""
+    if devices is None or not devices.strip():
+        return [resolve_device(device)]
+    if devices.strip() == "all":
+        count = torch.cuda.device_count()
+        return [f"cuda:{i}" for i in range(count)] if count else ["cpu"]
+    names = [part.strip() for part in devices.split(",") if part.strip()]
+    chosen = [resolve_device(f"cuda:{n}" if n.isdigit() else n) for n in names]
+    count = torch.cuda.device_count()
+    for name in chosen:
+        if name.startswith("cuda:") and int(name[5:]) >= count:
+            raise InputError(f"--devices names {name}, but torch sees {count} CUDA device(s)")
+    return chosen
+
+
 def resolve_backend(backend: str, device: str) -> str:
     """`auto`: our packed engine on CUDA; on the CPU the transformers reference, which is faster there."""
     if backend == "auto":

@@ -7,6 +7,7 @@ m3engine bench --synthetic bge-reranker-v2-m3 --tokenizer ... --out bench-result
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -59,18 +60,11 @@ def run_command(args: argparse.Namespace) -> int:
     from m3engine.bench.runner import BenchConfig, run
 
     arch = Architecture(layers=2, hidden=64, heads=4, ffn=128) if args.tiny else Architecture()
+    derived = {"synthetic", "accuracy_texts", "arch"}
+    given = {f.name for f in dataclasses.fields(BenchConfig)} & set(vars(args)) - derived
     config = BenchConfig(
+        **{name: getattr(args, name) for name in given},  # flags named as the config's fields
         synthetic=None if args.model else args.synthetic,
-        model=args.model,
-        tokenizer=args.tokenizer,
-        device=args.device,
-        dtype=args.dtype,
-        max_batch_tokens=args.max_batch_tokens,
-        latency_lengths=args.latency_lengths,
-        batch_sizes=args.batch_sizes,
-        passages=args.passages,
-        long_docs=args.long_docs,
-        repeats=args.repeats,
         accuracy_texts=min(200, args.passages),
         arch=arch,
     )

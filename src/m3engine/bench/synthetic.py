@@ -74,19 +74,12 @@ def _state(arch: Architecture, reranker: bool, generator: torch.Generator) -> di
     }
     for i in range(arch.layers):
         p = f"encoder.layer.{i}."
-        for name in ("query", "key", "value"):
-            state[f"{p}attention.self.{name}.weight"] = normal(h, h)
-            state[f"{p}attention.self.{name}.bias"] = normal(h)
-        state[f"{p}attention.output.dense.weight"] = normal(h, h)
-        state[f"{p}attention.output.dense.bias"] = normal(h)
-        state[f"{p}attention.output.LayerNorm.weight"] = ones(h)
-        state[f"{p}attention.output.LayerNorm.bias"] = zeros(h)
-        state[f"{p}intermediate.dense.weight"] = normal(f, h)
-        state[f"{p}intermediate.dense.bias"] = normal(f)
-        state[f"{p}output.dense.weight"] = normal(h, f)
-        state[f"{p}output.dense.bias"] = normal(h)
-        state[f"{p}output.LayerNorm.weight"] = ones(h)
-        state[f"{p}output.LayerNorm.bias"] = zeros(h)
+        linears = {f"attention.self.{n}": (h, h) for n in ("query", "key", "value")}
+        linears |= {"attention.output.dense": (h, h), "intermediate.dense": (f, h), "output.dense": (h, f)}
+        for name, (rows, cols) in linears.items():  # weight (out, in), bias (out,)
+            state[f"{p}{name}.weight"], state[f"{p}{name}.bias"] = normal(rows, cols), normal(rows)
+        for norm in ("attention.output.LayerNorm", "output.LayerNorm"):
+            state[f"{p}{norm}.weight"], state[f"{p}{norm}.bias"] = ones(h), zeros(h)
     state = {prefix + k: v for k, v in state.items()}
     if not reranker:  # bge-m3 ships XLMRobertaModel's pooler, unused by its heads
         state["pooler.dense.weight"] = normal(h, h)

@@ -70,13 +70,12 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
+    from m3engine.cli.corpus import cmd_corpus, is_corpus
     from m3engine.cli.files import EmbeddingWriter
 
     _stop_on_sigterm()
     if args.chunk_size < 1:
         raise InputError(f"--chunk-size must be >= 1, got {args.chunk_size}")
-    writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
-    writer.check_outputs(args.sparse, args.colbert)
     options = EmbedOptions(
         dense=args.dense,
         sparse=args.sparse,
@@ -85,6 +84,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
         truncate=args.truncate,
         dimensions=args.dimensions,
     )
+    if is_corpus(args):
+        return cmd_corpus(args, options)
+    writer = EmbeddingWriter(Path(args.output) if args.output else None, stream=sys.stdout)
+    writer.check_outputs(args.sparse, args.colbert)
     texts = check_texts(_texts(args))  # every text checked before anything is written
     engine = _engine(args)
     # pgvector's form carries the vocabulary size, and token keys need the tokenizer: known now
@@ -180,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--dimensions", type=int, help="Keep the first D dense values (then re-normalise).")
     embed.add_argument("--chunk-size", type=int, default=4096, help="Texts read and written per step.")
+    from m3engine.cli.corpus import add_corpus_flags
+
+    add_corpus_flags(embed)
     add_arguments(embed)
     embed.set_defaults(func=cmd_embed)
 

@@ -79,6 +79,7 @@ class Item:
     index: int  # position in job.encoded
     length: int
     order: int  # arrival order, for FIFO among equals
+    retried: bool = False  # sent back once after its device failed (scheduler.py): never twice
 
 
 class BatchFormer:
@@ -98,6 +99,12 @@ class BatchFormer:
         for i, length in enumerate(job.encoded.lengths.tolist()):
             item = Item(job, i, length, next(self._counter))
             (self.short if length <= self.short_tokens else self.long).append(item)
+
+    def requeue(self, items: list[Item]) -> None:
+        """Items of a batch whose device failed, back at the head of their lanes (they were oldest)."""
+        short = [it for it in items if it.length <= self.short_tokens]
+        long = [it for it in items if it.length > self.short_tokens]
+        self.short[:0], self.long[:0] = short, long
 
     @property
     def pending(self) -> int:

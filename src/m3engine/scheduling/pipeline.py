@@ -181,13 +181,16 @@ def run_planned(
     batches: list[list[int]],
     heads: HeadRequest,
     progress: Progress | None,
+    in_flight: int = 1,
 ) -> BatchOutputs:
-    """Batches planned ahead, launched one ahead of collection; outputs in input order."""
+    """Batches planned ahead, launched `in_flight` ahead of collection; outputs in input order.
+
+    One device needs one batch ahead; several (devices.DevicePool) need one ahead per device."""
     collector = Collector(launch, heads, progress)
     try:
         for indices in batches:
             collector.launch(indices, [encoded[i] for i in indices])
-            collector.collect(keep=1)
+            collector.collect(keep=in_flight)
         collector.collect()
     except BaseException:
         collector.abandon()
@@ -235,8 +238,11 @@ def run_bulk(
     padded: bool = False,
     progress: Progress | None = None,
     threads: int | None = None,
+    in_flight: int = 1,
 ) -> R:
-    """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result."""
+    """Tokenize `bulk` in pieces on `threads` threads while its batches run; its finished result.
+
+    `in_flight`: batches launched and not yet collected (as in `run_planned`)."""
     threads = threads or default_threads(bulk.sizes)
     pieces = cut_pieces(bulk.sizes, budget // FIRST_PIECE, budget // LARGEST_PIECE)
     encoded: list[Encoded | None] = [None] * len(bulk.sizes)
@@ -295,7 +301,7 @@ def run_bulk(
                 indices = window.take(budget, max_size, padded)
                 collector.launch(indices, [encoded[i] for i in indices])  # type: ignore[misc]
                 submit()
-                collector.collect(keep=1)
+                collector.collect(keep=in_flight)
                 continue
             submit()
             # No batch to launch yet: wait for a piece, and while the device still works, look

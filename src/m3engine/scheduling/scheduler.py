@@ -5,6 +5,11 @@
     >>> records = await scheduler.submit(lambda tasks: tasks.embed(texts), [len(t) for t in texts])
 
 Admission is decided before tokenization, from an upper bound on the tokens (see admission.py).
+With several devices (`--devices`), one worker per device pulls batches from the one former: a
+device takes the next batch as soon as it has room, so the least-loaded device gets it. A batch
+that fails with a device error takes its device out and goes back to the head of the queue, once,
+for the other devices; the scheduler is alive while one worker is.
+
 Tokenization runs in a thread pool (the Rust tokenizer releases the GIL), so it overlaps the forward
 pass of earlier batches. Cancelling the awaiting coroutine (a disconnected client) releases the
 permit and marks the job done, so its sequences are dropped before any batch runs them.
@@ -13,7 +18,9 @@ permit and marks the job done, so its sequences are dropped before any batch run
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
@@ -22,7 +29,8 @@ from m3engine.errors import DeadlineExceededError
 from m3engine.metrics import Metrics
 from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission
-from m3engine.scheduling.former import BatchFormer, Job
+from m3engine.scheduling.devices import DeviceHealth, is_device_error
+from m3engine.scheduling.former import BatchFormer, Item, Job
 from m3engine.scheduling.submitter import Submitter
 from m3engine.scheduling.timings import Timings
 from m3engine.scheduling.worker import Worker, _deadline_message
@@ -37,9 +45,13 @@ class Model(Protocol):
     spec: ModelSpec
     settings: EngineSettings
     backend: Backend
+    backends: list[Backend]  # one per device; backends[0] is `backend`
+    health: DeviceHealth
     tasks: TaskBuilder
     max_length: int
 
+
+log = logging.getLogger("m3engine.scheduler")
 
 __all__ = ["Scheduler", "Timings"]
 
@@ -63,8 +75,20 @@ class Scheduler(Submitter):
         self.former = BatchFormer(
             s.max_batch_tokens, s.max_batch_size, engine.backend.info.padded, short_query_tokens
         )
-        self.worker = Worker(name, engine.backend, self.former, metrics)
-        self.worker.on_tokens = self._observe_throughput
+        self.health = engine.health
+        self.workers = [
+            Worker(name, backend, self.former, metrics, device=label)
+            for backend, label in zip(engine.backends, self.health.labels, strict=True)
+        ]
+        self.worker = self.workers[0]
+        self._healthy = [metrics.device_healthy.labels(model=name, device=w.device) for w in self.workers]
+        for index, worker in enumerate(self.workers):
+            worker.on_tokens = self._observe_throughput
+            worker.on_death = self._worker_died
+            if len(self.workers) > 1:
+                worker.failover = self._failover
+            self._healthy[index].set(1 if self.health.healthy[index] else 0)
+        self.on_death: Callable[[], None] | None = None  # the last worker stopped
 
     @property
     def tasks(self) -> TaskBuilder:
@@ -72,15 +96,48 @@ class Scheduler(Submitter):
 
     @property
     def alive(self) -> bool:
-        return self.worker.alive
+        return any(w.alive for w in self.workers)
 
     async def start(self, warmup: bool = True) -> None:
         if warmup:
             await asyncio.get_running_loop().run_in_executor(None, self.warmup)
-        self.worker.start()
+        for index, worker in enumerate(self.workers):
+            if self.health.healthy[index]:
+                worker.start()
 
     async def stop(self) -> None:
-        await self.worker.stop()
+        for worker in self.workers:
+            await worker.stop()
+
+    def _worker_died(self) -> None:
+        if not self.alive and self.on_death is not None:
+            self.on_death()
+
+    def _failover(self, worker: Worker, batch: list[Item], error: BaseException) -> list[Item] | None:
+        """Worker's `Failover`: a device error (or a dead worker) with another device alive takes the
+        device out and sends the batch back to the queue, once; the items to fail here are returned."""
+        died = not worker.alive  # the worker loop itself ended
+        if not died and not is_device_error(error):
+            return None  # the batch's own fault: it would fail on any device
+        index = self.workers.index(worker)
+        others = [w for w in self.workers if w is not worker and w.alive]
+        if not others:
+            return None
+        worker.alive = False
+        self.health.take_out(index, error)
+        self._healthy[index].set(0)
+        again = [it for it in batch if not it.job.done and it.retried]  # failed on two devices: fails
+        retry = [it for it in batch if not it.job.done and not it.retried]
+        for item in retry:
+            item.retried = True
+        self.former.requeue(retry)
+        log.warning(
+            "device taken out; its batch goes to the other devices",
+            extra={"model": self.name, "device": worker.device, "sequences": len(retry)},
+        )
+        for other in others:
+            other.wake()
+        return again
 
     def warmup(self) -> None:
         """One forward pass of the largest batch the former can make, so OOM shows before /ready."""
@@ -91,8 +148,9 @@ class Scheduler(Submitter):
         if spec.kind.value == "bge-m3":
             heads = HeadRequest(dense=True, sparse=True, colbert=True)
         ids = [0] + [5] * (length - 2) + [2]  # any in-vocabulary ids; the shape is what matters
-        self.engine.backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
-        self.engine.backend.warmup()
+        for backend in self.engine.backends:
+            backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
+            backend.warmup()
 
     async def run(self, task: Prepared[Any], deadline: float, timings: Timings) -> Any:
         future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
@@ -112,7 +170,8 @@ class Scheduler(Submitter):
 
         `job.deadline` is a time.monotonic() value (one clock for every process of the host)."""
         self.former.add(job)
-        self.worker.wake()
+        for worker in self.workers:
+            worker.wake()
 
     async def _wait(self, job: Job, future: asyncio.Future[BatchOutputs], deadline: float) -> BatchOutputs:
         try:
@@ -125,6 +184,7 @@ class Scheduler(Submitter):
 
     def _observe_throughput(self, tokens: int, seconds: float) -> None:
         if seconds > 0:
-            rate = tokens / seconds
+            # each device reports its own batches: the server's rate is theirs together
+            rate = tokens / seconds * max(1, sum(w.alive for w in self.workers))
             previous = self.admission.tokens_per_s
             self.admission.tokens_per_s = rate if previous == 0 else 0.8 * previous + 0.2 * rate

@@ -11,6 +11,10 @@ Failure policy, per batch:
 - any other exception fails the requests of that batch only; the loop carries on;
 - an exception that escapes the loop itself (a bug, or a BaseException from the backend) ends it;
   the supervisor then marks the worker dead, fails everything queued with 503, and /ready turns 503.
+
+With several devices (`--devices`), one worker per device pulls from the one former, and `failover`
+(set by the scheduler) gets a batch whose device failed, or the batches of a worker that died: the
+other workers take them over, and only what cannot be retried fails (see scheduler.py).
 """
 
 from __future__ import annotations
@@ -37,6 +41,10 @@ from m3engine.scheduling.forward_thread import ForwardThread
 from m3engine.tasks import postprocess
 from m3engine.types import BatchOutputs, PackedBatch
 
+# (worker, items of its failed batch, the error) -> the items to fail here, or None: no other device
+# can take them, the single-device policy applies.
+Failover = Callable[["Worker", list[Item], BaseException], "list[Item] | None"]
+
 log = logging.getLogger("m3engine.worker")
 
 
@@ -59,10 +67,13 @@ def select_rows(out: BatchOutputs, rows: list[int]) -> BatchOutputs:
 
 
 class Worker:
-    def __init__(self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics) -> None:
+    def __init__(
+        self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics, device: str | None = None
+    ) -> None:
         self.name, self.backend, self.former, self.metrics = name, backend, former, metrics
-        self._launcher = ForwardThread(f"launch-{name}")
-        self._collector = ForwardThread(f"collect-{name}")
+        self.device = device or backend.info.device
+        self._launcher = ForwardThread(f"launch-{name}-{self.device}")
+        self._collector = ForwardThread(f"collect-{name}-{self.device}")
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alive = False
@@ -73,9 +84,11 @@ class Worker:
         # Labelled children looked up once: .labels() costs a dict lookup and a lock per call.
         self._queue_depth = metrics.queue_depth.labels(model=name)
         self._tokens = metrics.tokens.labels(model=name)
+        self._device_tokens = metrics.device_tokens.labels(model=name, device=self.device)
         self._depth_shown = -1
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
         self.on_death: Callable[[], None] | None = None  # e.g. make the process exit, to be restarted
+        self.failover: Failover | None = None
 
     def start(self) -> None:
         self.alive = True
@@ -101,7 +114,16 @@ class Worker:
         except BaseException as error:  # the loop must never end silently (infinity #483)
             self.alive = False
             log.error("worker loop died", extra={"model": self.name, "error": type(error).__name__})
-            self._fail_all(NotReadyError(f"the worker of model {self.name} stopped; the server is not ready"))
+            running = [item for batch in self._running.values() for item in batch]
+            rest = None if self.failover is None else self.failover(self, running, error)
+            if rest is None:
+                self._fail_all(
+                    NotReadyError(f"the worker of model {self.name} stopped; the server is not ready")
+                )
+            else:  # the other devices carry on with the queue and these batches
+                self._running.clear()
+                if rest:
+                    self._fail(rest, BackendError(f"device {self.device} stopped"), 0)
             if self.on_death is not None:
                 self.on_death()
 
@@ -117,7 +139,7 @@ class Worker:
             lane.clear()
 
     async def _loop(self) -> None:
-        while True:
+        while self.alive:  # False once its device is taken out (scheduler.py's failover)
             if self._fatal is not None:
                 raise self._fatal
             for job in self.former.expired(time.monotonic()):
@@ -172,6 +194,7 @@ class Worker:
         self.metrics.batch_size.observe(packed.num_seqs)
         self.metrics.batch_tokens.observe(packed.num_tokens)
         self._tokens.inc(packed.num_tokens)
+        self._device_tokens.inc(packed.num_tokens)
         if self.on_tokens is not None:
             self.on_tokens(packed.num_tokens, elapsed)
         self._fan_out(batch, out, elapsed)
@@ -188,6 +211,12 @@ class Worker:
                 if task is not None:
                     await task
             return
+        if self.failover is not None and not is_oom(error):
+            rest = self.failover(self, batch, error)
+            if rest is not None:
+                if rest:
+                    self._fail(rest, error, packed.num_tokens)
+                return
         self._fail(batch, error, packed.num_tokens)
 
     def _fail(self, batch: list[Item], error: Exception, tokens: int) -> None:

@@ -109,7 +109,7 @@ class ServerState:
                 self.tokenize_pool,
                 short_query_tokens=settings.short_query_tokens,
             )
-            scheduler.worker.on_death = self._worker_died
+            scheduler.on_death = self._worker_died
             served.append((engine, scheduler))
         self.serve(served)
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process

@@ -103,7 +103,7 @@ class EngineService:
     async def start(self, socket_path: str, warmup: bool = True) -> None:
         for scheduler in self.schedulers:
             await scheduler.start(warmup=warmup)
-            scheduler.worker.on_death = self._worker_died
+            scheduler.on_death = self._worker_died
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), path=socket_path)
         self._ticker = loop.create_task(self._tick())
