@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -115,14 +116,12 @@ def test_gzip_input_and_pieces_within_a_shard(
     groups): the same rows as plain JSONL read from each shard's first byte."""
     import gzip
 
-    from m3engine.distributed import shard
-
     write_jsonl(tmp_path / "in.jsonl", 100)
     (tmp_path / "gz").mkdir()
     (tmp_path / "gz" / "in.jsonl.gz").write_bytes(gzip.compress((tmp_path / "in.jsonl").read_bytes()))
     run(job(tmp_path / "in.jsonl", tmp_path / "plain", bge_m3_dir), quiet=True)
-    monkeypatch.setattr(shard, "PIECE_ROWS", 16)
-    summary = run(job(tmp_path / "gz", tmp_path / "gzipped", bge_m3_dir), quiet=True)
+    pieces = dataclasses.replace(job(tmp_path / "gz", tmp_path / "gzipped", bge_m3_dir), piece_rows=16)
+    summary = run(pieces, quiet=True)
     assert summary["failed"] == 4
     # other batches (pieces of 16): padding changes the floats' last bits, nothing else
     assert_same_rows(read_output(tmp_path / "gzipped"), read_output(tmp_path / "plain"))

@@ -28,10 +28,15 @@ class CorpusJob:
     text_field: str = "text"
     id_field: str = "id"
     shard_rows: int = 10_000
+    # With ColBERT, rows embedded and written at a time within a shard (one Parquet row group each),
+    # so that a shard's vectors are never all in memory
+    piece_rows: int = 2048
 
     def __post_init__(self) -> None:
         if self.shard_rows < 1:
             raise InputError(f"--shard-rows must be >= 1, got {self.shard_rows}")
+        if self.piece_rows < 1:
+            raise InputError(f"piece_rows must be >= 1, got {self.piece_rows}")
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:

@@ -19,7 +19,6 @@ from m3engine.errors import InputError
 from m3engine.results import Embedding
 
 ShardResult = dict[str, Any]  # name, rows, embedded, failed, tokens, seconds
-PIECE_ROWS = 2048  # texts embedded and written at a time within a shard, with ColBERT
 OnShard = Callable[[int, int], None]  # (rows, tokens) of each finished shard: the progress line
 
 
@@ -56,7 +55,7 @@ class ShardEmbedder:
             # With ColBERT, in pieces (each a row group): a shard's vectors (10,000 passages of
             # ~300 tokens x 1,024 floats: ~12 GB) are never in memory at once. Without, the
             # whole shard in one call: each call's pipeline starts and drains the device once.
-            piece = PIECE_ROWS if self.job.options.colbert else max(len(rows.texts), 1)
+            piece = self.job.piece_rows if self.job.options.colbert else max(len(rows.texts), 1)
             for start in range(0, max(len(rows.texts), 1), piece):
                 stop = start + piece
                 ids, records, refused = self._embed(rows.ids[start:stop], rows.texts[start:stop])
