@@ -109,9 +109,7 @@ def test_a_positional_input_with_a_file_output_is_the_one_file_path(tmp_path: Pa
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 2
 
 
-def test_gzip_input_and_pieces_within_a_shard(
-    tmp_path: Path, bge_m3_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_gzip_input_and_pieces_within_a_shard(tmp_path: Path, bge_m3_dir: Path) -> None:
     """Compressed JSONL is scanned (it cannot seek), a shard is embedded in several pieces (row
     groups): the same rows as plain JSONL read from each shard's first byte."""
     import gzip
