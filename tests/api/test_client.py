@@ -107,3 +107,22 @@ def test_the_client_never_imports_torch_the_engine_or_the_server() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], env=process_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_both_clients_show_the_shared_calls_signatures() -> None:
+    """embed/score/rerank are written once (m3engine.client.calls); each client's look as before."""
+    import inspect
+
+    from m3engine.client import ClientSettings
+
+    for cls in (Client, AsyncClient):
+        embed = inspect.signature(cls.embed)
+        assert (
+            list(embed.parameters)[:2] == ["self", "texts"] and embed.return_annotation == "list[Embedding]"
+        )
+        assert embed.parameters["dense"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert list(inspect.signature(cls.score).parameters) == ["self", "pairs", "weights", "model"]
+        assert issubclass(cls, ClientSettings) and cls.rerank.__doc__
+    assert inspect.iscoroutinefunction(AsyncClient.rerank) and not inspect.iscoroutinefunction(Client.rerank)
+    with pytest.raises(TypeError):
+        Client("http://a", "positional-model")  # type: ignore[misc]

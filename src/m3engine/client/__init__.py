@@ -13,7 +13,8 @@ Framework adapters beside it, each an extra: `m3engine.client.langchain` (LangCh
 """
 
 from m3engine.client.aio import AsyncClient
+from m3engine.client.calls import ClientSettings
 from m3engine.client.protocol import RankedDocument, ServerError
 from m3engine.client.sync import Client
 
-__all__ = ["AsyncClient", "Client", "RankedDocument", "ServerError"]
+__all__ = ["AsyncClient", "Client", "ClientSettings", "RankedDocument", "ServerError"]

@@ -12,6 +12,7 @@ Needs langchain-qdrant: `pip install 'm3engine[langchain-qdrant]'`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal
 
 try:
@@ -22,8 +23,7 @@ except ImportError as error:
         "pip install 'm3engine[langchain-qdrant]'"
     ) from error
 
-from m3engine.client.aio import AsyncClient
-from m3engine.client.sync import Client
+from m3engine.client.adapters import ClientAdapter
 from m3engine.results import Embedding
 
 
@@ -31,23 +31,12 @@ def _vectors(records: list[Embedding]) -> list[SparseVector]:
     return [SparseVector(**r.sparse.to_qdrant()) for r in records if r.sparse is not None]
 
 
-class M3SparseEmbeddings(SparseEmbeddings):
+# a dataclass, as ClientAdapter: the clients' constructor arguments are its own
+@dataclass(eq=False, kw_only=True)
+class M3SparseEmbeddings(ClientAdapter, SparseEmbeddings):
     """`top_k`: keep only the k largest weights of each text (smaller index, slightly lower recall)."""
 
-    def __init__(
-        self,
-        base_url: str = "http://127.0.0.1:8080",
-        *,
-        model: str | None = None,
-        api_key: str | None = None,
-        top_k: int | None = None,
-        timeout: float = 60.0,
-        batch_size: int = 256,
-    ) -> None:
-        self.base_url, self.top_k = base_url, top_k
-        self._options = {"model": model, "api_key": api_key, "timeout": timeout, "batch_size": batch_size}
-        self.client = Client(base_url, **self._options)  # type: ignore[arg-type]
-        self._async: AsyncClient | None = None
+    top_k: int | None = None
 
     def _sparse(self, texts: list[str], input_type: Literal["query", "passage"]) -> list[SparseVector]:
         return _vectors(
@@ -55,9 +44,7 @@ class M3SparseEmbeddings(SparseEmbeddings):
         )
 
     async def _asparse(self, texts: list[str], input_type: Literal["query", "passage"]) -> list[SparseVector]:
-        if self._async is None:  # made inside the caller's event loop
-            self._async = AsyncClient(self.base_url, **self._options)  # type: ignore[arg-type]
-        records = await self._async.embed(
+        records = await self.async_client.embed(
             texts, dense=False, sparse=True, input_type=input_type, sparse_top_k=self.top_k
         )
         return _vectors(records)

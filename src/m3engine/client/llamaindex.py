@@ -20,12 +20,14 @@ except ImportError as error:
         "pip install 'm3engine[llamaindex]'"
     ) from error
 
+from m3engine.client.adapters import dense_lists
 from m3engine.client.aio import AsyncClient
+from m3engine.client.calls import DEFAULT_URL, ClientSettings
 from m3engine.client.sync import Client
 
 
 class M3Embedding(BaseEmbedding):
-    base_url: str = Field(default="http://127.0.0.1:8080", description="The m3engine server.")
+    base_url: str = Field(default=DEFAULT_URL, description="The m3engine server.")
     served_model: str | None = Field(
         default=None, description="A served model's name, sent as `model`; default: the server's."
     )
@@ -39,31 +41,34 @@ class M3Embedding(BaseEmbedding):
         data.setdefault("model_name", "m3engine")
         data.setdefault("embed_batch_size", 256)  # texts per request; the server batches across them
         super().__init__(**data)
-        self._client = Client(self.base_url, **self._options())
+        self._client = Client.from_settings(self._settings())
 
     @classmethod
     def class_name(cls) -> str:
         return "M3Embedding"
 
-    def _options(self) -> dict[str, Any]:
-        return {
-            "model": self.served_model,
-            "api_key": self.api_key,
-            "timeout": self.timeout,
-            "batch_size": self.embed_batch_size,
-        }
+    def _settings(self) -> ClientSettings:
+        # LlamaIndex's own names as pydantic fields, so not a ClientSettings subclass as LangChain's are
+        return ClientSettings(
+            self.base_url,
+            model=self.served_model,
+            api_key=self.api_key,
+            timeout=self.timeout,
+            batch_size=self.embed_batch_size,
+        )
 
     def _dense(self, texts: list[str], input_type: Literal["query", "passage"]) -> list[list[float]]:
-        records = self._client.embed(texts, sparse=False, input_type=input_type, dimensions=self.dimensions)
-        return [r.dense.tolist() for r in records if r.dense is not None]
+        return dense_lists(
+            self._client.embed(texts, sparse=False, input_type=input_type, dimensions=self.dimensions)
+        )
 
     async def _adense(self, texts: list[str], input_type: Literal["query", "passage"]) -> list[list[float]]:
         if self._async is None:  # made inside the caller's event loop
-            self._async = AsyncClient(self.base_url, **self._options())
+            self._async = AsyncClient.from_settings(self._settings())
         records = await self._async.embed(
             texts, sparse=False, input_type=input_type, dimensions=self.dimensions
         )
-        return [r.dense.tolist() for r in records if r.dense is not None]
+        return dense_lists(records)
 
     def _get_query_embedding(self, query: str) -> list[float]:
         return self._dense([query], "query")[0]

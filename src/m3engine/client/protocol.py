@@ -10,7 +10,7 @@ import base64
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
 import numpy as np
@@ -54,61 +54,6 @@ def batches(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any
         raise ValueError(f"batch_size must be >= 1, got {size}")
     for start in range(0, len(items), size):
         yield start, items[start : start + size]
-
-
-def embed_body(
-    texts: Sequence[str],
-    *,
-    model: str | None,
-    dense: bool,
-    sparse: bool,
-    colbert: bool,
-    input_type: Literal["query", "passage"],
-    truncate: bool,
-    dimensions: int | None,
-    sparse_top_k: int | None,
-) -> dict[str, Any]:
-    # base64: dense as float32 (exact), ColBERT as float16 rows: a quarter of the JSON float text
-    return {
-        "model": model,
-        "inputs": list(texts),
-        "return_dense": dense,
-        "return_sparse": sparse,
-        "return_colbert": colbert,
-        "input_type": input_type,
-        "truncate": truncate,
-        "dimensions": dimensions,
-        "sparse_top_k": sparse_top_k,
-        "sparse_format": "indices_values",
-        "encoding_format": "base64",
-    }
-
-
-def score_body(
-    pairs: Sequence[tuple[str, str]], weights: tuple[float, float, float], model: str | None
-) -> dict[str, Any]:
-    return {"model": model, "pairs": [list(p) for p in pairs], "weights": list(weights)}
-
-
-def rerank_body(
-    query: str,
-    documents: Sequence[str],
-    *,
-    model: str | None,
-    top_n: int | None,
-    raw_scores: bool,
-    return_documents: bool,
-    max_chunks_per_doc: int | None,
-) -> dict[str, Any]:
-    return {
-        "model": model,
-        "query": query,
-        "documents": list(documents),
-        "top_n": top_n,
-        "raw_scores": raw_scores,
-        "return_documents": return_documents,
-        "max_chunks_per_doc": max_chunks_per_doc,
-    }
 
 
 def without_nones(body: dict[str, Any]) -> dict[str, Any]:
@@ -188,3 +133,20 @@ def retry_delay(response: httpx.Response, attempt: int, retries: int) -> float |
             except ValueError:
                 break
     return min(MAX_RETRY_DELAY_S, 0.1 * 2.0**attempt * (0.5 + random.random()))
+
+
+class Retry:
+    """The retry decision for one request, attempt after attempt, so that the sync and async clients
+    keep only the sending and the sleeping:
+
+        while (delay := retry.after(response := send())) is not None: sleep(delay)
+    """
+
+    def __init__(self, retries: int) -> None:
+        self.retries, self.attempt = retries, 0
+
+    def after(self, response: httpx.Response) -> float | None:
+        """Seconds to wait before sending again, or None when `response` is the answer."""
+        delay = retry_delay(response, self.attempt, self.retries)
+        self.attempt += 1
+        return delay
