@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from tokenizers import Encoding
 
 from m3engine.errors import InputError
-from m3engine.results import Classification
+from m3engine.results import Classification, Embedding
 from m3engine.scheduling.admission import estimate_tokens
 from m3engine.server.fields import Count, Flag, Text, TextOrTexts, Texts, TokenIdLists, TokenIds
 from m3engine.server.respond import respond, values_of
@@ -47,22 +47,32 @@ def _texts(inputs: Inputs) -> list[str]:
     return [inputs] if isinstance(inputs, str) else list(inputs)
 
 
+async def _embedded(
+    request: Request, body: EmbedRequest, task: str, options: EmbedOptions
+) -> list[Embedding]:
+    """The records of one TEI embedding request: the routes differ only in the outputs they ask for."""
+    texts = _texts(body.inputs)
+    records, _ = await submit(
+        request, body.model, task, lambda t: t.embed(texts, options), [len(x) for x in texts]
+    )
+    return records
+
+
 @router.post("/embed", summary="Dense embeddings (TEI)")
 async def embed(body: EmbedRequest, request: Request) -> Response:
-    texts = _texts(body.inputs)
-    options = EmbedOptions(truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions)
-    records, _ = await submit(
-        request, body.model, "embed", lambda t: t.embed(texts, options), [len(x) for x in texts]
+    records = await _embedded(
+        request,
+        body,
+        "embed",
+        EmbedOptions(truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions),
     )
     return await respond(lambda: [r.dense for r in records if r.dense is not None], values_of(records))
 
 
 @router.post("/embed_sparse", summary="BGE-M3 sparse weights as [{index, value}] (TEI)")
 async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
-    texts = _texts(body.inputs)
-    options = EmbedOptions(dense=False, sparse=True, truncate=body.truncate)
-    records, _ = await submit(
-        request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
+    records = await _embedded(
+        request, body, "m3", EmbedOptions(dense=False, sparse=True, truncate=body.truncate)
     )
     return await respond(
         lambda: [vectors.sparse(r.sparse, "tei") for r in records if r.sparse is not None],
@@ -72,10 +82,8 @@ async def embed_sparse(body: EmbedRequest, request: Request) -> Response:
 
 @router.post("/embed_all", summary="BGE-M3 ColBERT vectors per token (TEI's embed_all shape)")
 async def embed_all(body: EmbedRequest, request: Request) -> Response:
-    texts = _texts(body.inputs)
-    options = EmbedOptions(dense=False, colbert=True, truncate=body.truncate)
-    records, _ = await submit(
-        request, body.model, "m3", lambda t: t.embed(texts, options), [len(x) for x in texts]
+    records = await _embedded(
+        request, body, "m3", EmbedOptions(dense=False, colbert=True, truncate=body.truncate)
     )
     return await respond(lambda: [r.colbert for r in records if r.colbert is not None], values_of(records))
 
