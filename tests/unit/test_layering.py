@@ -24,7 +24,7 @@ LAYERS: list[set[str]] = [
     {"scheduling"},
     {"engine"},
     {"server"},
-    {"bench", "distributed"},
+    {"bench", "distributed", "deploy"},
     {"cli", "__init__", "__main__"},
 ]
 

@@ -13,6 +13,7 @@ BACKENDS: dict[str, str] = {
     "reference": "m3engine.backends.reference:ReferenceBackend",
     "fast": "m3engine.backends.fast:FastBackend",
     "fake": "m3engine.backends.fake:FakeBackend",
+    "onnx": "m3engine.backends.onnx:OnnxBackend",
 }
 
 
