@@ -29,6 +29,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         model=args.model,
         out=Path(args.out),
         dtype=args.dtype,
+        format=args.format,
         calibration=_texts(args.calibration, args.field),
         validation=ValidationTexts.from_texts(texts) if texts else None,
         gate=Gate.from_args(args),
@@ -86,7 +87,12 @@ def add_deploy_parsers(sub: Any) -> None:
         "(no TensorRT on this project's machines). fp16 artifacts are for CUDA and are only load-checked.",
     )
     build.add_argument("model", help="Hub id or local checkpoint directory.")
-    build.add_argument("--format", choices=["onnx"], default="onnx", help="Artifact format.")
+    build.add_argument(
+        "--format",
+        choices=["onnx", "triton"],
+        default="onnx",
+        help="onnx: an artifact directory; triton: a Triton model repository around it (not run here).",
+    )
     build.add_argument("--dtype", choices=["fp32", "fp16", "int8"], default="fp32", help="Precision.")
     build.add_argument("--out", required=True, help="Directory to create (must not exist or be empty).")
     build.add_argument("--calibration", help="int8: texts (.txt/.jsonl/.parquet) the recipe is chosen on.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ class BuildOptions:
     model: str
     out: Path
     dtype: str = "fp32"
+    format: str = "onnx"  # or "triton": a Triton model repository around the artifact (triton.py)
     calibration: list[str] | None = None  # int8: texts the recipe is chosen on
     validation: ValidationTexts | None = None
     gate: Gate = field(default_factory=Gate)
@@ -137,9 +138,23 @@ def build(options: BuildOptions) -> Manifest:
     """Build the artifact into options.out (which must not exist or be empty); its manifest."""
     if options.dtype not in DTYPES:
         raise InputError(f"--dtype {options.dtype!r} cannot be built; choose one of: {', '.join(DTYPES)}")
+    if options.format not in ("onnx", "triton"):
+        raise InputError(f"--format {options.format!r} is not one of: onnx, triton")
     out = options.out
     if out.exists() and any(out.iterdir()):
         raise InputError(f"--out {out} exists and is not empty; remove it or choose another directory")
+    if options.format == "onnx":
+        return _build_onnx(options)
+    from m3engine.deploy.triton import VERSION, model_name, write_repository
+
+    name = model_name(options.model)
+    manifest = _build_onnx(replace(options, out=out / name / VERSION))
+    write_repository(out, name, manifest)
+    return manifest
+
+
+def _build_onnx(options: BuildOptions) -> Manifest:
+    out = options.out
     source = resolve_model_path(options.model)
     spec = inspect_model(source, name=options.model)
     from m3engine.backends.onnx import side_colbert_dim
