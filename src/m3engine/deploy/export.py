@@ -20,6 +20,7 @@ export into a scratch directory.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +124,12 @@ def export(spec: ModelSpec, out: Path) -> tuple[list[str], list[str]]:
     axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "sequence"} for name in inputs}
     for name in outputs:
         axes[name] = {0: "batch"} if name in ("dense", "logits") else {0: "batch", 1: "sequence"}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        # Both warnings are about traced values that are constant for an encoder: transformers' mask
+        # code compares the key length with the mask's (always equal here: no cache, no offset), and
+        # the CLS row is taken with index 0 (the exporter warns about negative indices in general).
+        warnings.filterwarnings("ignore", message="Converting a tensor to a Python boolean")
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator")
         torch.onnx.export(
             module,
             sample_inputs(inputs),

@@ -30,10 +30,12 @@ from typing import Any
 import numpy as np
 
 from m3engine.backends.onnx import OnnxRunner
-from m3engine.deploy.gate import Gate, dense_metrics, neighbour_agreement, ranking_metrics
+from m3engine.bench.accuracy import embedding_accuracy
+from m3engine.deploy.gate import Gate, neighbour_agreement, ranking_metrics
 from m3engine.models.spec import ModelSpec
+from m3engine.results import Embedding
 from m3engine.tokenization.tokenizer import TextTokenizer
-from m3engine.types import HeadRequest, PackedBatch, TokenIds
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 FFN_OUT = re.compile(r"/layer\.(\d+)/output/dense/MatMul$")  # the MatMul fed by GELU, per layer
 
@@ -82,14 +84,33 @@ def quantize(src: Path, dst: Path, keep_fp32: list[str], large: bool) -> None:
     )
 
 
-def probe(runner: OnnxRunner, batches: list[PackedBatch]) -> np.ndarray:
-    """(N, D) dense vectors, or (N, labels) logits for cross-encoders, of the calibration texts."""
-    heads = HeadRequest(dense=not runner.spec.is_cross_encoder, logits=runner.spec.is_cross_encoder)
-    rows = []
-    for batch in batches:
-        out = runner.run(batch, heads)
-        rows.append(out.logits if runner.spec.is_cross_encoder else out.dense)
-    return np.concatenate(rows)  # type: ignore[arg-type]
+def probe(runner: OnnxRunner, batches: list[PackedBatch]) -> list[BatchOutputs]:
+    """Every output the model has (dense, sparse, ColBERT; or logits) for the calibration batches."""
+    m3 = {"sparse", "colbert"} <= runner.outputs
+    cross = runner.spec.is_cross_encoder
+    heads = HeadRequest(dense=not cross, sparse=m3, colbert=m3, logits=cross)
+    return [runner.run(batch, heads) for batch in batches]
+
+
+def _records(outputs: list[BatchOutputs]) -> list[Embedding]:
+    """Batch outputs as per-text records, the form bench/accuracy.py compares."""
+    records: list[Embedding] = []
+    for out in outputs:
+        assert out.dense is not None
+        for i, row in enumerate(out.dense):
+            sparse = out.sparse[i] if out.sparse is not None else None
+            colbert = out.colbert[i] if out.colbert is not None else None
+            records.append(
+                Embedding(
+                    index=len(records),
+                    num_tokens=0,
+                    truncated=False,
+                    dense=row,
+                    sparse=sparse,
+                    colbert=colbert,
+                )
+            )
+    return records
 
 
 def calibration_batches(
@@ -117,7 +138,7 @@ def choose_int8(
         metrics = _probe_metrics(ours, reference, spec.is_cross_encoder)
         verdict = gate.check(metrics)  # the thresholds of what the probe measures
         tried.append({"recipe": recipe.name, "fp32_nodes": len(keep), **metrics, "pass": verdict["pass"]})
-        score = sum(verdict["checks"][name]["value"] for name in verdict["checks"])
+        score = sum(check["value"] for check in verdict["checks"].values())
         if verdict["pass"]:
             return {"int8_recipe": recipe.name, "int8_fp32_nodes": keep, "int8_tried": tried}
         if best is None or score > best[0]:
@@ -127,12 +148,20 @@ def choose_int8(
     return {"int8_recipe": best[1].name, "int8_tried": tried, "int8_gate_failed": True}
 
 
-def _probe_metrics(ours: np.ndarray, ref: np.ndarray, cross_encoder: bool) -> dict[str, float]:
+def _probe_metrics(
+    ours: list[BatchOutputs], ref: list[BatchOutputs], cross_encoder: bool
+) -> dict[str, float]:
     """The gate's metrics that one pass over the calibration texts gives.
 
     Embedders: dense cosine, and each text's 10 nearest other texts (retrieval agreement with the
-    texts as their own queries). Cross-encoders: the logits as one ranking (Spearman, top-10).
+    texts as their own queries); BGE-M3 also sparse top-10 overlap and ColBERT cosine.
+    Cross-encoders: the first logit of every text as one ranking (Spearman, top-10).
     """
-    if not cross_encoder:
-        return {**dense_metrics(ours, ref), **neighbour_agreement(ours, ref)}
-    return ranking_metrics([ours[:, 0]], [ref[:, 0]])
+    if cross_encoder:
+        mine = np.concatenate([o.logits[:, 0] for o in ours if o.logits is not None])
+        theirs = np.concatenate([o.logits[:, 0] for o in ref if o.logits is not None])
+        return ranking_metrics([mine], [theirs])
+    mine_r, theirs_r = _records(ours), _records(ref)
+    metrics: dict[str, float] = embedding_accuracy(mine_r, theirs_r)
+    dense = [np.stack([r.dense for r in rs if r.dense is not None]) for rs in (mine_r, theirs_r)]
+    return metrics | neighbour_agreement(dense[0], dense[1])
