@@ -6,8 +6,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("onnxruntime")
-
 
 def _build(source: Path, out: Path, dtype: str = "fp32", **extra: object) -> Path:
     from m3engine.deploy.build import BuildOptions, build
