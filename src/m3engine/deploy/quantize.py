@@ -10,6 +10,11 @@ cosine to fp32 ONNX Runtime, this 2-core AVX-512 VNNI machine, 2026-12-06):
     per-channel dynamic, FFN-output MatMuls kept fp32        0.996 / 0.993
     ... only one layer's FFN-output kept fp32                0.989-0.991 / 0.978-0.984
 
+and the top-10 neighbours of 100 one-sentence queries among 1,000 passages (each 20 sentences drawn
+from the built-in sample: near-duplicates, so a hard test) agreeing with fp32: every MatMul 84.6 %,
+FFN-output of the first half in fp32 87.4 %, all FFN-output in fp32 89.1 %, and the first layer
+too 90.2 %.
+
 Static quantization fixes each activation's scale from calibration texts; a transformer's
 activations vary too much between texts for that (its outliers), and it was no faster here.
 Dynamic quantization takes each batch's own range, per tensor (uint8), with int8 weights per output
@@ -50,12 +55,23 @@ def _ffn_out(names: list[str], below: int) -> list[str]:
     return [n for n in names if (m := FFN_OUT.search(n)) and int(m.group(1)) < below]
 
 
+def _first(names: list[str]) -> list[str]:
+    """The first layer's MatMuls and its fused attention (the optimizer numbers Attention nodes in graph
+    order, so Attention_0 is layer 0's)."""
+    return [n for n in names if "/layer.0/" in n and not FFN_OUT.search(n)] + [
+        n for n in names if n == "Attention_0"
+    ]
+
+
 RECIPES = [
     Recipe("per-channel dynamic, every MatMul", lambda names, layers: []),
     Recipe(
         "FFN-output MatMuls of the first half of layers in fp32", lambda n, layers: _ffn_out(n, layers // 2)
     ),
     Recipe("FFN-output MatMuls in fp32", lambda n, layers: _ffn_out(n, layers)),
+    Recipe(
+        "FFN-output MatMuls and the first layer in fp32", lambda n, layers: _ffn_out(n, layers) + _first(n)
+    ),
 ]
 
 
