@@ -54,3 +54,18 @@ def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> N
     assert "QAttention" in _ops(tmp_path / "m")
     size = (tmp_path / "m" / GRAPH).stat().st_size
     assert size < 0.75 * 90_000_000  # int8 weights: the fp32 graph is 90 MB
+
+
+def test_recipes_tried_leave_no_stale_external_data(m3_artifact: Path, tmp_path: Path) -> None:
+    """Each recipe rewrites the graph; onnx appends external data, so stale weights must not pile up."""
+    from m3engine.deploy.gate import Gate
+    from m3engine.deploy.quantize import choose_int8
+    from m3engine.models.spec import inspect_model
+
+    fp32 = m3_artifact / GRAPH
+    out = tmp_path / GRAPH
+    strict = Gate(dense_cos_min=1.1)  # nothing passes: every recipe is tried, then the best rewritten
+    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, calibration_texts(8), strict, large=True)
+    assert len(notes["int8_tried"]) == len(RECIPES) and notes["int8_gate_failed"]
+    data = tmp_path / (GRAPH + ".data")
+    assert data.is_file() and data.stat().st_size < fp32.stat().st_size  # one int8 copy, not five
