@@ -50,6 +50,8 @@ def test_only_the_requested_heads_come_back(bge_m3_dir: Path, m3_artifact: Path)
     onnx, _, tokenizer = _pair(bge_m3_dir, m3_artifact)
     out = onnx.forward(_batch(tokenizer, MULTILINGUAL[:3]), HeadRequest(sparse=True))
     assert out.dense is None and out.colbert is None and out.sparse is not None and len(out.sparse) == 3
+    nothing = onnx.forward(_batch(tokenizer, MULTILINGUAL[:3]), HeadRequest())
+    assert (nothing.dense, nothing.sparse, nothing.colbert) == (None, None, None)
 
 
 def test_reranker_logits_match(reranker_dir: Path, reranker_artifact: Path) -> None:

@@ -74,6 +74,8 @@ class OnnxRunner:
             for n, on in (("dense", heads.dense), ("sparse", heads.sparse), ("colbert", heads.colbert))
             if on
         ]
+        if not names:  # ONNX Runtime reads an empty list as "every output"
+            return BatchOutputs()
         got = dict(zip(names, self.session.run(names, feeds), strict=True))
         lengths = batch.lengths.tolist()
         out = BatchOutputs()
