@@ -17,7 +17,10 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 from tests.texts import MULTILINGUAL
 
-BACKENDS = ["reference", "fast"]
+BACKENDS = ["reference", "fast", "onnx"]
+PADDED = {"reference", "onnx"}
+# what each backend loads: the checkpoint, or for onnx the artifact `m3engine build` made of it
+ARTIFACTS = {"onnx": {"bge_m3_dir": "m3_artifact", "reranker_dir": "reranker_artifact"}}
 ALL = HeadRequest(dense=True, sparse=True, colbert=True)
 LOGITS = HeadRequest(logits=True)
 
@@ -29,14 +32,20 @@ def _load(name: str, path: Path) -> tuple[Backend, TextTokenizer]:
     return create_backend(name, spec=spec, tokens=tokens, device="cpu", dtype="fp32"), tokenizer
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def m3(request: pytest.FixtureRequest, bge_m3_dir: Path) -> tuple[Backend, TextTokenizer]:
-    return _load(request.param, bge_m3_dir)
+def _model(request: pytest.FixtureRequest, checkpoint: str) -> Path:
+    fixture = ARTIFACTS.get(request.param, {}).get(checkpoint, checkpoint)
+    path: Path = request.getfixturevalue(fixture)
+    return path
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
-def cross(request: pytest.FixtureRequest, reranker_dir: Path) -> tuple[Backend, TextTokenizer]:
-    return _load(request.param, reranker_dir)
+def m3(request: pytest.FixtureRequest) -> tuple[Backend, TextTokenizer]:
+    return _load(request.param, _model(request, "bge_m3_dir"))
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def cross(request: pytest.FixtureRequest) -> tuple[Backend, TextTokenizer]:
+    return _load(request.param, _model(request, "reranker_dir"))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +73,7 @@ def test_info_says_what_runs_and_the_head_dims(m3: tuple[Backend, TextTokenizer]
     backend, _ = m3
     assert isinstance(backend, Backend) and isinstance(backend.info, BackendInfo)
     assert backend.info.device == "cpu" and backend.info.dtype == "fp32"
-    assert backend.info.padded is (backend.info.name == "reference")
+    assert backend.info.padded is (backend.info.name in PADDED)
     assert backend.info.colbert_dim is not None and backend.info.colbert_dim > 0
 
 

@@ -26,7 +26,7 @@ LAYERS: list[set[str]] = [
     {"scheduling"},
     {"engine"},
     {"server"},
-    {"bench", "distributed"},
+    {"bench", "distributed", "deploy"},
     {"cli", "__init__", "__main__"},
 ]
 

@@ -19,6 +19,7 @@ from m3engine.errors import BackendUnavailableError, InputError
 BACKENDS: dict[str, str] = {
     "reference": "m3engine.backends.reference:ReferenceBackend",
     "fast": "m3engine.backends.fast:FastBackend",
+    "onnx": "m3engine.backends.onnx:OnnxBackend",
 }
 
 

@@ -206,10 +206,12 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_info)
 
     from m3engine.bench.cli import add_bench_parser
+    from m3engine.cli.deploy import add_deploy_parsers
     from m3engine.cli.serve import add_serve_parser
 
     add_serve_parser(sub)
     add_bench_parser(sub)
+    add_deploy_parsers(sub)
     return parser
 
 

@@ -1,0 +1,122 @@
+"""The ONNX Runtime backend: a built artifact (`m3engine build --format onnx`) on CPU, CUDA or TensorRT.
+
+The graph holds the encoder and its heads (deploy/export.py): for BGE-M3 the CLS state (N, H), the
+per-token sparse weights relu(sparse_linear(h)) (N, L) and the L2-normalised ColBERT rows (N, L, D);
+for sentence embedders the pooled vector (N, H); for cross-encoders the logits (N, labels). What
+depends on the data's values stays on the host, shared with every backend (models/heads.py): the max
+per token id of the sparse weights, and the ColBERT split (each text's rows 1..len, CLS dropped, EOS
+kept). Batches are padded (info.padded: the scheduler budgets max_len * n tokens and sorts by length),
+so padded rows are dropped here with the attention mask.
+
+The precision is the artifact's (fp32, fp16 or int8, its manifest.json); `dtype` only has to agree
+with it: fp32 (the CPU default) is accepted for any artifact, fp16 / bf16 must be what was built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from m3engine.backends.base import Backend, BackendInfo, Pending, Ready
+from m3engine.backends.onnx_artifact import GRAPH, ArtifactError, Manifest, verify
+from m3engine.backends.onnx_session import open_session
+from m3engine.errors import UnsupportedTaskError
+from m3engine.models.heads import sparse_weights
+from m3engine.models.kinds import COLBERT_FILE, ModelKind
+from m3engine.models.spec import ModelSpec
+from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, TokenIds
+
+
+def side_colbert_dim(spec: ModelSpec) -> int | None:
+    """The ColBERT head's output size from the directory's colbert_linear.pt (None if not BGE-M3)."""
+    if spec.kind is not ModelKind.BGE_M3:
+        return None
+    import torch  # the side file is a torch state dict; its shape is all that is read
+
+    state = torch.load(spec.path / COLBERT_FILE, map_location="cpu", weights_only=True)
+    return int(state["weight"].shape[0])
+
+
+class OnnxRunner:
+    """One ONNX Runtime session over a graph with m3engine's input and output names."""
+
+    def __init__(
+        self, graph: Path, spec: ModelSpec, tokens: TokenIds, device: str, threads: int | None = None
+    ) -> None:
+        self.spec = spec
+        self.session: Any = open_session(graph, device, threads)
+        self.inputs = [i.name for i in self.session.get_inputs()]
+        self.outputs = {o.name for o in self.session.get_outputs()}
+        self._pad_id = tokens.pad_id
+        self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
+
+    def _feeds(self, batch: PackedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        ids, mask, types = batch.padded(self._pad_id)  # (N, L) each
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.inputs:
+            feeds["token_type_ids"] = types if types is not None else np.zeros_like(ids)
+        return feeds, mask
+
+    def run(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
+        feeds, mask = self._feeds(batch)
+        if self.spec.is_cross_encoder:
+            (logits,) = self.session.run(["logits"], feeds)  # (N, labels)
+            return BatchOutputs(logits=np.asarray(logits, dtype=np.float32))
+        if (heads.sparse or heads.colbert) and not {"sparse", "colbert"} <= self.outputs:
+            raise UnsupportedTaskError(
+                "sparse and ColBERT outputs need a BGE-M3 checkpoint (colbert/sparse heads)"
+            )
+        names = [
+            n
+            for n, on in (("dense", heads.dense), ("sparse", heads.sparse), ("colbert", heads.colbert))
+            if on
+        ]
+        if not names:  # ONNX Runtime reads an empty list as "every output"
+            return BatchOutputs()
+        got = dict(zip(names, self.session.run(names, feeds), strict=True))
+        lengths = batch.lengths.tolist()
+        out = BatchOutputs()
+        if "dense" in got:
+            out.dense = np.asarray(got["dense"], dtype=np.float32)  # (N, H), unnormalised
+        if "sparse" in got:
+            token_weights = got["sparse"][mask.astype(bool)]  # (N, L) -> (T,) in packing order
+            out.sparse = sparse_weights(
+                token_weights, batch.input_ids, lengths, self._special, self.spec.vocab_size
+            )
+        if "colbert" in got:
+            rows: FloatArray = got["colbert"]  # (N, L, D), L2-normalised
+            out.colbert = [rows[i, 1:n] for i, n in enumerate(lengths)]  # (len_i - 1, D) each
+        return out
+
+
+class OnnxBackend(Backend):
+    """`--backend onnx --model ARTIFACT_DIR`: a verified artifact run by ONNX Runtime."""
+
+    def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
+        self.spec = spec
+        colbert_dim = side_colbert_dim(spec)
+        self.manifest: Manifest = verify(spec.path, spec, colbert_dim)
+        built = self.manifest.dtype
+        if dtype != "fp32" and dtype != built:
+            raise ArtifactError(
+                f"{spec.path} was built for {built}, not {dtype}; rebuild with "
+                f"`m3engine build SOURCE --format onnx --dtype {dtype}` or leave --dtype out"
+            )
+        self.info = BackendInfo("onnx", device, built, padded=True, colbert_dim=colbert_dim)
+        self._runner = OnnxRunner(spec.path / GRAPH, spec, tokens, device)
+        missing = set(self.manifest.outputs) - self._runner.outputs
+        if missing:
+            raise ArtifactError(f"{spec.path / GRAPH} lacks the outputs {sorted(missing)} its manifest lists")
+
+    def launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
+        # ONNX Runtime's run() returns when the batch is done: there is nothing to overlap with
+        return Ready(self._runner.run(batch, heads))
+
+    def warmup(self) -> None:
+        """One short batch, so that ONNX Runtime's first-run allocations happen before serving."""
+        ids = np.array([5] * 4, dtype=np.int64)  # any ordinary ids: only the shapes matter
+        batch = PackedBatch(input_ids=ids, cu_seqlens=np.array([0, 4], dtype=np.int64))
+        heads = HeadRequest(dense=not self.spec.is_cross_encoder, logits=self.spec.is_cross_encoder)
+        self.forward(batch, heads)

@@ -1,0 +1,71 @@
+"""int8: the recipe ladder on a tiny checkpoint, and the gate on the real all-MiniLM-L6-v2 weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+
+from m3engine.backends.onnx_artifact import GRAPH
+from m3engine.deploy.build import BuildOptions, build
+from m3engine.deploy.quantize import RECIPES
+from m3engine.deploy.texts import ValidationTexts, calibration_texts
+
+
+def _ops(path: Path) -> set[str]:
+    return {n.op_type for n in onnx.load(str(path / GRAPH)).graph.node}
+
+
+def test_tiny_bge_m3_is_quantized_by_the_first_recipe_that_passes(bge_m3_dir: Path, tmp_path: Path) -> None:
+    manifest = build(
+        BuildOptions(
+            model=str(bge_m3_dir),
+            out=tmp_path / "q",
+            dtype="int8",
+            calibration=calibration_texts(24),
+            validation=ValidationTexts.built_in(8, 32),
+        )
+    )
+    tried = manifest.build["int8_tried"]
+    assert [t["recipe"] for t in tried] == [r.name for r in RECIPES[: len(tried)]]
+    assert all(not t["pass"] for t in tried[:-1])  # stopped at the first that passed
+    assert manifest.build["int8_recipe"] == tried[-1]["recipe"]
+    assert {"DynamicQuantizeLinear", "MatMulInteger"} & _ops(tmp_path / "q") or "QAttention" in _ops(
+        tmp_path / "q"
+    )
+    assert manifest.validation is not None
+    metrics = manifest.validation["metrics"]
+    assert metrics["dense_cos_mean"] > 0.99 and metrics["colbert_cos_mean"] > 0.99  # random weights: close
+
+
+def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> None:
+    """Issue 18's gate on trained weights: dense cosine mean >= 0.99, min >= 0.97, top-10 >= 90 %."""
+    manifest = build(
+        BuildOptions(
+            model=str(minilm_dir),
+            out=tmp_path / "m",
+            dtype="int8",
+            calibration=calibration_texts(32),
+            validation=ValidationTexts.built_in(24, 96),
+        )
+    )
+    assert manifest.validation is not None and manifest.validation["pass"], manifest.validation
+    assert manifest.build["int8_tried"][0]["pass"] is False  # quantizing every MatMul is not enough
+    assert "QAttention" in _ops(tmp_path / "m")
+    size = (tmp_path / "m" / GRAPH).stat().st_size
+    assert size < 0.75 * 90_000_000  # int8 weights: the fp32 graph is 90 MB
+
+
+def test_recipes_tried_leave_no_stale_external_data(m3_artifact: Path, tmp_path: Path) -> None:
+    """Each recipe rewrites the graph; onnx appends external data, so stale weights must not pile up."""
+    from m3engine.deploy.gate import Gate
+    from m3engine.deploy.quantize import choose_int8
+    from m3engine.models.spec import inspect_model
+
+    fp32 = m3_artifact / GRAPH
+    out = tmp_path / GRAPH
+    strict = Gate(dense_cos_min=1.1)  # nothing passes: every recipe is tried, then the best rewritten
+    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, calibration_texts(8), strict, large=True)
+    assert len(notes["int8_tried"]) == len(RECIPES) and notes["int8_gate_failed"]
+    data = tmp_path / (GRAPH + ".data")
+    assert data.is_file() and data.stat().st_size < fp32.stat().st_size  # one int8 copy, not five
