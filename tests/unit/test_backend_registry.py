@@ -27,7 +27,7 @@ def test_an_import_path_loads_that_factory(bge_m3_dir: Path) -> None:
 @pytest.mark.parametrize(
     ("name", "message"),
     [
-        ("fake", "unknown backend 'fake'; choose one of: fast, reference, or give"),
+        ("fake", "unknown backend 'fake'; choose one of: fast, onnx, reference, or give"),
         ("tests.fakes:", "not an import path"),
         (":FakeBackend", "not an import path"),
         ("tests..fakes:FakeBackend", "not an import path"),
