@@ -17,14 +17,14 @@ PACKAGE = SRC / "m3engine"
 
 # Lowest first. A module's layer is that of its first part after `m3engine.`.
 LAYERS: list[set[str]] = [
-    {"errors", "types", "settings", "results", "metrics", "process", "version", "sparse_formats"},
+    {"errors", "types", "settings", "results", "metrics", "process", "version", "sparse_formats", "accuracy"},
     # the HTTP client: core records and httpx only, so that a caller of a server never loads torch
     {"client"},
     {"models", "tokenization"},
     {"backends"},
     {"tasks"},
     {"scheduling"},
-    {"engine"},
+    {"engine", "precision"},
     {"server"},
     {"bench", "distributed", "deploy"},
     {"cli", "__init__", "__main__"},

@@ -1,123 +1,24 @@
-"""The accuracy gate: how far a backend / precision may drift from the fp32 reference, and the check.
+"""The accuracy gate, as deploy/ has always named it: it lives in accuracy/gate.py (core layer),
+where the engine's fp8 check at load can use it too."""
 
-One place for the thresholds and the comparison, used by `m3engine validate`, by `m3engine build`
-(which records the result in the artifact's manifest) and by int8's choice of what to quantize
-(quantize.py); other reduced precisions (fp8) reuse it. Metrics come as a flat dict of floats
-(bench/accuracy.py computes most of them); a threshold whose metric is absent (no ColBERT on a
-sentence embedder, no reranker scores on an embedder) is not applied.
+from m3engine.accuracy.gate import (
+    FP8_GATE,
+    Gate,
+    cosines,
+    dense_metrics,
+    neighbour_agreement,
+    ranking_metrics,
+    retrieval_agreement,
+    top_k,
+)
 
-Defaults: dense cosine mean >= 0.99 and min >= 0.97, the top-10 neighbours of each query agreeing
->= 90 % with fp32 (issue 18's gate for int8 on CPUs), ColBERT cosine mean >= 0.99, sparse top-10
-overlap >= 90 %, reranker Spearman >= 0.99 (the gate that keeps cross-encoders out of bf16,
-backends/choose.py) and reranker top-10 agreement >= 90 %.
-"""
-
-from __future__ import annotations
-
-import argparse
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-
-FloatMatrix = np.ndarray
-
-
-@dataclass(frozen=True)
-class Gate:
-    dense_cos_mean: float = 0.99
-    dense_cos_min: float = 0.97
-    retrieval_top10: float = 0.90
-    colbert_cos_mean: float = 0.99
-    sparse_top10_overlap_mean: float = 0.90
-    spearman: float = 0.99
-    top10_agreement: float = 0.90
-
-    def check(self, metrics: dict[str, float]) -> dict[str, Any]:
-        """{metric: {value, min, pass}} for every threshold whose metric was measured, and `pass`."""
-        rows = {
-            name: {"value": metrics[name], "min": bound, "pass": bool(metrics[name] >= bound)}
-            for name, bound in dataclasses.asdict(self).items()
-            if name in metrics
-        }
-        return {"checks": rows, "pass": all(r["pass"] for r in rows.values()) and bool(rows)}
-
-    @staticmethod
-    def add_flags(parser: argparse.ArgumentParser) -> None:
-        for f in dataclasses.fields(Gate):
-            parser.add_argument(
-                "--min-" + f.name.replace("_", "-"),
-                dest="gate_" + f.name,
-                type=float,
-                default=f.default,
-                help=f"Fail when {f.name} is below this (default {f.default}).",
-            )
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Gate:
-        return cls(**{f.name: getattr(args, "gate_" + f.name) for f in dataclasses.fields(cls)})
-
-
-def cosines(a: FloatMatrix, b: FloatMatrix) -> FloatMatrix:
-    """Row-wise cosine of two (N, D) arrays."""
-    a, b = a.astype(np.float32), b.astype(np.float32)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30
-    out: FloatMatrix = (a * b).sum(-1) / norms
-    return out
-
-
-def dense_metrics(ours: FloatMatrix, ref: FloatMatrix) -> dict[str, float]:
-    cos = cosines(ours, ref)  # (N,)
-    return {"dense_cos_mean": float(cos.mean()), "dense_cos_min": float(cos.min())}
-
-
-def top_k(queries: FloatMatrix, passages: FloatMatrix, k: int) -> FloatMatrix:
-    """(Q, k) indices of each query's k nearest passages by cosine, best first."""
-    q = queries / np.linalg.norm(queries, axis=1, keepdims=True)
-    p = passages / np.linalg.norm(passages, axis=1, keepdims=True)
-    scores = q @ p.T  # (Q, P)
-    best: FloatMatrix = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-    return best
-
-
-def retrieval_agreement(
-    ours: tuple[FloatMatrix, FloatMatrix], ref: tuple[FloatMatrix, FloatMatrix], k: int = 10
-) -> dict[str, float]:
-    """Mean share of each query's top-k passages that both sides find: (queries, passages) each."""
-    k = min(k, len(ref[1]))
-    mine, theirs = top_k(*ours, k), top_k(*ref, k)
-    shared = [len(set(a) & set(b)) / k for a, b in zip(mine.tolist(), theirs.tolist(), strict=True)]
-    return {"retrieval_top10": float(np.mean(shared))}
-
-
-def neighbour_agreement(ours: FloatMatrix, ref: FloatMatrix, k: int = 10) -> dict[str, float]:
-    """retrieval_top10 with the texts as their own queries: each text's k nearest others (itself left out)."""
-    k = min(k, len(ref) - 1)
-
-    def nearest(x: FloatMatrix) -> FloatMatrix:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        scores = x @ x.T  # (N, N)
-        np.fill_diagonal(scores, -np.inf)
-        best: FloatMatrix = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return best
-
-    mine, theirs = nearest(ours), nearest(ref)
-    shared = [len(set(a) & set(b)) / k for a, b in zip(mine.tolist(), theirs.tolist(), strict=True)]
-    return {"retrieval_top10": float(np.mean(shared))}
-
-
-def ranking_metrics(ours: list[FloatMatrix], ref: list[FloatMatrix], k: int = 10) -> dict[str, float]:
-    """Reranker scores per query: Spearman over every pair, and the mean top-k agreement per query."""
-    from m3engine.bench.accuracy import spearman
-
-    flat_o, flat_r = np.concatenate(ours), np.concatenate(ref)
-    agree = []
-    for o, r in zip(ours, ref, strict=True):
-        kk = min(k, len(r))
-        agree.append(len(set(np.argsort(-o)[:kk]) & set(np.argsort(-r)[:kk])) / kk)
-    return {
-        "spearman": spearman(flat_o, flat_r),
-        "top10_agreement": float(np.mean(agree)),
-        "logit_abs_err_max": float(np.abs(flat_o - flat_r).max()),
-    }
+__all__ = [
+    "FP8_GATE",
+    "Gate",
+    "cosines",
+    "dense_metrics",
+    "neighbour_agreement",
+    "ranking_metrics",
+    "retrieval_agreement",
+    "top_k",
+]

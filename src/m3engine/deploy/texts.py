@@ -1,6 +1,6 @@
 """Texts for calibration and validation: a built-in multilingual sample, or the user's own file.
 
-sample_texts.txt holds 84 sentences in 25 languages and 12 scripts (news, questions, medicine,
+accuracy/sample_texts.txt holds 84 sentences in 25 languages and 12 scripts (news, questions, medicine,
 code, commerce). Passages are seeded random concatenations of them, so a few hundred texts of
 realistic length and language mix come from a small file; queries are single sentences. A user's
 file (`--texts` / `--calibration`: .txt, .jsonl or .parquet, read by cli/files.py) replaces them.
@@ -9,21 +9,9 @@ file (`--texts` / `--calibration`: .txt, .jsonl or .parquet, read by cli/files.p
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 
-import numpy as np
-
-
-def sample_sentences() -> list[str]:
-    text = resources.files("m3engine.deploy").joinpath("sample_texts.txt").read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
-
-
-def compose(sentences: list[str], count: int, per_text: int, seed: int) -> list[str]:
-    """`count` texts of `per_text` sentences each, drawn with a seeded generator."""
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(sentences), size=(count, per_text))
-    return [" ".join(sentences[i] for i in row) for row in picks.tolist()]
+from m3engine.accuracy.sample import calibration_texts as calibration_texts  # where callers find it
+from m3engine.accuracy.sample import compose, sample_sentences
 
 
 @dataclass(frozen=True)
@@ -46,8 +34,3 @@ class ValidationTexts:
         """A user's texts as passages; their first sentences (up to the first period) as queries."""
         heads = [t.split(". ")[0] for t in texts[:queries]]
         return cls(queries=heads, passages=list(texts))
-
-
-def calibration_texts(count: int = 64, per_text: int = 8) -> list[str]:
-    """The built-in calibration set: other draws than validation's (seed), so the gate is not fitted."""
-    return compose(sample_sentences(), count, per_text, seed=21)
