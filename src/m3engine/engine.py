@@ -23,6 +23,8 @@ from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
+from m3engine.precision.gated import gated_fp8
+from m3engine.precision.verdict import Verdict
 from m3engine.process import gcpause
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.scheduling import pipeline
@@ -56,9 +58,13 @@ class Engine:
         settings: EngineSettings,
         *,
         backends: Sequence[Backend] = (),
+        precision: Verdict | None = None,
     ):
-        """`backends`: one per device of `--devices` (the first is `backend`); default: `backend` alone."""
+        """`backends`: one per device of `--devices` (the first is `backend`); default: `backend` alone.
+
+        `precision`: the accuracy gate's verdict when a reduced precision (fp8) was asked for."""
         self.spec, self.tokenizer, self.backend, self.settings = spec, tokenizer, backend, settings
+        self.precision = precision
         self.backends = list(backends) or [backend]
         self.health = DeviceHealth.of(self.backends)
         # One device keeps the plain path (no dispatch thread); several share the bulk work.
@@ -82,19 +88,22 @@ class Engine:
         kind = ModelKind.parse(settings.kind) if settings.kind else None
         spec = inspect_model(path, name=settings.model, kind=kind)
         tokenizer = TextTokenizer.load(path)
-        backends = []
+        tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
+        backends: list[Backend] = []
+        verdict: Verdict | None = None
         for device in resolve_devices(settings.devices, settings.device):
             name = resolve_backend(settings.backend, device)
-            backends.append(
-                create_backend(
-                    name,
-                    spec=spec,
-                    tokens=TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids),
-                    device=device,
-                    dtype=resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder),
-                )
-            )
-        return cls(spec, tokenizer, backends[0], settings, backends=backends)
+            dtype = resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder)
+
+            def make(backend: str, dtype: str, device: str = device) -> Backend:
+                return create_backend(backend, spec=spec, tokens=tokens, device=device, dtype=dtype)
+
+            if dtype == "fp8" and verdict is None:  # measured on the first device, applied to all
+                backend, verdict = gated_fp8(spec, tokenizer, settings, device, make)
+                backends.append(backend)
+                continue
+            backends.append(make(name, verdict.served if verdict is not None else dtype))
+        return cls(spec, tokenizer, backends[0], settings, backends=backends, precision=verdict)
 
     def info(self) -> dict[str, Any]:
         """What the model is and how it runs (the CLI's `info`, the server's /info)."""
@@ -114,6 +123,8 @@ class Engine:
             "backend": self.backend.info.name,
             "device": self.backend.info.device,
             "dtype": self.backend.info.dtype,
+            "dtype_requested": self.settings.dtype,
+            "precision": None if self.precision is None else self.precision.public(),
             "devices": [
                 {**health, "backend": b.info.name, "dtype": b.info.dtype}
                 for health, b in zip(self.health.describe(), self.backends, strict=True)

@@ -43,9 +43,19 @@ class EngineSettings:
     )
     dtype: str = _opt(
         "auto",
-        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16). "
-        "fp8 (e4m3 matrix products) is opt-in, for the fast backend on CUDA only, and its accuracy "
-        "is not checked at load yet.",
+        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16; "
+        "auto never picks fp8). fp8 (e4m3 matrix products; the fast backend on CUDA only) is checked "
+        "at load against fp32 on a calibration sample with the accuracy gate and served only if it "
+        "passes; otherwise auto's half precision is served and /info says why.",
+    )
+    calibration: str | None = _opt(
+        None,
+        "Text file (UTF-8, one text a line) that --dtype fp8's gate compares on; default: the "
+        "built-in multilingual sample.",
+    )
+    cache_dir: str = _opt(
+        "~/.cache/m3engine",
+        "Directory for what a load can reuse: fp8's gate verdict per weights, GPU and version.",
     )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."

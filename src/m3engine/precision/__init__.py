@@ -1,0 +1,1 @@
+"""Reduced precision behind the accuracy gate, decided at load on the user's own weights."""
