@@ -107,6 +107,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.precision_fallback = Gauge(
+            "m3engine_precision_fallback",
+            "1 when the model runs in a fallback dtype because the requested one (fp8) failed the "
+            "accuracy gate at load (/info's precision says why), else 0",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.ready = Gauge(
             "m3engine_ready", "1 when /ready answers 200", registry=r, multiprocess_mode="livemin"
         )

@@ -83,6 +83,9 @@ class EngineService:
         # Admission is decided in the frontends; this one only carries the throughput for Retry-After.
         admission = Admission(1, 1)
         metrics.track_gpu()
+        for e in engines:  # the models run in this process: only it knows their precision verdicts
+            fell_back = e.precision is not None and not e.precision.passed
+            metrics.precision_fallback.labels(model=e.spec.name).set(1 if fell_back else 0)
         schedulers = [
             Scheduler(
                 e.spec.name, e, admission, metrics, None, short_query_tokens=settings.short_query_tokens
