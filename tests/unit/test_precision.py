@@ -147,3 +147,29 @@ def test_the_fallback_gauge(bge_m3: Engine, tmp_path: Path) -> None:
     assert (
         metrics.registry.get_sample_value("m3engine_precision_fallback", {"model": bge_m3.spec.name}) == 1.0
     )
+
+
+def test_engine_load_with_fp8_runs_the_gate_once_for_every_device(
+    bge_m3: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Engine.from_settings's wiring: fp8 resolved (as on CUDA), the fake built by the registry."""
+    import m3engine.engine as engine_module
+
+    built: list[tuple[str, str, str]] = []
+
+    def create_backend(name: str, *, device: str, dtype: str, **_: object) -> Backend:
+        built.append((name, dtype, device))
+        if name == "reference":
+            return bge_m3.backend
+        return NoisyBackend(bge_m3.backend, dtype, noise=NOISY if dtype == "fp8" else 0.0)
+
+    monkeypatch.setattr(engine_module, "resolve_dtype", lambda *a: "fp8")
+    monkeypatch.setattr(engine_module, "create_backend", create_backend)
+    engine = Engine.load(
+        str(bge_m3.spec.path), devices="cpu,cpu", backend="fast", dtype="fp8", cache_dir=str(tmp_path)
+    )
+    # the gate ran on the first device only, and its verdict (the fallback is auto's dtype, fp32 on
+    # the CPU) chose the second device's dtype too
+    assert [b for b in built if b[0] == "reference"] == [("reference", "fp32", "cpu")]
+    assert engine.precision is not None and not engine.precision.passed
+    assert [b.info.dtype for b in engine.backends] == [engine.precision.served] * 2
