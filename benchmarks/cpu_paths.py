@@ -4,7 +4,7 @@
     m3engine build MODEL --out /tmp/a8 --dtype int8
     python benchmarks/cpu_paths.py --model MODEL --onnx /tmp/a32 --onnx /tmp/a8
 
-Throughput: multilingual passages (the built-in sample, deploy/texts.py, about 256 tokens each),
+Throughput: multilingual passages (the built-in sample, accuracy/sample.py, about 256 tokens each),
 embedded by Engine.embed, best of `--rounds` rounds with the paths interleaved (a shared machine's
 noise hits every path alike). Accuracy against torch fp32 on the same passages: dense cosine mean
 and min, and the top-10 neighbours of `--queries` queries among `--corpus` passages. Public
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from m3engine import Engine
-from m3engine.deploy.gate import dense_metrics, retrieval_agreement
-from m3engine.deploy.texts import compose, sample_sentences
+from m3engine.accuracy.gate import dense_metrics, retrieval_agreement
+from m3engine.accuracy.sample import compose, sample_sentences
 
 
 def dense(engine: Engine, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, int]:

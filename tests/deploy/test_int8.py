@@ -6,10 +6,11 @@ from pathlib import Path
 
 import onnx
 
+from m3engine.accuracy.sample import calibration_texts
 from m3engine.backends.onnx_artifact import GRAPH
 from m3engine.deploy.build import BuildOptions, build
 from m3engine.deploy.quantize import RECIPES
-from m3engine.deploy.texts import ValidationTexts, calibration_texts
+from m3engine.deploy.texts import ValidationTexts
 
 
 def _ops(path: Path) -> set[str]:
@@ -58,7 +59,7 @@ def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> N
 
 def test_recipes_tried_leave_no_stale_external_data(m3_artifact: Path, tmp_path: Path) -> None:
     """Each recipe rewrites the graph; onnx appends external data, so stale weights must not pile up."""
-    from m3engine.deploy.gate import Gate
+    from m3engine.accuracy.gate import Gate
     from m3engine.deploy.quantize import choose_int8
     from m3engine.models.spec import inspect_model
 

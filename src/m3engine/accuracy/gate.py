@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from m3engine.accuracy.outputs import spearman
+from m3engine.accuracy.outputs import cosines, spearman
 
 FloatMatrix = np.ndarray
 
@@ -60,14 +60,6 @@ class Gate:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Gate:
         return cls(**{f.name: getattr(args, "gate_" + f.name) for f in dataclasses.fields(cls)})
-
-
-def cosines(a: FloatMatrix, b: FloatMatrix) -> FloatMatrix:
-    """Row-wise cosine of two (N, D) arrays."""
-    a, b = a.astype(np.float32), b.astype(np.float32)
-    norms = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30
-    out: FloatMatrix = (a * b).sum(-1) / norms
-    return out
 
 
 def dense_metrics(ours: FloatMatrix, ref: FloatMatrix) -> dict[str, float]:

@@ -13,15 +13,16 @@ import numpy as np
 from m3engine.results import Embedding
 
 
-def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a, b = a.astype(np.float32), b.astype(np.float32)  # ColBERT rows are float16 from half precision
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine of two (N, D) arrays, in float32 (ColBERT rows are float16 from half precision)."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
     out: np.ndarray = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-30)
     return out
 
 
 def embedding_accuracy(ours: list[Embedding], ref: list[Embedding], k: int = 10) -> dict[str, Any]:
     """Dense cosine, sparse top-k overlap and weight error, ColBERT per-vector cosine."""
-    dense = _cos(np.stack([o.dense for o in ours]), np.stack([r.dense for r in ref]))  # type: ignore[misc]
+    dense = cosines(np.stack([o.dense for o in ours]), np.stack([r.dense for r in ref]))  # type: ignore[misc]
     overlaps, weight_errors, colbert = [], [], []
     for o, r in zip(ours, ref, strict=True):
         if o.sparse is not None and r.sparse is not None and len(r.sparse.values):
@@ -33,7 +34,7 @@ def embedding_accuracy(ours: list[Embedding], ref: list[Embedding], k: int = 10)
             if shared:
                 weight_errors.append(max(abs(od[t] - rd[t]) for t in shared))
         if o.colbert is not None and r.colbert is not None and len(r.colbert):
-            colbert.append(_cos(o.colbert, r.colbert))
+            colbert.append(cosines(o.colbert, r.colbert))
     out: dict[str, Any] = {"dense_cos_mean": float(dense.mean()), "dense_cos_min": float(dense.min())}
     if overlaps:
         out["sparse_top10_overlap_mean"] = float(np.mean(overlaps))

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from m3engine.accuracy.gate import ranking_metrics
+from m3engine.accuracy.outputs import embedding_accuracy
 from m3engine.bench import workloads
-from m3engine.bench.accuracy import embedding_accuracy, score_accuracy
 from m3engine.bench.hf import HFBaseline
 from m3engine.bench.synthetic import Architecture, build_synthetic
 from m3engine.bench.texts import TextMaker
@@ -143,8 +144,8 @@ def _rerank_workloads(
         ours[r.index] = r.logit
     for r in ref.rerank(query, passages, max_length=512):
         theirs[r.index] = r.logit
-    out["accuracy"] = score_accuracy(ours, theirs)
-    out["baseline_accuracy"] = score_accuracy(hf.score(query, passages, 512), theirs)
+    out["accuracy"] = ranking_metrics([ours], [theirs])  # one query's scores
+    out["baseline_accuracy"] = ranking_metrics([hf.score(query, passages, 512)], [theirs])
     return out
 
 

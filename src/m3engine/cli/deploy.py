@@ -20,8 +20,8 @@ def _texts(path: str | None, field: str) -> list[str] | None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from m3engine.accuracy.gate import Gate
     from m3engine.deploy.build import BuildOptions, build
-    from m3engine.deploy.gate import Gate
     from m3engine.deploy.texts import ValidationTexts
 
     texts = _texts(args.texts, args.field)
@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from m3engine.deploy.gate import Gate
+    from m3engine.accuracy.gate import Gate
     from m3engine.deploy.texts import ValidationTexts
     from m3engine.deploy.validate import compare, table
     from m3engine.engine import Engine
@@ -78,7 +78,7 @@ def _artifact_source(engine: Any) -> str | None:
 
 
 def add_deploy_parsers(sub: Any) -> None:
-    from m3engine.deploy.gate import Gate
+    from m3engine.accuracy.gate import Gate
 
     build = sub.add_parser(
         "build",

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from m3engine.accuracy.gate import Gate
+from m3engine.accuracy.sample import calibration_texts
 from m3engine.backends.onnx_artifact import GRAPH, Manifest, ModelFacts, hash_files, write_manifest
-from m3engine.deploy.gate import Gate
 from m3engine.deploy.tensorrt import PLAIN_GRAPH
-from m3engine.deploy.texts import ValidationTexts, calibration_texts
+from m3engine.deploy.texts import ValidationTexts
 from m3engine.errors import InputError
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE, read_json

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 
+from m3engine.accuracy.gate import Gate, neighbour_agreement, ranking_metrics
+from m3engine.accuracy.outputs import embedding_accuracy
 from m3engine.backends.onnx import OnnxRunner
-from m3engine.bench.accuracy import embedding_accuracy
-from m3engine.deploy.gate import Gate, neighbour_agreement, ranking_metrics
 from m3engine.models.spec import ModelSpec
 from m3engine.results import Embedding
 from m3engine.tokenization.tokenizer import TextTokenizer
@@ -114,7 +114,7 @@ def probe(runner: OnnxRunner, batches: list[PackedBatch]) -> list[BatchOutputs]:
 
 
 def _records(outputs: list[BatchOutputs]) -> list[Embedding]:
-    """Batch outputs as per-text records, the form bench/accuracy.py compares."""
+    """Batch outputs as per-text records, the form accuracy/outputs.py compares."""
     records: list[Embedding] = []
     for out in outputs:
         assert out.dense is not None

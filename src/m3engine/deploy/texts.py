@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from m3engine.accuracy.sample import calibration_texts as calibration_texts  # where callers find it
 from m3engine.accuracy.sample import compose, sample_sentences
 
 

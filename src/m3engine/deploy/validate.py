@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from m3engine.bench.accuracy import embedding_accuracy
-from m3engine.deploy.gate import Gate, ranking_metrics, retrieval_agreement
+from m3engine.accuracy.gate import Gate, ranking_metrics, retrieval_agreement
+from m3engine.accuracy.outputs import embedding_accuracy
 from m3engine.deploy.texts import ValidationTexts
 from m3engine.engine import Engine
 from m3engine.models.kinds import ModelKind
