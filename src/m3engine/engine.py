@@ -4,7 +4,7 @@
     >>> out = engine.embed(["What is BGE-M3?"], dense=True, sparse=True, colbert=True)
     >>> out[0].dense.shape, out[0].sparse.to_dict(), out[0].colbert.shape
 
-Inputs are validated and tokenized here, grouped by `plan_batches` under the token budget and run
+Inputs are validated and tokenized here, grouped under the token budget (`pipeline.run_all`) and run
 through the backend; results come back with exactly one record per input, in input order. Work
 larger than a batch runs through pipeline.py: tokenized in pieces on a few threads while the device
 runs earlier batches, each batch launched before the one before it is collected.
@@ -28,9 +28,8 @@ from m3engine.precision.verdict import Verdict
 from m3engine.process import gcpause
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
 from m3engine.scheduling import pipeline
-from m3engine.scheduling.batching import plan_batches
 from m3engine.scheduling.devices import DeviceHealth, DevicePool
-from m3engine.scheduling.pipeline import Progress, run_planned
+from m3engine.scheduling.pipeline import Progress, run_all
 from m3engine.settings import EngineSettings
 from m3engine.tasks import postprocess
 from m3engine.tasks.builder import TaskBuilder
@@ -231,11 +230,18 @@ class Engine:
             if progress is not None:
                 progress(1, len(encoded[0]))
             return postprocess.gather([([0], out)], 1)
-        lengths = [len(e) for e in encoded]
-        batches = plan_batches(
-            lengths, self.settings.max_batch_tokens, self.settings.max_batch_size, self.backend.info.padded
+        s = self.settings
+        padded = self.backend.info.padded
+        return run_all(
+            self._launch,
+            encoded,
+            heads,
+            s.max_batch_tokens,
+            s.max_batch_size,
+            padded,
+            progress,
+            self._in_flight,
         )
-        return run_planned(self._launch, encoded, batches, heads, progress, self._in_flight)
 
     def _bulk(self, bulk: Bulk[R], progress: Progress | None = None) -> R:
         """Many inputs: tokenized in pieces while the device runs (pipeline.py).

@@ -31,8 +31,7 @@ from m3engine.backends.choose import resolve_dtype
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.precision.verdict import Verdict, VerdictCache, cache_key
-from m3engine.scheduling.batching import plan_batches
-from m3engine.scheduling.pipeline import run_planned
+from m3engine.scheduling.pipeline import run_all
 from m3engine.settings import EngineSettings
 from m3engine.tasks.builder import TaskBuilder
 from m3engine.tasks.options import EmbedOptions, PairScoreOptions
@@ -117,9 +116,8 @@ def _judge(requested: str, fallback_dtype: str, metrics: dict[str, float], gate:
 
 
 def _run(backend: Backend, task: Prepared[Any], settings: EngineSettings) -> Any:
-    lengths = [len(e) for e in task.encoded]
-    batches = plan_batches(lengths, settings.max_batch_tokens, settings.max_batch_size, backend.info.padded)
-    return task.finish(run_planned(backend.launch, task.encoded, batches, task.heads, None))
+    budget, size, padded = settings.max_batch_tokens, settings.max_batch_size, backend.info.padded
+    return task.finish(run_all(backend.launch, task.encoded, task.heads, budget, size, padded))
 
 
 def _probes(

@@ -175,6 +175,22 @@ class Collector:
             self._pool = None
 
 
+def run_all(
+    launch: Launch,
+    encoded: list[Encoded],
+    heads: HeadRequest,
+    budget: int,
+    max_size: int,
+    padded: bool,
+    progress: Progress | None = None,
+    in_flight: int = 1,
+) -> BatchOutputs:
+    """Every input at once: batches planned longest first under the budget (`plan_batches`), then
+    `run_planned`; outputs in input order."""
+    batches = plan_batches([len(e) for e in encoded], budget, max_size, padded)
+    return run_planned(launch, encoded, batches, heads, progress, in_flight)
+
+
 def run_planned(
     launch: Launch,
     encoded: list[Encoded],
