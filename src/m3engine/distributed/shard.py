@@ -86,8 +86,13 @@ class ShardEmbedder:
             return [], [], []
         try:
             return ids, self.engine.embed(texts, options=self.job.options), []
-        except InputError:
-            pass  # one text the engine refuses (over the limit with truncate off): find which, one by one
+        except InputError:  # a text the engine refuses (over the limit with truncate off)
+            return self._embed_one_by_one(ids, texts)
+
+    def _embed_one_by_one(
+        self, ids: list[Any], texts: list[str]
+    ) -> tuple[list[Any], list[Embedding], list[tuple[Any, str]]]:
+        """Which texts the engine refuses, and the records of the others."""
         kept_ids: list[Any] = []
         records: list[Embedding] = []
         bad: list[tuple[Any, str]] = []
