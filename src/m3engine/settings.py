@@ -187,9 +187,9 @@ class ServerSettings:
 
 def _parse(name: str, kind: str, raw: str) -> Any:
     base = kind.replace(" | None", "")
-    if base != kind and raw.strip().lower() == "auto":  # an optional setting: None picks it
-        return None
     if base in ("int", "float"):
+        if base != kind and raw.strip().lower() == "auto":  # an optional number: None picks it
+            return None
         try:
             return int(raw) if base == "int" else float(raw)
         except ValueError:

@@ -95,3 +95,9 @@ def test_frontends_default_to_auto_sized_by_the_cpus_and_the_device() -> None:
     assert auto_frontends("cuda", 16) == 12  # the engine process keeps four
     assert auto_frontends("cuda:1", 4) == 1 and auto_frontends("cuda", 2) == 1
     assert auto_frontends("cpu", 64) == 1  # the model's forward passes want the cores
+
+
+def test_auto_means_none_only_for_optional_numbers() -> None:
+    settings = parse(["--reranker", "auto"], {})
+    assert settings.reranker == "auto"  # a model (directory) named auto, not "no reranker"
+    assert parse(["--frontends", "auto"], {}).frontends is None
