@@ -93,7 +93,7 @@ def build_app(state: ServerState) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
     app.add_middleware(OverloadGate, state=state, routes=admitted, body_limit=settings.max_request_bytes)
     app.add_middleware(Auth, keys=settings.api_keys, public=public)
-    check_settings(settings)
+    settings.check()  # settings that cannot be served (settings.py says which)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -125,11 +125,6 @@ def _document_auth(app: FastAPI, public: set[str]) -> None:
         return app.openapi_schema or {}
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def check_settings(settings: ServerSettings) -> None:
-    """Refuse settings that cannot be served, before anything starts (settings.py says which)."""
-    settings.check()
 
 
 async def drain(state: ServerState, timeout_s: float) -> None:

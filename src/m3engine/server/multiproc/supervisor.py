@@ -58,10 +58,9 @@ def serve_with_frontends(engine: EngineSettings, server: ServerSettings) -> int:
         # inherit it): every process then writes its metrics to files that /metrics merges.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(workdir / "metrics")
         from m3engine.server import runtime
-        from m3engine.server.app import check_settings
         from m3engine.server.loading import load_engines
 
-        check_settings(server)  # before any process starts: a bad flag fails once, here
+        server.check()  # before any process starts: a bad flag fails once, here
         # uvloop when importable: this process's one loop carries every frontend's jobs and results.
         return runtime.run(Supervisor(server, load_engines(engine, server), workdir).run())
     finally:
