@@ -9,8 +9,10 @@ takes them: max_batch_tokens, max_batch_size, dtype, backend, ...) on top of the
 (--backend, --device, --dtype); one Engine is loaded per configuration (`Engine.load`), and all of
 them stay loaded. Round after round, every configuration runs every workload (round 0 warms up:
 CUDA graphs, pools, kernel compiles), in the given order in odd rounds and reversed in even ones,
-so drift on the machine falls on all alike. Prints, per configuration, each workload's tokens/s
-(median of the rounds) and its ratio to the first configuration; --json writes the same numbers.
+so drift on the machine falls on all alike. Prints, per configuration, the seconds `Engine.load`
+took, each workload's tokens/s (median of the rounds) and its ratio to the first configuration,
+and the warm-up round's time against the steady median (the first pass after load: in a fresh
+process, what a cold start costs); --json writes the same numbers.
 
 Without --model it builds a synthetic checkpoint of BGE-M3's (or, with --synthetic
 bge-reranker-v2-m3, the reranker's) shape; --tiny makes it one layer deep, a dry run on the CPU:
@@ -104,12 +106,17 @@ def main() -> None:
         model, reranker = checkpoint(args, Path(scratch))
         names = args.workloads.split(",") if args.workloads else list(RERANK if reranker else EMBED)
         jobs = workloads(args, model, reranker, names)
-        engines = [Engine.load(model, **{**common, **config}) for config in args.config]
+        engines, load_s = [], []
+        for config in args.config:
+            start = time.perf_counter()
+            engines.append(Engine.load(model, **{**common, **config}))
+            load_s.append(time.perf_counter() - start)
         labels = [label(c) for c in args.config]
-        for name, engine in zip(labels, engines, strict=True):
+        for name, engine, seconds in zip(labels, engines, load_s, strict=True):
             info = engine.info()
-            print(f"{name}: {info['backend']} on {info['device']} ({info['dtype']})", flush=True)
-        counts = {job.name: tokens(job.call(engines[0], None)) for job in jobs}
+            print(f"{name}: {info['backend']} on {info['device']} ({info['dtype']}), loaded in {seconds:.1f} s")
+        counts: dict[str, int] = {}
+        first: list[dict[str, float]] = [{} for _ in engines]
         times: list[dict[str, list[float]]] = [{job.name: [] for job in jobs} for _ in engines]
         for round_ in range(args.rounds + 1):
             order = list(range(len(engines)))
@@ -118,15 +125,26 @@ def main() -> None:
             for i in order:
                 for job in jobs:
                     start = time.perf_counter()
-                    job.call(engines[i], None)
+                    records = job.call(engines[i], None)
+                    seconds = time.perf_counter() - start
+                    counts.setdefault(job.name, tokens(records))
                     if round_:
-                        times[i][job.name].append(time.perf_counter() - start)
+                        times[i][job.name].append(seconds)
+                    else:
+                        first[i][job.name] = seconds
     rates = [{n: counts[n] / statistics.median(t) for n, t in per.items()} for per in times]
     for name, rate in zip(labels, rates, strict=True):
         cells = [f"{n} {r / 1e3:,.1f} k tok/s ({r / rates[0][n]:.3f}x)" for n, r in rate.items()]
         print(f"{name}: " + " | ".join(cells), flush=True)
+    for name, per, cold in zip(labels, times, first, strict=True):
+        cells = [f"{n} {cold[n]:.3f} s ({cold[n] / statistics.median(t):.2f}x steady)" for n, t in per.items()]
+        print(f"{name}: first pass " + " | ".join(cells), flush=True)
     if args.json:
-        args.json.write_text(json.dumps(dict(zip(labels, rates, strict=True)), indent=1) + "\n")
+        report = {
+            name: {"tokens_per_s": rate, "first_pass_s": cold, "load_s": seconds}
+            for name, rate, cold, seconds in zip(labels, rates, first, load_s, strict=True)
+        }
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
 
 
 if __name__ == "__main__":
