@@ -83,7 +83,7 @@ def main() -> None:
     elif not torch.cuda.is_available():
         raise SystemExit("no CUDA device: pass --device cpu for a dry run")
     else:
-        torch.cuda.set_device(torch.device(args.device))
+        torch.cuda.set_device(torch.device(args.device).index or 0)
         print(torch.cuda.get_device_name(), torch.__version__)
     m, side = args.batch, args.square
     for dtype in dtypes:

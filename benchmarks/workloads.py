@@ -3,7 +3,9 @@ directory is on the path): a checkpoint to load, and the bench's calls on it.
 
 Each workload is one public `Engine` call: the bench's 2,000 mixed passages (lognormal lengths,
 median ~200 tokens, up to 2,048), dense or all three outputs; 24 long documents (4,000-8,000
-tokens); and one query against 100 passages of 250-350 tokens for the reranker. Their texts are
+tokens); and one query against 100 passages of 250-350 tokens for the reranker. `queries` is
+QUERY_CALLS calls of 1-8 short queries each, one after another (the small batches of online
+traffic, which replay CUDA graphs). Their texts are
 made from the checkpoint's own tokenizer (`m3engine.bench.texts.TextMaker`).
 """
 
@@ -25,7 +27,8 @@ if TYPE_CHECKING:
 
 Progress = Callable[[int, int], None]
 TINY = Architecture(layers=1, hidden=64, heads=4, ffn=128, vocab=1000)
-EMBED = ("passages", "passages-all", "long")
+EMBED = ("passages", "passages-all", "long", "queries")
+QUERY_CALLS = 200  # the queries workload: this many calls of 1-8 queries of 8-40 tokens
 RERANK = ("rerank",)
 
 
@@ -99,6 +102,9 @@ def workloads(args: argparse.Namespace, model: str, reranker: bool, names: list[
 
             out.append(Workload(name, rerank))
             continue
+        if name == "queries":
+            out.append(Workload(name, _queries(maker)))
+            continue
         texts = maker.long_documents(args.long_docs) if name == "long" else maker.passages(args.passages)
         limit, every = (8192, False) if name == "long" else (2048, name == "passages-all")
 
@@ -110,6 +116,16 @@ def workloads(args: argparse.Namespace, model: str, reranker: bool, names: list[
 
         out.append(Workload(name, embed))
     return out
+
+
+def _queries(maker: TextMaker) -> Callable[[Engine, Progress | None], list[Embedding]]:
+    sizes = maker.uniform_lengths(QUERY_CALLS, 1, 8)
+    calls = [maker.texts(maker.uniform_lengths(n, 8, 40)) for n in sizes]
+
+    def queries(engine: Engine, progress: Progress | None) -> list[Embedding]:
+        return [record for texts in calls for record in engine.embed(texts)]
+
+    return queries
 
 
 def tokens(records: Sequence[Embedding | RerankResult]) -> int:

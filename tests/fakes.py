@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from m3engine.backends.base import Backend, BackendInfo, Ready
+from m3engine.backends.base import Backend, BackendInfo, BatchLimits, Ready
 from m3engine.errors import BackendError, DeviceError, OutOfMemoryError
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, SparseVector, TokenIds
@@ -79,8 +79,11 @@ class FakeBackend(Backend):
         """Computed at once: the result is ready when this returns."""
         return Ready(self.forward(batch, heads))
 
-    def warmup(self) -> None:
-        """Nothing to warm."""
+    def warmup(self, limits: BatchLimits) -> None:
+        """One short forward pass with the first head request, as a real warm-up runs passes (a
+        server process's first forward, which M3ENGINE_FAKE_DIE_AFTER counts)."""
+        ids = np.array([0, 5, 2], dtype=np.int64)
+        self.forward(PackedBatch(input_ids=ids, cu_seqlens=np.array([0, 3], dtype=np.int64)), limits.heads[0])
 
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         if self.die or (self.die_after and len(self.batches) >= self.die_after):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from m3engine.backends.base import Backend, BackendInfo
+from m3engine.backends.base import Backend, BackendInfo, BatchLimits
 from m3engine.backends.registry import create_backend
 from m3engine.models.spec import inspect_model
 from m3engine.tokenization.tokenizer import TextTokenizer
@@ -120,7 +120,7 @@ def test_warmup_leaves_outputs_unchanged(m3: tuple[Backend, TextTokenizer]) -> N
     backend, tokenizer = m3
     batch = _batch(tokenizer, MULTILINGUAL[:2])
     before = backend.forward(batch, ALL)
-    backend.warmup()
+    backend.warmup(BatchLimits(max_tokens=512, max_seqs=8, max_length=128, heads=(ALL,)))
     _close(backend.forward(batch, ALL), before)
 
 

@@ -36,17 +36,28 @@ def test_sequence_count_rounds_to_power_of_two(seqs: int) -> None:
     assert key is not None and key.seqs & (key.seqs - 1) == 0 and key.seqs >= seqs
 
 
-def test_a_mixed_query_workload_lands_in_the_warmed_buckets() -> None:
-    """Batches of 1-64 queries of 6-48 tokens: every bucket they need is captured at start-up."""
+@pytest.mark.parametrize("max_seqs", [256, 64, 3])
+def test_every_batch_the_planner_forms_lands_in_a_warmed_bucket(max_seqs: int) -> None:
+    """The scheduler's batches (plan_batches under the default budget) of any mix of lengths: each
+    one small enough for a graph lands in a bucket that the warm-up captures."""
     import random
 
-    warmed = set(warmup_buckets(2048))
+    from m3engine.backends.fast.graphs import MAX_TOKENS, MIN_SEQUENCE
+    from m3engine.scheduling.batching import plan_batches
+
+    warmed = set(warmup_buckets(MAX_TOKENS, max_seqs))
     assert len(warmed) <= 128  # the runner's cap
     rng = random.Random(0)
-    for _ in range(2000):
-        lengths = [rng.randint(6, 48) for _ in range(rng.randint(1, 64))]
-        key = choose_bucket(sum(lengths), len(lengths), max(lengths), 2048)
-        assert key in warmed, key
+    seen = set()
+    for _ in range(400):
+        top = rng.choice([8, 48, 512, 8192])
+        lengths = [rng.randint(MIN_SEQUENCE, top) for _ in range(rng.randint(1, 300))]
+        for batch in plan_batches(lengths, 16384, max_seqs, False):
+            sizes = [lengths[i] for i in batch]
+            key = choose_bucket(sum(sizes), len(sizes), max(sizes), MAX_TOKENS)
+            assert key is None or key in warmed, key
+            seen.add(key)
+    assert len(seen) > 20  # the workloads reached many buckets, not a few
 
 
 def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -66,7 +77,7 @@ def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytes
 
     monkeypatch.setattr(graphs.GraphRunner, "_capture", fake_capture)
     runner = graphs.GraphRunner(
-        lambda inputs: torch.empty(0), torch.device("cpu"), max_tokens=4096, max_graphs=6
+        lambda inputs: torch.empty(0), torch.device("cpu"), max_tokens=4096, max_graphs=7
     )
     assert graphs.CAPTURE_AFTER == 2
     assert runner.bucket(100, 1, 100) is None  # first ask: eager
@@ -75,6 +86,6 @@ def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytes
     runner.get(key)
     assert captures == [key] and runner.captured == [key]
     assert runner.bucket(100, 1, 100) == key and runner.bucket(120, 1, 120) == key  # same bucket: replay
-    assert runner.capture_ladder(32) == 5 and len(captures) == 6  # 16 x 1-2 and 32 x 1-4 seqs, at once
+    assert runner.capture_ladder(32, 4) == 6 and len(captures) == 7  # 16 and 32 x 1, 2, 4 seqs, at once
     assert runner.bucket(3000, 1, 3000) is None and runner.bucket(3000, 1, 3000) is None  # over max_graphs
     assert runner.bucket(5000, 1, 5000) is None  # over max_tokens

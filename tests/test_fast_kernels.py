@@ -55,7 +55,7 @@ def test_flat_layout_of_one_text() -> None:
 
 
 def test_warmup_token_counts_reach_every_small_gemm_config() -> None:
-    """The load-time warm-up (FastBackend._compile_kernels) runs one batch per count here: every config
+    """The load-time warm-up (FastBackend.warmup) runs one batch per count here: every config
     that a batch of any size can pick must be among theirs, or its first use compiles mid-run."""
     from m3engine.backends.fast import small_gemm as sg
 

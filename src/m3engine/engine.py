@@ -13,11 +13,13 @@ runs earlier batches, each batch launched before the one before it is collected.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from m3engine.backends.base import Backend, Pending
+from m3engine.backends.base import Backend, BatchLimits, Pending
 from m3engine.backends.choose import resolve_backend, resolve_devices, resolve_dtype
 from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
@@ -46,6 +48,7 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
 
 R = TypeVar("R")
+log = logging.getLogger("m3engine.engine")
 
 
 class Engine:
@@ -88,7 +91,7 @@ class Engine:
         spec = inspect_model(path, name=settings.model, kind=kind)
         tokenizer = TextTokenizer.load(path)
         tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
-        backends: list[Backend] = []
+        backends: list[Backend] = []  # one per device
         verdict: Verdict | None = None
         for device in resolve_devices(settings.devices, settings.device):
             name = resolve_backend(settings.backend, device)
@@ -102,7 +105,26 @@ class Engine:
                 backends.append(backend)
                 continue
             backends.append(make(name, verdict.served if verdict is not None else dtype))
-        return cls(spec, tokenizer, backends[0], settings, backends=backends, precision=verdict)
+        engine = cls(spec, tokenizer, backends[0], settings, backends=backends, precision=verdict)
+        if settings.warmup:
+            engine.warmup()
+        return engine
+
+    @property
+    def limits(self) -> BatchLimits:
+        """The shapes this engine's batches can take."""
+        s = self.settings
+        return BatchLimits(s.max_batch_tokens, s.max_batch_size, self.max_length, self.tasks.head_requests())
+
+    def warmup(self) -> None:
+        """Prepare every backend for every batch shape within `limits` (EngineSettings.warmup)."""
+        start = time.perf_counter()
+        for backend in self.backends:
+            backend.warmup(self.limits)
+        log.info(
+            "warmed up",
+            extra={"model": self.spec.name, "seconds": round(time.perf_counter() - start, 2)},
+        )
 
     def info(self) -> dict[str, Any]:
         """What the model is and how it runs (the CLI's `info`, the server's /info)."""

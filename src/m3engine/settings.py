@@ -69,6 +69,13 @@ class EngineSettings:
         16384, "Token budget of one forward pass (padded tokens for padded backends)."
     )
     max_batch_size: int = _opt(256, "Most texts in one forward pass.")
+    warmup: bool = _opt(
+        True,
+        "At load (before a server is ready), prepare every batch shape within max_batch_tokens, "
+        "max_batch_size and max_length: compile the kernels, capture the CUDA graphs, fill the "
+        "memory pools with the largest batch (so an out-of-memory shows at start). CUDA only; "
+        "--no-warmup starts sooner and the first batches of each shape pay instead.",
+    )
 
     def public(self) -> dict[str, Any]:
         """The settings as shown in /info and logs, secrets redacted."""
@@ -149,7 +156,6 @@ class ServerSettings:
         True, "Exit with code 3 when a model's worker dies (after /ready turned 503), to be restarted."
     )
     public_metrics: bool = _opt(False, "Serve /metrics without an API key.")
-    warmup: bool = _opt(True, "Run one batch of the largest shape at startup, so OOM shows before /ready.")
     gc_freeze: bool = _opt(
         True,
         "After start-up, move every object into the garbage collector's permanent generation "

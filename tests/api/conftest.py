@@ -56,7 +56,7 @@ async def make_client() -> AsyncIterator[MakeClient]:
     clients: list[LifespanClient] = []
 
     def make(engines: list[Engine], **overrides: Any) -> LifespanClient:
-        settings = dataclasses.replace(ServerSettings(warmup=False), **overrides)
+        settings = dataclasses.replace(ServerSettings(), **overrides)
         client = LifespanClient(engines, settings)
         clients.append(client)
         return client

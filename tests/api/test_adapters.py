@@ -20,7 +20,7 @@ TEXTS = ["the cat sat on the mat", "stocks rose on monday", "a recipe for bread"
 @pytest.fixture(scope="module")
 def live(bge_m3_dir: Path) -> Iterator[tuple[str, Engine]]:
     engine = fake_engine(bge_m3_dir)
-    with LiveServer([engine], ServerSettings(warmup=False)) as server:
+    with LiveServer([engine], ServerSettings()) as server:
         yield server.url, engine
 
 

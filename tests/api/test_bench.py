@@ -18,7 +18,7 @@ from tests.api.live import LiveServer
 
 def test_bench_reports_throughput_latency_and_429s(m3_fake: Engine, tmp_path: Path) -> None:
     backend_of(m3_fake).delay_s = 0.02
-    settings = dataclasses.replace(ServerSettings(warmup=False), max_concurrent_requests=4)
+    settings = dataclasses.replace(ServerSettings(), max_concurrent_requests=4)
     with LiveServer([m3_fake], settings) as server:
         samples, elapsed = asyncio.run(run(server.url, "queries", concurrency=12, duration=1.5))
     summary = summarize(samples, elapsed, {"workload": "queries", "concurrency": 12})
@@ -41,7 +41,7 @@ def test_bench_reports_throughput_latency_and_429s(m3_fake: Engine, tmp_path: Pa
 def test_clients_that_honour_retry_after_back_off(m3_fake: Engine) -> None:
     """Immediate retries hammer a full server; clients that wait the retry-after-ms (>= 0.5 s) do not."""
     backend_of(m3_fake).delay_s = 0.05
-    settings = dataclasses.replace(ServerSettings(warmup=False), max_concurrent_requests=2)
+    settings = dataclasses.replace(ServerSettings(), max_concurrent_requests=2)
     with LiveServer([m3_fake], settings) as server:
         hammer, _ = asyncio.run(run(server.url, "queries", concurrency=10, duration=1.5))
         polite, elapsed = asyncio.run(

@@ -26,7 +26,7 @@ def live(bge_m3_dir, reranker_dir) -> Iterator[LiveServer]:  # type: ignore[no-u
     from tests.api.conftest import fake_engine
 
     engines = [fake_engine(bge_m3_dir), fake_engine(reranker_dir)]
-    settings = ServerSettings(warmup=False, served_model_name=("bge-m3", f"{reranker_dir.name}=reranker"))
+    settings = ServerSettings(served_model_name=("bge-m3", f"{reranker_dir.name}=reranker"))
     with LiveServer(engines, settings) as server:
         server.engines = engines  # type: ignore[attr-defined]
         yield server

@@ -22,7 +22,7 @@ KEY = "test-key-123"
 
 @pytest.fixture
 def live(m3_fake: Engine, reranker_fake: Engine) -> Iterator[LiveServer]:
-    settings = dataclasses.replace(ServerSettings(warmup=False), api_keys=(KEY,))
+    settings = dataclasses.replace(ServerSettings(), api_keys=(KEY,))
     with LiveServer([m3_fake, reranker_fake], settings) as server:
         yield server
 

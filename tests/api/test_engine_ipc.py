@@ -31,7 +31,7 @@ pytestmark = pytest.mark.anyio
 async def remote(engine: Engine) -> AsyncIterator[RemoteScheduler]:
     workdir = tempfile.mkdtemp(prefix="m3e-ipc-")  # short: a unix socket path has ~100 bytes
     service = EngineService.build([engine], ServerSettings(), Metrics())
-    await service.start(f"{workdir}/engine.sock", warmup=False)
+    await service.start(f"{workdir}/engine.sock")
     client, models = await EngineClient.connect(f"{workdir}/engine.sock", frontend=0)
     client.start()
     pool = ThreadPoolExecutor(2)

@@ -42,7 +42,7 @@ ADMITTED_ROUTES = {
 
 
 def live(engines: list[Engine], http: str = "auto", **settings: Any) -> LiveServer:
-    base = ServerSettings(warmup=False, max_concurrent_requests=1)
+    base = ServerSettings(max_concurrent_requests=1)
     return LiveServer(engines, dataclasses.replace(base, **settings), http=http)
 
 

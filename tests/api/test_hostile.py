@@ -31,7 +31,7 @@ def server(bge_m3_dir: Path, reranker_dir: Path, classifier_dir: Path) -> Iterat
     """One server for the tests that need no settings of their own (each starts in about a second)."""
     engines = [fake_engine(d, max_batch_tokens=512, max_batch_size=16) for d in (bge_m3_dir, reranker_dir)]
     engines.append(fake_engine(classifier_dir, max_batch_tokens=512, max_batch_size=16))
-    with LiveServer(engines, ServerSettings(warmup=False)) as live:
+    with LiveServer(engines, ServerSettings()) as live:
         yield live
 
 
@@ -102,7 +102,7 @@ def test_2_an_unexpected_error_is_a_500_with_its_request_id_that_closes_cleanly(
 
     monkeypatch.setattr(TaskBuilder, "classify", broken)
     with (
-        LiveServer([m3_fake, classifier_fake], ServerSettings(warmup=False)) as live,
+        LiveServer([m3_fake, classifier_fake], ServerSettings()) as live,
         httpx.Client(base_url=live.url, timeout=10) as client,
     ):
         r = client.post("/classify", json={"input": "x"}, headers={"x-request-id": "abc123"})
@@ -112,7 +112,7 @@ def test_2_an_unexpected_error_is_a_500_with_its_request_id_that_closes_cleanly(
 
 
 def test_3_the_answer_size_is_admitted(m3_fake: Engine) -> None:
-    settings = ServerSettings(warmup=False, max_answer_bytes=2_000_000)
+    settings = ServerSettings(max_answer_bytes=2_000_000)
     with LiveServer([m3_fake], settings) as live:
         small = {"inputs": ["a short text"], "return_colbert": True}
         assert httpx.post(live.url + "/v1/embed_m3", json=small).status_code == 200
@@ -173,7 +173,7 @@ def read_all(s: socket.socket) -> bytes:
 
 @pytest.mark.parametrize("http", ["httptools", "h11"])
 def test_6_slow_clients_are_cut_off(m3_fake: Engine, http: str) -> None:
-    settings = ServerSettings(warmup=False, header_timeout_s=0.5, body_timeout_s=0.5, max_connections=8)
+    settings = ServerSettings(header_timeout_s=0.5, body_timeout_s=0.5, max_connections=8)
     with LiveServer([m3_fake], settings, http=http) as live:
         trickle = raw_socket(live.url)
         trickle.sendall(b"GET /live HTTP/1.1\r\nhost: x\r\n")  # the headers never end
@@ -213,7 +213,7 @@ def test_7_huge_weights_do_not_overflow(server: LiveServer) -> None:
 
 
 def test_8_options_and_head_follow_auth(m3_fake: Engine) -> None:
-    with LiveServer([m3_fake], ServerSettings(warmup=False, api_keys=(KEY,))) as live:
+    with LiveServer([m3_fake], ServerSettings(api_keys=(KEY,))) as live:
         auth = {"authorization": f"Bearer {KEY}"}
         for path in ("/v1/embeddings", "/nothing-here", "/info"):
             assert httpx.options(live.url + path).status_code == 401, path

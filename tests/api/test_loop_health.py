@@ -47,13 +47,13 @@ async def test_info_shows_the_setting_and_the_frozen_heap(
 
 
 def test_freeze_is_undone_when_the_server_stops(m3_fake: Engine) -> None:
-    with LiveServer([m3_fake], ServerSettings(warmup=False)):
+    with LiveServer([m3_fake], ServerSettings()):
         assert gc.get_freeze_count() > 0
     assert gc.get_freeze_count() == 0
 
 
 def test_bench_reads_the_servers_loop_stats_of_a_run(m3_fake: Engine) -> None:
-    with LiveServer([m3_fake], ServerSettings(warmup=False)) as server:
+    with LiveServer([m3_fake], ServerSettings()) as server:
         before = scrape(server.url)
         gc.collect()
         time.sleep(0.2)

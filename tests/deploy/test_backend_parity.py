@@ -86,7 +86,7 @@ def test_the_engine_serves_the_artifact(bge_m3: object, m3_artifact: Path) -> No
     for a, b in zip(ours, theirs, strict=True):
         assert np.abs(a.dense - b.dense).max() < TOL and a.colbert.shape == b.colbert.shape
         assert a.sparse.to_dict().keys() == b.sparse.to_dict().keys()
-    engine.backend.warmup()  # type: ignore[attr-defined]
+    engine.warmup()
 
 
 def test_sparse_on_a_plain_embedder_is_refused(classifier_dir: Path, tmp_path: Path) -> None:

@@ -25,7 +25,7 @@ def test_the_server_answers_from_onnx_artifacts(
     texts = MULTILINGUAL[:6]
     body = {"inputs": texts[:3], "return_colbert": True, "encoding_format": "base64"}
     docs = MULTILINGUAL[1:5]
-    with LiveServer(engines, ServerSettings()) as server:  # warm-up on: backend.warmup() runs
+    with LiveServer(engines, ServerSettings()) as server:  # the engines warmed up at load
         with concurrent.futures.ThreadPoolExecutor(6) as pool:  # requests that share padded batches
             answers = list(
                 pool.map(lambda t: httpx.post(server.url + "/embed", json={"inputs": t}).json(), texts)

@@ -142,7 +142,7 @@ def test_the_fallback_gauge(bge_m3: Engine, tmp_path: Path) -> None:
     from m3engine.settings import ServerSettings
 
     metrics = Metrics()
-    ServerState(ServerSettings(warmup=False), [Loads(bge_m3, tmp_path, noise=NOISY).load()], metrics=metrics)
+    ServerState(ServerSettings(), [Loads(bge_m3, tmp_path, noise=NOISY).load()], metrics=metrics)
     assert b"m3engine_precision_fallback{model=" in metrics.render()
     assert (
         metrics.registry.get_sample_value("m3engine_precision_fallback", {"model": bge_m3.spec.name}) == 1.0

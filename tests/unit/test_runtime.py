@@ -56,7 +56,7 @@ def test_info_reports_the_http_implementation_that_runs(http: str) -> None:
     from m3engine.server.state import ServerState
     from m3engine.settings import ServerSettings
 
-    app = build_app(ServerState(ServerSettings(warmup=False)))  # no models: /info still answers
+    app = build_app(ServerState(ServerSettings()))  # no models: /info still answers
     server = DrainingServer(uvicorn.Config(app, port=0, log_config=None, http=http), app.state.server)
 
     async def info_http() -> str:

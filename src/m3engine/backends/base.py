@@ -31,6 +31,18 @@ class BackendInfo:
     colbert_dim: int | None = None  # width of BGE-M3's ColBERT vectors; None without that head
 
 
+@dataclass(frozen=True)
+class BatchLimits:
+    """The shapes the scheduler's batches can take (EngineSettings and the model): what a warm-up
+    must prepare for, so that no first batch of a shape pays for a compile, a capture or an
+    allocation."""
+
+    max_tokens: int  # tokens of one batch (max_batch_tokens; padded tokens for padded backends)
+    max_seqs: int  # sequences of one batch (max_batch_size)
+    max_length: int  # the longest sequence
+    heads: tuple[HeadRequest, ...]  # every head request the model's tasks make
+
+
 class Pending(Protocol):
     """A launched batch."""
 
@@ -70,5 +82,6 @@ class Backend(ABC):
         """`launch` and wait."""
         return self.launch(batch, heads).result()
 
-    def warmup(self) -> None:  # noqa: B027 (a hook: most backends have nothing to prepare)
-        """Prepare what the first batches would otherwise pay for (compiled kernels, CUDA graphs)."""
+    def warmup(self, limits: BatchLimits) -> None:  # noqa: B027 (a hook: most have nothing to prepare)
+        """Prepare, before serving, what the first batch of each shape within `limits` would
+        otherwise pay for (compiled kernels, captured graphs, memory pools)."""

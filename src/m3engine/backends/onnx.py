@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from m3engine.backends.base import Backend, BackendInfo, Pending, Ready
+from m3engine.backends.base import Backend, BackendInfo, BatchLimits, Pending, Ready
 from m3engine.backends.onnx_artifact import GRAPH, ArtifactError, Manifest, verify
 from m3engine.backends.onnx_session import open_session
 from m3engine.errors import UnsupportedTaskError
@@ -114,7 +114,7 @@ class OnnxBackend(Backend):
         # ONNX Runtime's run() returns when the batch is done: there is nothing to overlap with
         return Ready(self._runner.run(batch, heads))
 
-    def warmup(self) -> None:
+    def warmup(self, limits: BatchLimits) -> None:
         """One short batch, so that ONNX Runtime's first-run allocations happen before serving."""
         ids = np.array([5] * 4, dtype=np.int64)  # any ordinary ids: only the shapes matter
         batch = PackedBatch(input_ids=ids, cu_seqlens=np.array([0, 4], dtype=np.int64))

@@ -36,7 +36,7 @@ from m3engine.scheduling.timings import Timings
 from m3engine.scheduling.worker import Worker, _deadline_message
 from m3engine.settings import EngineSettings
 from m3engine.tasks.builder import Prepared, TaskBuilder
-from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch
+from m3engine.types import BatchOutputs
 
 
 class Model(Protocol):
@@ -98,9 +98,8 @@ class Scheduler(Submitter):
     def alive(self) -> bool:
         return any(w.alive for w in self.workers)
 
-    async def start(self, warmup: bool = True) -> None:
-        if warmup:
-            await asyncio.get_running_loop().run_in_executor(None, self.warmup)
+    async def start(self) -> None:
+        """Start the workers (the engine warmed its backends up at load: EngineSettings.warmup)."""
         for index, worker in enumerate(self.workers):
             if self.health.healthy[index]:
                 worker.start()
@@ -138,19 +137,6 @@ class Scheduler(Submitter):
         for other in others:
             other.wake()
         return again
-
-    def warmup(self) -> None:
-        """One forward pass of the largest batch the former can make, so OOM shows before /ready."""
-        s, spec = self.engine.settings, self.engine.spec
-        length = min(self.engine.max_length, s.max_batch_tokens)
-        count = max(1, min(s.max_batch_size, s.max_batch_tokens // length))
-        heads = HeadRequest(logits=True) if spec.is_cross_encoder else HeadRequest(dense=True)
-        if spec.kind.value == "bge-m3":
-            heads = HeadRequest(dense=True, sparse=True, colbert=True)
-        ids = [0] + [5] * (length - 2) + [2]  # any in-vocabulary ids; the shape is what matters
-        for backend in self.engine.backends:
-            backend.forward(PackedBatch.from_encoded([Encoded(ids=ids)] * count), heads)
-            backend.warmup()
 
     async def run(self, task: Prepared[Any], deadline: float, timings: Timings) -> Any:
         future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()

@@ -55,7 +55,7 @@ def build_app(state: ServerState) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         for model in state.models:
-            await model.scheduler.start(warmup=settings.warmup)
+            await model.scheduler.start()
         app.openapi()  # built now, before /ready: the first /openapi.json would hold the loop ~0.1 s
         process = "main" if state.frontend is None else f"frontend-{state.frontend}"
         watch = LoopWatch(state.metrics.loop_sink(process))

@@ -66,6 +66,15 @@ class TaskContext:
             raise InputError(f"dimensions must be between 1 and {self.spec.hidden_size}; got {dimensions}")
         return HeadRequest(dense=options.dense, sparse=options.sparse, colbert=options.colbert)
 
+    def head_requests(self) -> tuple[HeadRequest, ...]:
+        """The distinct head requests this model's tasks make, as the backend's paths tell them
+        apart: BGE-M3's dense alone (the CLS rows only) and all three outputs (every row)."""
+        if self.spec.is_cross_encoder:
+            return (HeadRequest(logits=True),)
+        if self.spec.kind is ModelKind.BGE_M3:
+            return (HeadRequest(dense=True, sparse=True, colbert=True), HeadRequest(dense=True))
+        return (HeadRequest(dense=True),)
+
     def normalize(self, normalize: bool | None) -> bool:
         """Whether dense vectors come back L2-normalised: as asked, else as the model is used."""
         return self.spec.normalize if normalize is None else normalize

@@ -7,19 +7,20 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from m3engine.backends.base import Backend, BackendInfo
+from m3engine.backends.base import Backend, BackendInfo, BatchLimits
 from m3engine.backends.choose import DTYPES
-from m3engine.backends.fast.encoder import classify, encode, per_sequence_faster, uses_varlen
+from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_sequence_faster, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.staging import HostStager, unpack
+from m3engine.backends.fast.warmup import placeholder_batch, warmup_passes
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.backends.host_ring import HostRing
 from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
 from m3engine.models.heads import M3Heads, cls_pool, head_tensors
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
-from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, TokenIds
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16
 COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
@@ -108,28 +109,23 @@ class FastBackend(Backend):
         self.graphs: GraphRunner | None = None
         if self._varlen:  # the CPU loop over sequences cannot be captured
             self.graphs = GraphRunner(self._encode, self._device)
-        if self._fused:
-            self._compile_kernels()
 
     @torch.inference_mode()
-    def _compile_kernels(self) -> None:
-        """One eager pass per Triton kernel variant a batch can pick (small_gemm's configs by token
-        count), so kernels compile at load and not in the middle of a bulk call, where each compile
-        (~0.3 s) stalls the device (a bulk call's part-filled last batch would pick a config no
-        earlier batch did). Per-batch sizes and alignments are not specialised on
-        (do_not_specialize in the kernels). Cost: a few eager passes, plus ~0.3 s per small_gemm
-        config the first time on a machine (Triton keeps compiled kernels on disk)."""
+    def warmup(self, limits: BatchLimits) -> None:
+        """Capture the CUDA graphs of small batches, then run every kernel variant and the largest
+        batches eagerly (warmup.py says what each pass prepares); in that order, since a capture
+        empties the allocator's cache that the largest batches fill. On CUDA only: the CPU has
+        nothing to compile, capture or pin."""
+        if self._device.type != "cuda":
+            return
         from m3engine.backends.fast.fused import warmup_token_counts
 
-        for tokens in warmup_token_counts(self.weights):
-            self._hidden_states(PackedBatch.from_encoded([Encoded(ids=[0] * tokens)]), False)
-        torch.cuda.synchronize(self._device)
-
-    @torch.inference_mode()
-    def warmup(self) -> None:
-        """Capture the CUDA graphs of small batches before serving (a server calls it at start)."""
         if self.graphs is not None:
-            self.graphs.capture_ladder()
+            self.graphs.capture_ladder(limits.max_tokens, limits.max_seqs)
+        counts = warmup_token_counts(self.weights) if self._fused else []
+        for step in warmup_passes(limits, counts, LONG_SEQUENCE):
+            self.launch(placeholder_batch(step.lengths), step.heads).result()
+        torch.cuda.synchronize(self._device)
 
     def reads_cls_only(self, heads: HeadRequest) -> bool:
         """Whether `heads` read only each sequence's CLS row of the final states."""
@@ -138,7 +134,8 @@ class FastBackend(Backend):
         return self.spec.pooling == "cls" and not (heads.sparse or heads.colbert)
 
     def _encode(self, inputs: PackedInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
-        varlen = self._varlen and not per_sequence_faster(inputs.lengths)
+        # Triton's varlen kernel takes long sequences too (encoder.LONG_SEQUENCE says why)
+        varlen = self._varlen and (self._triton_attention or not per_sequence_faster(inputs.lengths))
         if varlen and self._triton_attention:  # one block table per batch, read by every layer
             from m3engine.backends.fast.varlen_attention import plan_attention
 

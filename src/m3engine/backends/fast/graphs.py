@@ -7,14 +7,15 @@ sequences (repeats of the real total), which flash attention skips. The longest-
 baked into the graph as flash attention's `max_seqlen`; rounding it up only launches blocks that
 find no work.
 
-Graphs are captured lazily, the second time a bucket is asked for (a shape seen once, such as the
-last part-filled batch of a bulk call, runs eagerly), share one memory pool, and are replayed one at
+A warm-up captures every bucket the batches can land in (`capture_ladder`); without one, graphs are
+captured lazily, the second time a bucket is asked for (a shape seen once, such as the last
+part-filled batch of a bulk call, runs eagerly). They share one memory pool and are replayed one at
 a time (the backend's forward is single-threaded), so one graph's scratch memory may be reused by
 another. Why not on first use: `torch.cuda.graph` synchronizes the device and empties the CUDA and
 pinned-memory caches before it captures, so a capture in the middle of a bulk call waits for the
 batches queued before it and makes the next allocations fresh ones (measured on an H200: a 285-token
 batch at the end of the bench's passages took 35.9 ms to launch that way, where an eager launch
-takes a few). A server captures its query buckets at start-up (`capture_ladder`).
+takes a few).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ CAPTURE_AFTER = 2  # a bucket's graph is captured the time it is asked for this 
 MAX_TOKENS = 4096
 # Token counts a graph is captured for: dense at the small end, where launches dominate.
 TOKEN_LADDER = (16, 32, 64, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096, 6144, 8192)
+MIN_SEQUENCE = 2  # tokens of the shortest sequence a tokenizer makes (CLS and SEP of an empty text)
 
 
 @dataclass(frozen=True)
@@ -60,12 +62,14 @@ def choose_bucket(num_tokens: int, num_seqs: int, max_len: int, max_tokens: int)
     return BucketKey(tokens=tokens, seqs=max(seqs, num_seqs), max_len=tokens)
 
 
-def warmup_buckets(max_tokens: int, max_seqs: int = 64, min_tokens_per_seq: int = 8) -> list[BucketKey]:
-    """The buckets of query-sized traffic: every ladder step up to max_tokens x power-of-two counts."""
+def warmup_buckets(max_tokens: int, max_seqs: int, min_tokens_per_seq: int = MIN_SEQUENCE) -> list[BucketKey]:
+    """Every bucket a batch of at most `max_tokens` tokens and `max_seqs` sequences can land in:
+    each ladder step up to max_tokens, with each power-of-two count of the sequences it can hold."""
     keys = []
     for tokens in (b for b in TOKEN_LADDER if b <= max_tokens):
+        most = _pow2_at_least(max(1, min(max_seqs, tokens // min_tokens_per_seq)))
         seqs = 1
-        while seqs <= min(max_seqs, max(1, tokens // min_tokens_per_seq)):
+        while seqs <= min(most, tokens):
             keys.append(BucketKey(tokens=tokens, seqs=seqs, max_len=tokens))
             seqs *= 2
     return keys
@@ -114,9 +118,10 @@ class GraphRunner:
         self._asked[key] += 1
         return key if self._asked[key] >= CAPTURE_AFTER else None
 
-    def capture_ladder(self, max_tokens: int = 2048) -> int:
-        """Capture the small buckets ahead of traffic, so no request waits for a capture; returns how many."""
-        keys = warmup_buckets(min(max_tokens, self.max_tokens))[: self.max_graphs]
+    def capture_ladder(self, max_tokens: int, max_seqs: int) -> int:
+        """Capture every bucket of batches within these limits ahead of traffic, so no batch waits
+        for a capture; returns how many."""
+        keys = warmup_buckets(min(max_tokens, self.max_tokens), max_seqs)[: self.max_graphs]
         for key in keys:
             self.get(key)
         return len(keys)

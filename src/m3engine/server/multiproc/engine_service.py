@@ -13,7 +13,7 @@ passes through it), so a job costs as little of it as it can: no asyncio future 
 serves every deadline), and the connection is a Protocol fed raw bytes.
 
     >>> service = EngineService.build(engines, settings, metrics)
-    >>> await service.start("/tmp/m3engine-x/engine.sock", warmup=True)
+    >>> await service.start("/tmp/m3engine-x/engine.sock")
 """
 
 from __future__ import annotations
@@ -103,9 +103,9 @@ class EngineService:
     def ready(self) -> bool:
         return not self.stopping and all(s.alive for s in self.schedulers)
 
-    async def start(self, socket_path: str, warmup: bool = True) -> None:
+    async def start(self, socket_path: str) -> None:
         for scheduler in self.schedulers:
-            await scheduler.start(warmup=warmup)
+            await scheduler.start()
             scheduler.on_death = self._worker_died
         loop = asyncio.get_running_loop()
         self._server = await loop.create_unix_server(lambda: _Connection(self), path=socket_path)

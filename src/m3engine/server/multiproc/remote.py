@@ -191,7 +191,7 @@ class RemoteScheduler(Submitter):
         status = self.client.status
         return self.client.connected and not status.stopping and status.alive[self.index]
 
-    async def start(self, warmup: bool = True) -> None:
+    async def start(self) -> None:
         """Nothing to start: the engine process warmed the model up before this frontend existed."""
 
     async def stop(self) -> None:

@@ -90,7 +90,7 @@ class Supervisor:
         self._stopped = asyncio.Event()
         service = EngineService.build(self.engines, self.settings, Metrics())
         service.on_fatal = self._worker_died
-        await service.start(self.engine_socket, warmup=self.settings.warmup)
+        await service.start(self.engine_socket)
         from m3engine.server import runtime
 
         # torch and the models: the largest heap of all the processes

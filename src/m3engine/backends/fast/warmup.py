@@ -1,0 +1,68 @@
+"""The passes a load runs so that no batch within the limits meets a cold path.
+
+What a first batch of a new shape can pay for on CUDA, and which pass here pays it at load instead:
+- a Triton compile (~0.3 s each, then cached on disk by Triton): every small_gemm config a token
+  count can pick (`token_counts`), and each attention kernel (varlen; per sequence for long ones);
+- a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
+  largest batch): a full batch of every head request, short sequences and, where the model takes
+  them, long ones;
+- a CUDA graph capture (GraphRunner.capture_ladder, before these passes).
+
+Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels), so one
+pass per path covers every batch of that path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from m3engine.backends.base import BatchLimits
+from m3engine.types import Encoded, HeadRequest, PackedBatch
+
+SHORT = 256  # the length of the sequences of a full batch of short ones
+
+
+@dataclass(frozen=True)
+class WarmupPass:
+    lengths: tuple[int, ...]  # one sequence per entry
+    heads: HeadRequest
+    why: str  # what the pass prepares, for the log and the tests
+
+
+def _fill(length: int, limits: BatchLimits) -> tuple[int, ...]:
+    """As many sequences of `length` as one batch holds (at least one)."""
+    count = max(1, min(limits.max_seqs, limits.max_tokens // length))
+    return (length,) * count
+
+
+def warmup_passes(limits: BatchLimits, token_counts: list[int], long_sequence: int) -> list[WarmupPass]:
+    """The eager passes of a warm-up, in order: every kernel variant, then the largest batches.
+
+    `token_counts`: a batch size in tokens for each compiled variant of the matrix products
+    (fused.warmup_token_counts); `long_sequence`: from this length up, a batch of long sequences
+    attends one sequence at a time (encoder.per_sequence_faster), another kernel."""
+    first = limits.heads[0]
+    passes = [
+        WarmupPass(_split(count, limits.max_length), first, f"matrix-product kernels at {count} tokens")
+        for count in token_counts
+        if count <= limits.max_tokens
+    ]
+    short = min(SHORT, limits.max_length)
+    for heads in limits.heads:
+        passes.append(WarmupPass(_fill(short, limits), heads, "a full batch of short sequences"))
+    if limits.max_length >= long_sequence:
+        longest = min(limits.max_length, limits.max_tokens)
+        for heads in limits.heads:
+            passes.append(WarmupPass(_fill(longest, limits), heads, "a full batch of long sequences"))
+    return passes
+
+
+def _split(tokens: int, max_length: int) -> tuple[int, ...]:
+    """`tokens` tokens as sequences of at most `max_length`."""
+    full, rest = divmod(tokens, max_length)
+    return (max_length,) * full + ((rest,) if rest else ())
+
+
+def placeholder_batch(lengths: tuple[int, ...]) -> PackedBatch:
+    """Sequences of these lengths of ordinary ids (CLS, filler, SEP): only the shapes matter."""
+    return PackedBatch.from_encoded([Encoded(ids=([0] + [5] * (n - 2) + [2])[:n]) for n in lengths])

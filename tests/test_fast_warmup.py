@@ -1,0 +1,88 @@
+"""The fast backend's warm-up plan (pure arithmetic: runs without a GPU): every kernel variant that a
+batch the scheduler forms can pick is run at load, and no warm-up pass exceeds the limits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from m3engine.backends.base import BatchLimits
+from m3engine.backends.fast import small_gemm as sg
+from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
+from m3engine.backends.fast.warmup import placeholder_batch, warmup_passes
+from m3engine.scheduling.batching import plan_batches
+from m3engine.types import HeadRequest
+
+ALL = HeadRequest(dense=True, sparse=True, colbert=True)
+DENSE = HeadRequest(dense=True)
+SHAPES = list(sg.CONFIGS)  # (n, k) of the products small_gemm has configs for
+
+
+def configs(rows: int) -> set[object]:
+    """The small_gemm configs a product over `rows` rows compiles (cuBLAS past SMALL_M: none)."""
+    return {sg.config_for(n, k, rows) for n, k in SHAPES} if rows <= sg.SMALL_M else set()
+
+
+def paths(lengths: list[int] | tuple[int, ...], heads: HeadRequest) -> tuple[bool, HeadRequest]:
+    """A batch's attention kernel (per sequence or varlen) with the heads it feeds."""
+    return per_sequence_faster(tuple(lengths)), heads
+
+
+def warmed(limits: BatchLimits) -> tuple[set[object], set[tuple[bool, HeadRequest]]]:
+    """The configs and paths the warm-up passes run."""
+    passes = warmup_passes(limits, sg.warmup_token_counts(sg.SMALL_M), LONG_SEQUENCE)
+    compiled = set().union(*(configs(sum(p.lengths)) for p in passes))
+    return compiled, {paths(p.lengths, p.heads) for p in passes}
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        BatchLimits(16384, 256, 8192, (ALL, DENSE)),  # BGE-M3's defaults
+        BatchLimits(4096, 32, 512, (DENSE,)),  # an embedder with a short limit: no long path
+        BatchLimits(16384, 256, 8192, (HeadRequest(logits=True),)),  # a reranker
+    ],
+)
+def test_every_variant_a_planned_batch_picks_is_warmed(limits: BatchLimits) -> None:
+    """Random workloads of short, mixed and long inputs, batched as the scheduler batches them
+    (plan_batches): each batch's kernel variant is one that a warm-up pass ran."""
+    compiled, ran = warmed(limits)
+    rng = random.Random(0)
+    picked = set()
+    for _ in range(300):
+        top = rng.choice([12, 300, 2048, limits.max_length])
+        lengths = [rng.randint(2, min(top, limits.max_length)) for _ in range(rng.randint(1, 400))]
+        for batch in plan_batches(lengths, limits.max_tokens, limits.max_seqs, False):
+            sizes = [lengths[i] for i in batch]
+            # every row, and (the CLS-only last layer) one row per sequence
+            needed = configs(sum(sizes)) | configs(len(sizes))
+            assert needed <= compiled, needed - compiled
+            for heads in limits.heads:
+                assert paths(sizes, heads) in ran, (len(sizes), max(sizes), heads)
+            picked |= needed
+    assert len(picked) > 3
+
+
+def test_passes_stay_within_the_limits() -> None:
+    limits = BatchLimits(16384, 256, 8192, (ALL, DENSE))
+    passes = warmup_passes(limits, sg.warmup_token_counts(sg.SMALL_M), LONG_SEQUENCE)
+    for step in passes:
+        assert 1 <= len(step.lengths) <= limits.max_seqs
+        assert max(step.lengths) <= limits.max_length
+        assert sum(step.lengths) <= limits.max_tokens
+        batch = placeholder_batch(step.lengths)
+        assert tuple(batch.lengths.tolist()) == step.lengths
+    # the largest batches fill the budget with every head request: the memory pools' peak
+    full = [s for s in passes if sum(s.lengths) == limits.max_tokens]
+    assert {s.heads for s in full} == {ALL, DENSE}
+    assert any(per_sequence_faster(s.lengths) for s in full) and any(
+        not per_sequence_faster(s.lengths) for s in full
+    )
+
+
+def test_a_short_limit_has_no_long_pass() -> None:
+    limits = BatchLimits(4096, 32, 512, (DENSE,))
+    passes = warmup_passes(limits, [16, 64, 65], LONG_SEQUENCE)
+    assert not any(per_sequence_faster(p.lengths) for p in passes)
+    assert [sum(p.lengths) for p in passes[:3]] == [16, 64, 65]  # the kernel variants first
