@@ -77,7 +77,7 @@ def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytes
 
     monkeypatch.setattr(graphs.GraphRunner, "_capture", fake_capture)
     runner = graphs.GraphRunner(
-        lambda inputs: torch.empty(0), torch.device("cpu"), max_tokens=4096, max_graphs=7
+        lambda inputs: torch.empty(0), torch.device("cpu"), 8192, max_tokens=4096, max_graphs=7
     )
     assert graphs.CAPTURE_AFTER == 2
     assert runner.bucket(100, 1, 100) is None  # first ask: eager
@@ -89,3 +89,13 @@ def test_a_bucket_is_captured_the_second_time_it_is_asked_for(monkeypatch: pytes
     assert runner.capture_ladder(32, 4) == 6 and len(captures) == 7  # 16 and 32 x 1, 2, 4 seqs, at once
     assert runner.bucket(3000, 1, 3000) is None and runner.bucket(3000, 1, 3000) is None  # over max_graphs
     assert runner.bucket(5000, 1, 5000) is None  # over max_tokens
+
+
+def test_a_capture_never_holds_a_sequence_longer_than_the_model_takes() -> None:
+    """A bucket of one 4,096-token sequence, captured for a model of 1,024 positions: the
+    placeholder sequence stops at the model's limit; the rows after it belong to no sequence."""
+    from m3engine.backends.fast.graphs import capture_cu_seqlens
+
+    assert capture_cu_seqlens(BucketKey(tokens=4096, seqs=1, max_len=4096), 1024).tolist() == [0, 1024]
+    assert capture_cu_seqlens(BucketKey(tokens=4096, seqs=2, max_len=4096), 8192).tolist() == [0, 2048, 4096]
+    assert capture_cu_seqlens(BucketKey(tokens=16, seqs=16, max_len=16), 512).tolist() == list(range(17))

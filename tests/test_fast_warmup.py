@@ -10,7 +10,7 @@ import pytest
 from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
-from m3engine.backends.fast.warmup import placeholder_batch, warmup_passes
+from m3engine.backends.fast.warmup import WarmupPass, kernel_passes, largest_passes, placeholder_batch
 from m3engine.scheduling.batching import plan_batches
 from m3engine.types import HeadRequest
 
@@ -29,9 +29,13 @@ def paths(lengths: list[int] | tuple[int, ...], heads: HeadRequest) -> tuple[boo
     return per_sequence_faster(tuple(lengths)), heads
 
 
+def all_passes(limits: BatchLimits) -> list[WarmupPass]:
+    return kernel_passes(limits, sg.warmup_token_counts(sg.SMALL_M)) + largest_passes(limits, LONG_SEQUENCE)
+
+
 def warmed(limits: BatchLimits) -> tuple[set[object], set[tuple[bool, HeadRequest]]]:
     """The configs and paths the warm-up passes run."""
-    passes = warmup_passes(limits, sg.warmup_token_counts(sg.SMALL_M), LONG_SEQUENCE)
+    passes = all_passes(limits)
     compiled = set().union(*(configs(sum(p.lengths)) for p in passes))
     return compiled, {paths(p.lengths, p.heads) for p in passes}
 
@@ -66,7 +70,7 @@ def test_every_variant_a_planned_batch_picks_is_warmed(limits: BatchLimits) -> N
 
 def test_passes_stay_within_the_limits() -> None:
     limits = BatchLimits(16384, 256, 8192, (ALL, DENSE))
-    passes = warmup_passes(limits, sg.warmup_token_counts(sg.SMALL_M), LONG_SEQUENCE)
+    passes = all_passes(limits)
     for step in passes:
         assert 1 <= len(step.lengths) <= limits.max_seqs
         assert max(step.lengths) <= limits.max_length
@@ -83,6 +87,6 @@ def test_passes_stay_within_the_limits() -> None:
 
 def test_a_short_limit_has_no_long_pass() -> None:
     limits = BatchLimits(4096, 32, 512, (DENSE,))
-    passes = warmup_passes(limits, [16, 64, 65], LONG_SEQUENCE)
+    passes = kernel_passes(limits, [16, 64, 65]) + largest_passes(limits, LONG_SEQUENCE)
     assert not any(per_sequence_faster(p.lengths) for p in passes)
     assert [sum(p.lengths) for p in passes[:3]] == [16, 64, 65]  # the kernel variants first

@@ -13,7 +13,7 @@ from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.staging import HostStager, unpack
-from m3engine.backends.fast.warmup import placeholder_batch, warmup_passes
+from m3engine.backends.fast.warmup import kernel_passes, largest_passes, placeholder_batch
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.backends.host_ring import HostRing
 from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
@@ -108,22 +108,24 @@ class FastBackend(Backend):
         self.info = BackendInfo("fast", device, dtype, padded=False, colbert_dim=colbert_dim)
         self.graphs: GraphRunner | None = None
         if self._varlen:  # the CPU loop over sequences cannot be captured
-            self.graphs = GraphRunner(self._encode, self._device)
+            self.graphs = GraphRunner(self._encode, self._device, spec.max_length)
 
     @torch.inference_mode()
     def warmup(self, limits: BatchLimits) -> None:
-        """Capture the CUDA graphs of small batches, then run every kernel variant and the largest
-        batches eagerly (warmup.py says what each pass prepares); in that order, since a capture
-        empties the allocator's cache that the largest batches fill. On CUDA only: the CPU has
-        nothing to compile, capture or pin."""
+        """Run every kernel variant eagerly, capture the CUDA graphs of every bucket, then run the
+        largest batches (warmup.py says what each step prepares): in that order, since a capture
+        must not meet a first compile, and it empties the allocator's cache that the largest
+        batches fill. On CUDA only: the CPU has nothing to compile, capture or pin."""
         if self._device.type != "cuda":
             return
         from m3engine.backends.fast.fused import warmup_token_counts
 
+        counts = warmup_token_counts(self.weights) if self._fused else []
+        for step in kernel_passes(limits, counts):
+            self.launch(placeholder_batch(step.lengths), step.heads).result()
         if self.graphs is not None:
             self.graphs.capture_ladder(limits.max_tokens, limits.max_seqs)
-        counts = warmup_token_counts(self.weights) if self._fused else []
-        for step in warmup_passes(limits, counts, LONG_SEQUENCE):
+        for step in largest_passes(limits, LONG_SEQUENCE):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         torch.cuda.synchronize(self._device)
 

@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from m3engine.backends.fast.inputs import PackedInputs
@@ -75,6 +76,14 @@ def warmup_buckets(max_tokens: int, max_seqs: int, min_tokens_per_seq: int = MIN
     return keys
 
 
+def capture_cu_seqlens(key: BucketKey, max_length: int) -> np.ndarray:
+    """(seqs + 1,) int64: the placeholder sequences a bucket is captured with, every one as long as
+    the bucket and the model allow, so the capture's warm-up touches real work (rows past the
+    last belong to no sequence)."""
+    step = max(1, min(key.tokens // key.seqs, key.max_len, max_length))
+    return np.arange(key.seqs + 1, dtype=np.int64) * step
+
+
 @dataclass
 class Captured:
     graph: torch.cuda.CUDAGraph
@@ -94,10 +103,18 @@ class GraphRunner:
     """
 
     def __init__(
-        self, encode: EncodeFn, device: torch.device, max_tokens: int = MAX_TOKENS, max_graphs: int = 128
+        self,
+        encode: EncodeFn,
+        device: torch.device,
+        max_length: int,
+        max_tokens: int = MAX_TOKENS,
+        max_graphs: int = 128,
     ):
+        """`max_length`: the model's longest sequence (its position table), which a capture's
+        placeholder sequences must not pass."""
         self._encode = encode
         self._device = device
+        self.max_length = max_length
         self.max_tokens = max_tokens
         self.max_graphs = max_graphs
         self._graphs: dict[BucketKey, Captured] = {}
@@ -135,9 +152,7 @@ class GraphRunner:
 
     def _capture(self, key: BucketKey) -> Captured:
         flat = torch.zeros(flat_size(key.tokens, key.seqs), dtype=torch.int64, device=self._device)
-        # Capture with every sequence as long as allowed, so the warm-up touches real work.
-        step = max(1, min(key.tokens // key.seqs, key.max_len))
-        flat[3 * key.tokens :] = torch.arange(key.seqs + 1, device=self._device) * step
+        flat[3 * key.tokens :] = torch.from_numpy(capture_cu_seqlens(key, self.max_length))
         stream = torch.cuda.Stream(self._device)  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream(self._device))
         with torch.cuda.stream(stream):  # warm-up off the capture: cuBLAS handles, Triton compiles

@@ -6,7 +6,9 @@ What a first batch of a new shape can pay for on CUDA, and which pass here pays 
 - a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
   largest batch): a full batch of every head request, short sequences and, where the model takes
   them, long ones;
-- a CUDA graph capture (GraphRunner.capture_ladder, before these passes).
+- a CUDA graph capture (GraphRunner.capture_ladder): between the two, after every compile (a
+  capture must not meet one) and before the largest batches (a capture empties the allocator's
+  cache).
 
 Per-batch sizes and alignments are not specialised on (do_not_specialize in the kernels), so one
 pass per path covers every batch of that path.
@@ -35,18 +37,21 @@ def _fill(length: int, limits: BatchLimits) -> tuple[int, ...]:
     return (length,) * count
 
 
-def warmup_passes(limits: BatchLimits, token_counts: list[int], long_sequence: int) -> list[WarmupPass]:
-    """The eager passes of a warm-up, in order: every kernel variant, then the largest batches.
-
-    `token_counts`: a batch size in tokens for each compiled variant of the matrix products
-    (fused.warmup_token_counts); `long_sequence`: from this length up, a batch of long sequences
-    attends one sequence at a time (encoder.per_sequence_faster), another kernel."""
+def kernel_passes(limits: BatchLimits, token_counts: list[int]) -> list[WarmupPass]:
+    """One pass per compiled variant of the matrix products: `token_counts` holds a batch size in
+    tokens for each (fused.warmup_token_counts)."""
     first = limits.heads[0]
-    passes = [
+    return [
         WarmupPass(_split(count, limits.max_length), first, f"matrix-product kernels at {count} tokens")
         for count in token_counts
         if count <= limits.max_tokens
     ]
+
+
+def largest_passes(limits: BatchLimits, long_sequence: int) -> list[WarmupPass]:
+    """Full batches of every head request, of short sequences and (from `long_sequence` up, where
+    the backend may attend one sequence at a time: encoder.per_sequence_faster) of long ones."""
+    passes = []
     short = min(SHORT, limits.max_length)
     for heads in limits.heads:
         passes.append(WarmupPass(_fill(short, limits), heads, "a full batch of short sequences"))
