@@ -3,6 +3,7 @@ batch the scheduler forms can pick is run at load, and no warm-up pass exceeds t
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -10,7 +11,14 @@ import pytest
 from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
-from m3engine.backends.fast.warmup import WarmupPass, kernel_passes, largest_passes, placeholder_batch
+from m3engine.backends.fast.warmup import (
+    LADDER_STEP,
+    WarmupPass,
+    kernel_passes,
+    ladder_passes,
+    largest_passes,
+    placeholder_batch,
+)
 from m3engine.scheduling.batching import plan_batches
 from m3engine.types import HeadRequest
 
@@ -30,7 +38,9 @@ def paths(lengths: list[int] | tuple[int, ...], heads: HeadRequest) -> tuple[boo
 
 
 def all_passes(limits: BatchLimits) -> list[WarmupPass]:
-    return kernel_passes(limits, sg.warmup_token_counts(sg.SMALL_M)) + largest_passes(limits, LONG_SEQUENCE)
+    counts = sg.warmup_token_counts(sg.SMALL_M)
+    ladder = ladder_passes(limits, max(counts) + 1)
+    return kernel_passes(limits, counts) + ladder + largest_passes(limits, LONG_SEQUENCE)
 
 
 def warmed(limits: BatchLimits) -> tuple[set[object], set[tuple[bool, HeadRequest]]]:
@@ -90,3 +100,15 @@ def test_a_short_limit_has_no_long_pass() -> None:
     passes = kernel_passes(limits, [16, 64, 65]) + largest_passes(limits, LONG_SEQUENCE)
     assert not any(per_sequence_faster(p.lengths) for p in passes)
     assert [sum(p.lengths) for p in passes[:3]] == [16, 64, 65]  # the kernel variants first
+
+
+@pytest.mark.parametrize("max_seqs", [256, 8])
+def test_the_ladder_reaches_every_batch_size_within_one_step(max_seqs: int) -> None:
+    """Every batch size from the ladder's start to the budget is within LADDER_STEP of a size the
+    warm-up ran (cuBLAS chooses its kernel by size range), and no pass exceeds the limits."""
+    limits = BatchLimits(16384, max_seqs, 8192, (ALL,))
+    ran = [*sorted(sum(p.lengths) for p in ladder_passes(limits, 257)), limits.max_tokens]
+    assert ran[0] == 257 and ran == sorted(set(ran))
+    assert all(b <= a * LADDER_STEP + 1 for a, b in itertools.pairwise(ran))
+    for p in ladder_passes(limits, 257):
+        assert len(p.lengths) <= max_seqs and max(p.lengths) <= limits.max_length

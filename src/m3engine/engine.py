@@ -119,6 +119,7 @@ class Engine:
     def warmup(self) -> None:
         """Prepare every backend for every batch shape within `limits` (EngineSettings.warmup)."""
         start = time.perf_counter()
+        self.tokenizer.encode(["warm up"] * 8, max_length=16)  # the Rust tokenizer's thread pool starts
         for backend in self.backends:
             backend.warmup(self.limits)
         log.info(

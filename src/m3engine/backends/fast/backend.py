@@ -13,7 +13,7 @@ from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.staging import HostStager, unpack
-from m3engine.backends.fast.warmup import kernel_passes, largest_passes, placeholder_batch
+from m3engine.backends.fast.warmup import kernel_passes, ladder_passes, largest_passes, placeholder_batch
 from m3engine.backends.fast.weights import load_encoder
 from m3engine.backends.host_ring import HostRing
 from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
@@ -125,7 +125,7 @@ class FastBackend(Backend):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         if self.graphs is not None:
             self.graphs.capture_ladder(limits.max_tokens, limits.max_seqs)
-        for step in largest_passes(limits, LONG_SEQUENCE):
+        for step in ladder_passes(limits, max(counts, default=0) + 1) + largest_passes(limits, LONG_SEQUENCE):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         torch.cuda.synchronize(self._device)
 

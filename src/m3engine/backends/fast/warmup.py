@@ -3,6 +3,7 @@
 What a first batch of a new shape can pay for on CUDA, and which pass here pays it at load instead:
 - a Triton compile (~0.3 s each, then cached on disk by Triton): every small_gemm config a token
   count can pick (`token_counts`), and each attention kernel (varlen; per sequence for long ones);
+- a cuBLAS kernel's first load: batches of a ladder of sizes up to the budget (`ladder_passes`);
 - a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
   largest batch): a full batch of every head request, short sequences and, where the model takes
   them, long ones;
@@ -22,6 +23,7 @@ from m3engine.backends.base import BatchLimits
 from m3engine.types import Encoded, HeadRequest, PackedBatch
 
 SHORT = 256  # the length of the sequences of a full batch of short ones
+LADDER_STEP = 1.5  # token counts of the ladder passes grow by this factor
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,20 @@ def kernel_passes(limits: BatchLimits, token_counts: list[int]) -> list[WarmupPa
         for count in token_counts
         if count <= limits.max_tokens
     ]
+
+
+def ladder_passes(limits: BatchLimits, start: int) -> list[WarmupPass]:
+    """Batches from `start` tokens up to the budget, each LADDER_STEP times the one before: cuBLAS
+    picks its kernel by the product's row count, and loads each kernel on its first use (CUDA's
+    lazy module loading), so a first batch of a new size range would pay for the load."""
+    passes, tokens = [], max(1, start)
+    while tokens < limits.max_tokens:
+        length = max(min(SHORT, limits.max_length), -(-tokens // limits.max_seqs))
+        passes.append(
+            WarmupPass(_split(tokens, length), limits.heads[0], f"cuBLAS kernels at {tokens} tokens")
+        )
+        tokens = int(tokens * LADDER_STEP) + 1
+    return passes
 
 
 def largest_passes(limits: BatchLimits, long_sequence: int) -> list[WarmupPass]:
