@@ -80,8 +80,8 @@ def test_embed_to_each_format_matches_the_engine(
         )
         == 0
     )
-    table = pq.read_table(out_parquet).to_pylist()
-    assert len(table) == len(TEXTS) and [r["index"] for r in table] == list(range(len(TEXTS)))
+    table = pq.read_table(out_parquet).to_pylist()  # the corpus job's columns: the row number as id
+    assert len(table) == len(TEXTS) and [r["id"] for r in table] == list(range(len(TEXTS)))
     np.testing.assert_allclose(table[5]["dense"], expected[5].dense, atol=1e-6)
     assert table[5]["sparse_indices"] == expected[5].sparse.indices.tolist()
     assert np.asarray(table[5]["colbert"]).shape == expected[5].colbert.shape
@@ -187,18 +187,21 @@ def test_bad_options_exit_2_with_a_message(
 def test_float16_colbert_rows_are_written(tmp_path: Path, suffix: str) -> None:
     """A bf16/fp16 encoder's ColBERT rows are float16: Parquet keeps its float32 column, JSONL floats."""
     from m3engine.cli.files import EmbeddingWriter
+    from m3engine.distributed.table import Outputs, embedding_table
     from m3engine.results import Embedding
 
     rows = np.array([[0.5, -0.25], [0.125, 1.0]], dtype=np.float16)
     record = Embedding(index=0, num_tokens=3, truncated=False, dense=np.ones(2, np.float32), colbert=rows)
-    path = tmp_path / f"out{suffix}"
-    writer = EmbeddingWriter(path)
-    writer.write([record])
-    writer.close()
-    if suffix == ".parquet":
-        table = pq.read_table(path)
-        assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float32()))
+    if suffix == ".parquet":  # every Parquet output is the corpus job's table
+        outputs = Outputs(dense=True, sparse=None, colbert=True, dense_dim=2, colbert_dim=2)
+        pq.write_table(embedding_table([0], [record], outputs, pa.int64()), tmp_path / "out.parquet")
+        table = pq.read_table(tmp_path / "out.parquet")
+        assert table.schema.field("colbert").type == pa.list_(pa.list_(pa.float32(), 2))
         got = table.to_pylist()[0]["colbert"]
     else:
+        path = tmp_path / "out.jsonl"
+        writer = EmbeddingWriter(path)
+        writer.write([record])
+        writer.close()
         got = json.loads(path.read_text().splitlines()[0])["colbert"]
     assert got == rows.astype(np.float32).tolist()

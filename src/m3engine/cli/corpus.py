@@ -1,9 +1,12 @@
-"""`m3engine embed INPUT --output FOLDER [--ray [ADDRESS]]`: the corpus job from the command line.
+"""`m3engine embed INPUT --output FOLDER|FILE.parquet [--ray [ADDRESS]]`: the corpus job from the
+command line.
 
-A folder as output (no file suffix), or `--ray`, runs `m3engine.distributed.corpus`: Parquet parts
-with the id column, resumable, bad rows to `_errors/`; without `--ray` in this process, with it on
-a Ray cluster (one actor per GPU, or CPU workers). The summary (this run's counts) is printed as
-JSON on stdout.
+Every Parquet output is the corpus job (`m3engine.distributed.corpus`), so a folder's parts and a
+single file have the same columns (distributed/table.py): a folder as output (no file suffix) gets
+Parquet parts, resumable, bad rows in `_errors/`; a `.parquet` file gets the same rows in one file,
+written when every shard is done (a rerun resumes from its work folder), bad rows in
+`NAME.errors.jsonl`. Without `--ray` in this process, with it on a Ray cluster (one actor per GPU, or
+CPU workers). The summary (this run's counts) is printed as JSON on stdout.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def add_corpus_flags(p: argparse.ArgumentParser) -> None:
         "input_path",
         nargs="?",
         metavar="INPUT",
-        help="Corpus input: a .jsonl/.parquet file, a folder or a glob (local or a pyarrow URI: s3://...).",
+        help="Corpus input: .jsonl, .parquet or .txt; a file, a folder or a glob (local or a pyarrow "
+        "URI: s3://...).",
     )
     p.add_argument(
         "--ray",
@@ -33,35 +37,52 @@ def add_corpus_flags(p: argparse.ArgumentParser) -> None:
         help="Run the corpus job on Ray: a cluster address, or none (RAY_ADDRESS, else a local cluster).",
     )
     p.add_argument("--id-field", default="id", help="Corpus job: the id field / column (default id).")
-    p.add_argument("--shard-rows", type=int, default=10_000, help="Corpus job: rows per output file.")
+    p.add_argument(
+        "--shard-rows",
+        type=int,
+        default=10_000,
+        help="Corpus job: rows per part (each resumable on its own).",
+    )
     p.add_argument("--ray-workers", type=int, help="Corpus job on Ray: actors (default: one per GPU, or 2).")
 
 
 def is_corpus(args: argparse.Namespace) -> bool:
-    """A corpus job: --ray, or an output folder (a path without a file suffix). Otherwise a positional
-    INPUT is the same as --input (one file in, one file out)."""
-    folder = bool(args.output) and not PurePath(args.output).suffix
-    if args.ray is None and not folder and args.input_path is not None:
-        if args.input:
-            raise InputError("give the input once: as INPUT or with --input")
+    """A corpus job: --ray, an output folder (a path without a file suffix) or a .parquet output.
+    Otherwise a positional INPUT is the same as --input (one file in, JSONL or .npy out)."""
+    if args.input_path is not None and args.input:
+        raise InputError("give the input once: as INPUT or with --input")
+    corpus = args.ray is not None or _output_kind(args.output) in ("folder", "parquet")
+    if not corpus and args.input_path is not None:
         args.input = args.input_path
-    return args.ray is not None or folder
+    return corpus
+
+
+def _output_kind(output: str | None) -> str | None:
+    """ "folder" (no file suffix, or a trailing /), "parquet" (a .parquet file), "file" (another)."""
+    if not output:
+        return None
+    if output.endswith("/") or not PurePath(output).suffix:
+        return "folder"
+    return "parquet" if output.lower().endswith(".parquet") else "file"
 
 
 def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
     from m3engine.distributed.corpus import CorpusJob, run
 
     source = args.input_path or args.input
+    if args.text:
+        raise InputError(
+            "--text writes JSONL (stdout or --output FILE.jsonl) or .npy; for Parquet put the texts "
+            "in a file (a line each in .txt, or .jsonl) and pass it as INPUT"
+        )
     if not source or not args.output:
         raise InputError(
-            "a corpus job needs INPUT and --output FOLDER, e.g. m3engine embed data.jsonl --output out/"
+            "a corpus job needs INPUT and --output FOLDER or FILE.parquet, "
+            "e.g. m3engine embed data.jsonl --output out/"
         )
-    if args.text:
-        raise InputError("--text does not go with a corpus job; put the texts in a .jsonl file")
-    if args.sparse_format != "indices_values" or args.sparse_tokens:
+    if _output_kind(args.output) == "file":
         raise InputError(
-            "a corpus job writes sparse weights as sparse_indices + sparse_values columns; drop "
-            "--sparse-format / --sparse-tokens, or write one file (--output FILE.parquet) for other forms"
+            f"a corpus job writes Parquet: --output FOLDER (parts) or FILE.parquet, not {args.output!r}"
         )
     settings: EngineSettings = from_sources(EngineSettings, vars(args))
     job = CorpusJob(
@@ -72,6 +93,8 @@ def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
         text_field=args.field,
         id_field=args.id_field,
         shard_rows=args.shard_rows,
+        sparse_format=args.sparse_format,
+        sparse_tokens=args.sparse_tokens,
     )
     address = None
     if args.ray is not None:

@@ -1,8 +1,9 @@
 """Reading texts from files and writing embeddings to files, for the CLI.
 
 In: .txt (one text per line), .jsonl (a string or an object per line), .parquet (a string column).
-Out: .jsonl (one record per text), .parquet (one row per text), .npy (the dense matrix only); sparse
-weights in the form `--sparse-format` names (m3engine/sparse_formats.py).
+Out: .jsonl (one record per text), .npy (the dense matrix only); sparse weights in the form
+`--sparse-format` names (m3engine/sparse_formats.py). A .parquet output is the corpus job's
+(cli/corpus.py), so that every Parquet file m3engine writes has the one layout of distributed/table.py.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 import numpy as np
 import pyarrow as pa
@@ -19,10 +20,9 @@ import pyarrow.parquet as pq
 from m3engine.errors import InputError
 from m3engine.results import Embedding
 from m3engine.sparse_formats import SparseFormat
-from m3engine.types import SparseVector
 
 READ_SUFFIXES = (".txt", ".jsonl", ".parquet")
-WRITE_SUFFIXES = (".jsonl", ".parquet", ".npy")
+WRITE_SUFFIXES = (".jsonl", ".npy")
 
 
 def read_texts(path: Path, field: str = "text") -> list[str]:
@@ -89,7 +89,7 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
 
 
 class EmbeddingWriter:
-    """Writes Embedding records chunk by chunk to .jsonl, .parquet or .npy (or JSONL to a stream).
+    """Writes Embedding records chunk by chunk to .jsonl or .npy (or JSONL to a stream).
 
     A file is written under a temporary name beside it and renamed only by `close(ok=True)`, so a
     failed run leaves no half-written output behind.
@@ -100,13 +100,14 @@ class EmbeddingWriter:
         self.sparse = SparseFormat()  # the CLI sets the chosen form once the model is loaded
         self.suffix = path.suffix.lower() if path else ".jsonl"
         if self.suffix not in WRITE_SUFFIXES:
-            raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+            raise InputError(
+                f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}, .parquet or a folder"
+            )
         if path is not None and not path.parent.is_dir():
             raise InputError(f"output folder {str(path.parent)!r} does not exist; create it first")
         self._partial = path.with_name(f".{path.name}.partial") if path else None
         self._stream = stream
         self._file: IO[str] | None = None
-        self._parquet: pq.ParquetWriter | None = None
         self._dense: list[np.ndarray] = []
 
     def check_outputs(self, sparse: bool, colbert: bool) -> None:
@@ -118,12 +119,6 @@ class EmbeddingWriter:
     def write(self, records: Sequence[Embedding], offset: int = 0) -> None:
         if self.suffix == ".npy":
             self._dense.extend(r.dense for r in records if r.dense is not None)
-        elif self.suffix == ".parquet":
-            table = _to_table(records, offset, self.sparse)
-            if self._parquet is None:
-                assert self._partial is not None
-                self._parquet = pq.ParquetWriter(self._partial, table.schema)
-            self._parquet.write_table(table)
         else:
             if self._file is None and self._partial is not None:
                 self._file = self._partial.open("w", encoding="utf-8")
@@ -138,8 +133,6 @@ class EmbeddingWriter:
 
     def close(self, ok: bool = True) -> None:
         """Finish the file and move it into place (ok), or throw the partial file away."""
-        if self._parquet is not None:
-            self._parquet.close()
         if self._file is not None:
             self._file.close()
         if self._partial is None or self.path is None:
@@ -151,44 +144,3 @@ class EmbeddingWriter:
             self._partial.replace(self.path)
         else:
             self._partial.unlink(missing_ok=True)
-
-
-def _to_table(records: Sequence[Embedding], offset: int, sparse: SparseFormat) -> pa.Table:
-    columns: dict[str, Any] = {
-        "index": pa.array([r.index + offset for r in records], pa.int64()),
-        "num_tokens": pa.array([r.num_tokens for r in records], pa.int32()),
-        "truncated": pa.array([r.truncated for r in records], pa.bool_()),
-    }
-    first = records[0]
-    if first.dense is not None:
-        columns["dense"] = pa.array([r.dense for r in records], pa.list_(pa.float32()))
-    if first.sparse is not None:
-        columns.update(_sparse_columns([r.sparse for r in records if r.sparse is not None], sparse))
-    if first.colbert is not None:
-        columns["colbert"] = pa.array(
-            [list(r.colbert) for r in records if r.colbert is not None], pa.list_(pa.list_(pa.float32()))
-        )
-    return pa.table(columns)
-
-
-def _sparse_columns(weights: Sequence[SparseVector], sparse: SparseFormat) -> dict[str, pa.Array]:
-    """Two list columns for indices_values (as before: what Qdrant and Milvus load); one `sparse`
-    column in the store's own form otherwise: sparsevec text for pgvector (COPY loads it), a
-    map<string, float> for the keyed forms (a JSON object per row once read back), a list of
-    {index, value} for TEI's."""
-    if sparse.style == "indices_values":
-        columns = {
-            "sparse_indices": pa.array([w.indices for w in weights], pa.list_(pa.int64())),
-            "sparse_values": pa.array([w.values for w in weights], pa.list_(pa.float32())),
-        }
-        if sparse.token_of is not None:
-            columns["sparse_tokens"] = pa.array([sparse.render(w)["tokens"] for w in weights])
-        return columns
-    rendered = [sparse.render(w) for w in weights]
-    if sparse.style == "pgvector":
-        return {"sparse": pa.array(rendered, pa.string())}
-    if sparse.style == "tei":
-        item = pa.struct([("index", pa.int64()), ("value", pa.float32())])
-        return {"sparse": pa.array(rendered, pa.list_(item))}
-    pairs = [list(r.items()) for r in rendered]
-    return {"sparse": pa.array(pairs, pa.map_(pa.string(), pa.float32()))}

@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     embed = sub.add_parser("embed", help="Embed texts: dense, sparse and ColBERT outputs.")
     _input_flags(embed)
     embed.add_argument(
-        "--output", help="Write to .jsonl, .parquet or .npy (dense only); default JSONL on stdout."
+        "--output",
+        help="Write to .jsonl, .npy (dense only), or Parquet: FILE.parquet (one file) or a FOLDER "
+        "(parts), both by the corpus job with the same columns; default JSONL on stdout.",
     )
     embed.add_argument("--dense", action=argparse.BooleanOptionalAction, default=True, help="Dense vectors.")
     embed.add_argument("--sparse", action="store_true", help="Sparse lexical weights (BGE-M3).")
@@ -182,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--query", action="store_true", help="Texts are queries: instruction and query length."
     )
     embed.add_argument("--dimensions", type=int, help="Keep the first D dense values (then re-normalise).")
-    embed.add_argument("--chunk-size", type=int, default=4096, help="Texts read and written per step.")
+    embed.add_argument(
+        "--chunk-size", type=int, default=4096, help="Texts written per step (.jsonl and .npy outputs)."
+    )
     from m3engine.cli.corpus import add_corpus_flags
 
     add_corpus_flags(embed)

@@ -3,13 +3,16 @@
     >>> job = CorpusJob("data/*.jsonl", "out/", EmbedOptions(dense=True, sparse=True), settings)
     >>> summary = run(job)                  # one process
     >>> summary = run(job, ray="auto")      # Ray Data: one actor per GPU, or CPU workers
+    >>> run(CorpusJob("data.jsonl", "vectors.parquet", options, settings))   # one file
 
 The input (a file, a folder, or a glob, on any filesystem pyarrow knows: local, s3://, gs://, hdfs://)
 is cut into shards of `shard_rows` rows; each shard becomes one output file `part-FFFFF-SSSSSSSSSS.parquet`
 (input file number, first row), written under a temporary name and renamed when complete. A rerun
 skips the shards whose file exists, so a job that stopped half-way resumes where it was; a shard
 whose worker died is run again by Ray, and its file is written once. Bad rows go to
-`_errors/<part>.jsonl` ({"id", "reason"}); `_summary.json` has the counts.
+`_errors/<part>.jsonl` ({"id", "reason"}); `_summary.json` has the counts. An output that names a
+.parquet file gets the same rows in that one file, joined from the parts when all are done
+(single.py); its bad rows go to `NAME.errors.jsonl` beside it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from m3engine.distributed.job import (
     finished,
     plan,
 )
+from m3engine.errors import InputError
 
 __all__ = ["CorpusJob", "plan", "run"]
 
@@ -42,10 +46,12 @@ def run(
     started = time.perf_counter()
     check_options(job)
     shards = plan(job)
+    if job.single_file and not shards:  # no part would say what the file's columns are
+        raise InputError(f"the input {job.input!r} has no rows: nothing to write to {job.output}")
     done = finished(job)
     todo = [s for s in shards if s.name not in done]
     clear_temporaries(job)
-    fs, out = filesystem(job.output)
+    fs, out = filesystem(job.folder)
     fs.create_dir(out, recursive=True)
     fs.create_dir(f"{out}/{ERRORS_DIR}", recursive=True)
     progress = Progress(sum(s.stop - s.start for s in todo), quiet=quiet)
@@ -58,6 +64,11 @@ def run(
 
         results = run_ray(job, todo, progress, ray, workers)
     progress.close()
+    joined: dict[str, Any] = {}
+    if job.single_file:
+        from m3engine.distributed.single import join_parts
+
+        joined = join_parts(job, [s.name for s in shards])
     summary = {
         "shards": len(shards),
         "skipped_shards": len(shards) - len(todo),
@@ -71,6 +82,8 @@ def run(
         "shard_seconds": round(sum(r["seconds"] for r in results), 3),
         "runner": "local" if ray is None else "ray",
     }
+    if job.single_file:
+        return {**summary, **joined}
     with fs.open_output_stream(f"{out}/{SUMMARY}") as f:
         f.write(json.dumps(summary, indent=2).encode())
     return summary

@@ -1,5 +1,9 @@
 """What a corpus job is (input, output, options, engine settings), its input cut into shards, and
-which shards are done already (their output file exists)."""
+which shards are done already (their output file exists).
+
+The output is a folder of Parquet parts, or one Parquet file (a name ending in .parquet): then the
+parts go to a work folder beside it, `.NAME.parts/`, and are joined into the file at the end
+(single.py); a rerun after a stop resumes from the work folder."""
 
 from __future__ import annotations
 
@@ -12,9 +16,17 @@ import pyarrow.fs as pafs
 from m3engine.distributed.rows import Shard, count_rows
 from m3engine.errors import InputError, ModelNotFoundError
 from m3engine.settings import EngineSettings
+from m3engine.sparse_formats import SPARSE_STYLES
 from m3engine.tasks.options import EmbedOptions
 
-SUFFIXES = {".jsonl": "jsonl", ".jsonl.gz": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".jsonl.gz": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".txt": "txt",
+    ".txt.gz": "txt",
+}
 ERRORS_DIR = "_errors"  # "_": pyarrow and Ray Data skip it when reading the folder as a dataset
 SUMMARY = "_summary.json"
 
@@ -22,7 +34,7 @@ SUMMARY = "_summary.json"
 @dataclass(frozen=True)
 class CorpusJob:
     input: str  # a path or URI: a file, a folder, or a glob of files
-    output: str  # a folder (path or URI)
+    output: str  # a folder, or one file (a name ending in .parquet); a path or URI
     options: EmbedOptions = field(default_factory=EmbedOptions)
     engine: EngineSettings = field(default_factory=EngineSettings)
     text_field: str = "text"
@@ -31,12 +43,33 @@ class CorpusJob:
     # With ColBERT, rows embedded and written at a time within a shard (one Parquet row group each),
     # so that a shard's vectors are never all in memory
     piece_rows: int = 2048
+    # the form of the sparse columns (sparse_formats.py; table.py lists the columns of each), and
+    # whether token strings go with them (keys of elasticsearch / vespa, a list beside indices_values)
+    sparse_format: str = "indices_values"
+    sparse_tokens: bool = False
 
     def __post_init__(self) -> None:
+        if self.sparse_format not in SPARSE_STYLES:
+            raise InputError(
+                f"unknown sparse format {self.sparse_format!r}; use one of {', '.join(SPARSE_STYLES)}"
+            )
         if self.shard_rows < 1:
             raise InputError(f"--shard-rows must be >= 1, got {self.shard_rows}")
         if self.piece_rows < 1:
             raise InputError(f"piece_rows must be >= 1, got {self.piece_rows}")
+
+    @property
+    def single_file(self) -> bool:
+        return self.output.lower().endswith(".parquet")
+
+    @property
+    def folder(self) -> str:
+        """Where the parts, the errors and the summary are written: the output folder, or the work
+        folder beside a single output file."""
+        if not self.single_file:
+            return self.output
+        head, slash, name = self.output.rstrip("/").rpartition("/")
+        return f"{head}{slash}.{name}.parts"
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -64,7 +97,7 @@ def input_files(job: CorpusJob) -> tuple[pafs.FileSystem, list[tuple[str, str]]]
             paths = [i.path for i in infos if i.is_file]
     files = sorted((p, _format(p)) for p in paths if _format(p))
     if not files:
-        raise InputError(f"no .jsonl or .parquet file in {job.input!r}")
+        raise InputError(f"no .jsonl, .parquet or .txt file in {job.input!r}")
     return fs, [(p, f) for p, f in files if f]
 
 
@@ -86,7 +119,7 @@ def plan(job: CorpusJob) -> list[Shard]:
 
 def finished(job: CorpusJob) -> set[str]:
     """Names of the shards whose output file exists (written whole: see shard.py)."""
-    fs, out = filesystem(job.output)
+    fs, out = filesystem(job.folder)
     if fs.get_file_info(out).type == pafs.FileType.NotFound:
         return set()
     infos = fs.get_file_info(pafs.FileSelector(out))
@@ -116,7 +149,7 @@ def check_options(job: CorpusJob) -> None:
 def clear_temporaries(job: CorpusJob) -> int:
     """Remove the temporaries of writes that an earlier, killed run left (`.part-*.tmp`, `*.tmp` in
     the errors folder); one job at a time writes a folder. Returns how many were removed."""
-    fs, out = filesystem(job.output)
+    fs, out = filesystem(job.folder)
     removed = 0
     for folder in (out, f"{out}/{ERRORS_DIR}"):
         if fs.get_file_info(folder).type != pafs.FileType.Directory:

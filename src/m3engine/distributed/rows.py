@@ -1,32 +1,26 @@
-"""The rows of a corpus job: a shard of the input read through a pyarrow filesystem, checked row by
-row, and its embeddings as an Arrow table.
+"""The rows of a corpus job: a shard of the input read through a pyarrow filesystem and checked
+row by row. The same functions serve the one-process job and every Ray worker, so both read the
+same rows (table.py writes them).
 
-The same functions serve the one-process job and every Ray worker, so both write the same rows:
+    .jsonl (.json, .jsonl.gz)   an object per line with the text field (and the id field), or a
+                                JSON string per line (the text; its row number is its id)
+    .parquet                    the text column (and the id column)
+    .txt                        a text per line; its row number is its id
 
-    id            the input's id (int64 when the input's ids are integers, else text), or the row's
-                  number in the whole input when the input has no id column / field
-    num_tokens    int32, tokens after truncation      truncated   bool
-    dense         fixed_size_list<float32>[D]
-    sparse_indices, sparse_values    list<int64>, list<float32>   (BGE-M3's lexical weights)
-    colbert       list<fixed_size_list<float32>[C]>               (one vector per token but the first)
-
-A row whose text is missing, not a string or empty is not embedded: it goes to the side file of
-errors with its id and the reason, and the job carries on.
+A row whose text is missing, not a string, empty, or not UTF-8 is not embedded: it goes to the side
+file of errors with its id and the reason, and the job carries on.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
-
-from m3engine.results import Embedding
 
 
 @dataclass(frozen=True)
@@ -35,7 +29,7 @@ class Shard:
 
     file_index: int
     path: str  # a path of the job's filesystem
-    fmt: str  # "jsonl" or "parquet"
+    fmt: str  # "jsonl", "parquet" or "txt"
     start: int
     stop: int
     offset: int
@@ -59,14 +53,14 @@ class ShardRows:
 
 def count_rows(fs: pafs.FileSystem, path: str, fmt: str, every: int) -> tuple[int, list[int]]:
     """The rows of a file, and where rows 0, every, 2 * every, ... begin (bytes; -1 where unknown:
-    Parquet, which reads by row group, and compressed JSONL, which cannot seek)."""
+    Parquet, which reads by row group, and compressed text, which cannot seek)."""
     if fmt == "parquet":
         with fs.open_input_file(path) as f:
             rows = int(pq.ParquetFile(f).metadata.num_rows)
         return rows, [-1] * len(range(0, rows, every))
     seekable = not path.lower().endswith((".gz", ".bz2", ".zst", ".lz4"))  # as open_input_stream detects
     rows, starts = 0, []
-    for offset, _ in _jsonl_lines(fs, path):
+    for offset, _ in _lines(fs, path):
         if rows % every == 0:
             starts.append(offset if seekable else -1)
         rows += 1
@@ -75,9 +69,10 @@ def count_rows(fs: pafs.FileSystem, path: str, fmt: str, every: int) -> tuple[in
 
 def read_shard(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: str) -> ShardRows:
     rows = ShardRows([], [], [])
-    records = _parquet_rows(fs, shard, text_field, id_field) if shard.fmt == "parquet" else None
-    if records is None:
-        records = _jsonl_rows(fs, shard, text_field, id_field)
+    if shard.fmt == "parquet":
+        records = _parquet_rows(fs, shard, text_field, id_field)
+    else:
+        records = _line_rows(fs, shard, text_field if shard.fmt == "jsonl" else None, id_field)
     for number, (row_id, text, problem) in enumerate(records, start=shard.offset + shard.start):
         row_id = number if row_id is None else row_id
         if problem is None and not isinstance(text, str):
@@ -117,31 +112,43 @@ def _parquet_rows(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: 
         yield row_id, text, missing or (None if text is not None else f"column {text_field!r} is null")
 
 
-def _jsonl_rows(fs: pafs.FileSystem, shard: Shard, text_field: str, id_field: str) -> Iterator[Record]:
+def _line_rows(fs: pafs.FileSystem, shard: Shard, text_field: str | None, id_field: str) -> Iterator[Record]:
+    """The rows of a JSONL file (`text_field` given) or of a text file (a line is the text)."""
     first = shard.start if shard.seek >= 0 else 0
-    for number, (_, line) in enumerate(_jsonl_lines(fs, shard.path, max(shard.seek, 0)), start=first):
+    for number, (_, raw) in enumerate(_lines(fs, shard.path, max(shard.seek, 0)), start=first):
         if number < shard.start:
             continue
         if number >= shard.stop:
             break
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield None, None, f"not valid JSON ({error.msg})"
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            yield None, None, "not UTF-8 text; convert the file to UTF-8"
             continue
-        if isinstance(item, str):  # a line that is a JSON string is the text itself
-            yield None, item, None
-        elif not isinstance(item, dict):
-            yield None, None, f"a JSON {type(item).__name__}, not an object with a {text_field!r} field"
-        elif text_field not in item:
-            yield item.get(id_field), None, f"no {text_field!r} field"
+        if text_field is None:
+            yield None, line.removesuffix("\r"), None
         else:
-            yield item.get(id_field), item[text_field], None
+            yield _json_row(line, text_field, id_field)
 
 
-def _jsonl_lines(fs: pafs.FileSystem, path: str, seek: int = 0) -> Iterator[tuple[int, str]]:
-    """(byte offset, line) of every line of a JSONL file from byte `seek` (blank lines too: each
-    line is a row, so row numbers are stable). Offsets count the decompressed bytes."""
+def _json_row(line: str, text_field: str, id_field: str) -> Record:
+    try:
+        item = json.loads(line)
+    except json.JSONDecodeError as error:
+        return None, None, f"not valid JSON ({error.msg})"
+    if isinstance(item, str):  # a line that is a JSON string is the text itself
+        return None, item, None
+    if not isinstance(item, dict):
+        return None, None, f"a JSON {type(item).__name__}, not an object with a {text_field!r} field"
+    if text_field not in item:
+        return item.get(id_field), None, f"no {text_field!r} field"
+    return item.get(id_field), item[text_field], None
+
+
+def _lines(fs: pafs.FileSystem, path: str, seek: int = 0) -> Iterator[tuple[int, bytes]]:
+    """(byte offset, line) of every line of a JSONL or text file from byte `seek` (blank lines too:
+    each line is a row, so row numbers are stable). Offsets count the decompressed bytes. A line's
+    bytes are decoded by its reader, so that one line that is not UTF-8 is that row's error."""
     if seek:
         opened = fs.open_input_file(path)
         opened.seek(seek)
@@ -153,62 +160,7 @@ def _jsonl_lines(fs: pafs.FileSystem, path: str, seek: int = 0) -> Iterator[tupl
             lines = (rest + chunk).split(b"\n")
             rest = lines.pop()
             for line in lines:
-                yield position, line.decode("utf-8", errors="replace")
+                yield position, line
                 position += len(line) + 1
         if rest.strip():
-            yield position, rest.decode("utf-8", errors="replace")
-
-
-def id_type(ids: Sequence[Any]) -> pa.DataType:
-    return pa.int64() if all(isinstance(i, int) and not isinstance(i, bool) for i in ids) else pa.string()
-
-
-def id_array(ids: Sequence[Any], kind: pa.DataType) -> pa.Array:
-    return pa.array(ids if kind == pa.int64() else [str(i) for i in ids], kind)
-
-
-@dataclass(frozen=True)
-class Outputs:
-    """The output columns a job asked for, and their widths (for a shard with no good row)."""
-
-    dense: bool
-    sparse: bool
-    colbert: bool
-    dense_dim: int | None
-    colbert_dim: int | None
-
-
-def embedding_table(
-    ids: Sequence[Any], records: Sequence[Embedding], outputs: Outputs, id_kind: pa.DataType
-) -> pa.Table:
-    """The output rows of embedded texts, in the order given (`records[i]` is the row of `ids[i]`);
-    `id_kind` is the shard's (`id_type` of all its ids), the same in each of its pieces."""
-    columns: dict[str, pa.Array] = {
-        "id": id_array(ids, id_kind),
-        "num_tokens": pa.array([r.num_tokens for r in records], pa.int32()),
-        "truncated": pa.array([r.truncated for r in records], pa.bool_()),
-    }
-    if outputs.dense:
-        dim = records[0].dense.shape[0] if records and records[0].dense is not None else outputs.dense_dim
-        flat: Any = np.concatenate([r.dense for r in records if r.dense is not None]) if records else []
-        columns["dense"] = pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim)
-    if outputs.sparse:
-        sparse = [r.sparse for r in records if r.sparse is not None]
-        columns["sparse_indices"] = pa.array([v.indices for v in sparse], pa.list_(pa.int64()))
-        columns["sparse_values"] = pa.array([v.values for v in sparse], pa.list_(pa.float32()))
-    if outputs.colbert:
-        vectors = [np.asarray(r.colbert, np.float32) for r in records if r.colbert is not None]
-        width = vectors[0].shape[1] if vectors else outputs.colbert_dim
-        rows = pa.FixedSizeListArray.from_arrays(
-            pa.array(np.concatenate(vectors).reshape(-1) if vectors else [], pa.float32()), width
-        )  # every token's vector, (sum of lengths, C); the offsets cut it per text
-        offsets = np.concatenate([[0], np.cumsum([len(v) for v in vectors])]).astype(np.int32)
-        columns["colbert"] = pa.ListArray.from_arrays(pa.array(offsets), rows)
-    return pa.table(columns)
-
-
-def errors_jsonl(bad: Sequence[tuple[Any, str]]) -> bytes:
-    return b"".join(
-        json.dumps({"id": row_id, "reason": reason}, ensure_ascii=False).encode() + b"\n"
-        for row_id, reason in bad
-    )
+            yield position, rest

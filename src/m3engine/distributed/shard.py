@@ -14,9 +14,11 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from m3engine.distributed.job import ERRORS_DIR, CorpusJob, filesystem
-from m3engine.distributed.rows import Outputs, Shard, embedding_table, errors_jsonl, id_type, read_shard
+from m3engine.distributed.rows import Shard, read_shard
+from m3engine.distributed.table import Outputs, embedding_table, errors_jsonl, id_type
 from m3engine.errors import InputError
 from m3engine.results import Embedding
+from m3engine.sparse_formats import SparseFormat
 
 ShardResult = dict[str, Any]  # name, rows, embedded, failed, tokens, seconds
 OnShard = Callable[[int, int], None]  # (rows, tokens) of each finished shard: the progress line
@@ -32,14 +34,21 @@ class ShardEmbedder:
         self.engine = Engine.from_settings(job.engine)
         info = self.engine.info()
         options = job.options
+        # pgvector's form carries the vocabulary size, and token strings need the tokenizer: both
+        # known once the engine is loaded, so each worker builds the form itself
+        sparse = SparseFormat(
+            job.sparse_format,
+            dim=self.engine.spec.vocab_size,
+            token_of=self.engine.tokenizer.id_to_token if job.sparse_tokens else None,
+        )
         self.outputs = Outputs(
             dense=options.dense,
-            sparse=options.sparse,
+            sparse=sparse if options.sparse else None,
             colbert=options.colbert,
             dense_dim=options.dimensions or info["dense_dim"],
             colbert_dim=info["colbert_dim"],
         )
-        self.fs, self.out = filesystem(job.output)
+        self.fs, self.out = filesystem(job.folder)
         # Options the model cannot serve (sparse of a plain embedder, dimensions too wide) are the
         # job's error, raised here before any row, not every row's (see _embed).
         self.engine.embed(["m3engine"], options=options)
