@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -9,10 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psutil
+import pyarrow.parquet as pq
 import pytest
 
-from m3engine.distributed.corpus import run
+from m3engine.distributed.corpus import CorpusJob, run
 from tests.distributed.corpus_data import assert_same_rows, job, read_output, write_jsonl
 from tests.fakes import BACKEND
 
@@ -28,6 +31,26 @@ def test_ray_writes_the_rows_of_the_one_process_run(
     assert_same_rows(read_output(tmp_path / "ray"), read_output(tmp_path / "local"))
     errors = sorted(p.read_text() for p in (tmp_path / "ray" / "_errors").iterdir())
     assert errors == sorted(p.read_text() for p in (tmp_path / "local" / "_errors").iterdir())
+
+
+def test_ray_writes_one_file_with_a_sparse_format(tmp_path: Path, bge_m3_dir: Path, ray_cluster: Any) -> None:
+    """`--output x.parquet --sparse-format tei --ray`: the parts on the workers, joined in the driver."""
+    write_jsonl(tmp_path / "in.jsonl", 300)
+
+    def tei(out: Path) -> CorpusJob:
+        return dataclasses.replace(job(tmp_path / "in.jsonl", out, bge_m3_dir, 100), sparse_format="tei")
+
+    run(tei(tmp_path / "local.parquet"), quiet=True)
+    on_ray = run(tei(tmp_path / "ray.parquet"), ray="auto", quiet=True)
+    assert on_ray["runner"] == "ray" and on_ray["output"] == str(tmp_path / "ray.parquet")
+    local, ray = pq.read_table(tmp_path / "local.parquet"), pq.read_table(tmp_path / "ray.parquet")
+    assert ray.schema == local.schema and ray.column("id").equals(local.column("id"))
+    for a, b in zip(ray.column("sparse").to_pylist(), local.column("sparse").to_pylist(), strict=True):
+        assert [x["index"] for x in a] == [x["index"] for x in b]
+        np.testing.assert_allclose([x["value"] for x in a], [x["value"] for x in b], rtol=1e-4, atol=1e-5)
+    errors = (tmp_path / "ray.errors.jsonl").read_text()
+    assert errors == (tmp_path / "local.errors.jsonl").read_text() and len(errors.splitlines()) == 4
+    assert not (tmp_path / ".ray.parquet.parts").exists()
 
 
 def _shard_workers() -> list[psutil.Process]:

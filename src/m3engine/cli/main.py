@@ -237,7 +237,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"m3engine: error ({error.label}): {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the output was cleaned up on the way here
-        print("m3engine: interrupted; an output file being written was removed", file=sys.stderr)
+        print(
+            "m3engine: interrupted; an output file being written was removed (a Parquet output "
+            "keeps its finished parts: the same command resumes from them)",
+            file=sys.stderr,
+        )
         return 130
 
 
