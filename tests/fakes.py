@@ -13,8 +13,10 @@ batch fail, raise an out-of-memory error above a token count, or kill the worker
 In-process tests pass `delay_s`, `die_after` and `padded` to the constructor. A server started as a
 process (`m3engine serve --backend tests.fakes:FakeBackend`, the repository root on PYTHONPATH)
 builds it through the backend registry with spec, tokens, device and dtype only; there
-M3ENGINE_FAKE_DELAY_S sets `delay_s` and M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward
-passes.
+M3ENGINE_FAKE_DELAY_S sets `delay_s`, M3ENGINE_FAKE_DIE_AFTER=N kills the worker after N forward
+passes, and M3ENGINE_FAKE_LOSE_DEVICE=PATH loses a device while the server runs: once the test
+writes N to the file PATH, the process's N-th fake backend (0-based: the device of --devices at N)
+raises DeviceError for every batch.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, S
 
 BACKEND = "tests.fakes:FakeBackend"  # the name `--backend` and `Engine.load(backend=...)` take
 ROOT = Path(__file__).resolve().parents[1]
+_BUILT = itertools.count()  # fake backends built in this process: --devices builds one per device
 
 
 def process_env(**extra: str) -> dict[str, str]:
@@ -69,6 +72,8 @@ class FakeBackend(Backend):
         self.oom_over_tokens: int | None = None
         self.die = False
         self.device_lost = False
+        self.number = next(_BUILT)
+        self._lose_flag = os.environ.get("M3ENGINE_FAKE_LOSE_DEVICE")
         # die on the (N+1)-th forward (tests of a server process; 0 = never)
         self.die_after = _env_number("M3ENGINE_FAKE_DIE_AFTER", int) if die_after is None else die_after
         self.seen: list[list[int]] = []  # every sequence forwarded, in order
@@ -88,7 +93,7 @@ class FakeBackend(Backend):
     def forward(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         if self.die or (self.die_after and len(self.batches) >= self.die_after):
             raise WorkerDeath("fake backend told to die")
-        if self.device_lost:
+        if self.device_lost or self._flagged_lost():
             raise DeviceError("fake device lost")
         if self.oom_over_tokens is not None and batch.max_len * batch.num_seqs > self.oom_over_tokens:
             raise OutOfMemoryError(f"fake OOM: {batch.max_len * batch.num_seqs} padded tokens")
@@ -112,6 +117,14 @@ class FakeBackend(Backend):
             count = max(1, len(self.spec.labels))
             out.logits = np.stack([self.logits_of(s, count) for s in seqs])
         return out
+
+    def _flagged_lost(self) -> bool:
+        if not self._lose_flag:
+            return False
+        try:
+            return Path(self._lose_flag).read_text().strip() == str(self.number)
+        except FileNotFoundError:
+            return False
 
     # Each a function of the ids alone (batch-invariant by construction).
     def dense_of(self, ids: list[int]) -> FloatArray:

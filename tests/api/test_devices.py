@@ -5,6 +5,7 @@ Two fake backends stand for two devices (the routing and failover logic is the s
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -112,4 +113,43 @@ def test_serve_devices_as_a_process(bge_m3_dir: Path) -> None:
         metrics = server.metrics()
         assert 'device="cpu#0"' in metrics and "m3engine_device_healthy" in metrics
     finally:
+        server.stop()
+
+
+def test_every_frontend_shows_a_device_taken_out_while_serving(bge_m3_dir: Path, tmp_path: Path) -> None:
+    """`serve --devices cpu,cpu --frontends 2`: a device lost after start is taken out in the engine
+    process, and /info on each frontend says so (not the health of the start), while /ready stays 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tests.api.frontend_server import FrontendServer, client_on
+
+    flag = tmp_path / "lose"
+    server = FrontendServer(
+        bge_m3_dir,
+        *("--backend", BACKEND, "--devices", "cpu,cpu", "--max-batch-size", "2"),
+        env={"M3ENGINE_FAKE_DELAY_S": "0.02", "M3ENGINE_FAKE_LOSE_DEVICE": str(flag)},
+    )
+    clients = {}
+    try:
+        server.wait_all_ready()
+        clients = {f: client_on(server.url, f) for f in ("0", "1")}
+        for http in clients.values():
+            devices = http.get("/info").json()["models"][0]["devices"]
+            assert [(d["device"], d["healthy"]) for d in devices] == [("cpu#0", True), ("cpu#1", True)]
+        flag.write_text("1")  # the second device fails every batch from now on
+        texts = [f"request {i} " * (1 + i % 5) for i in range(64)]
+        with ThreadPoolExecutor(8) as pool:  # concurrent: both devices take batches
+            replies = list(pool.map(lambda t: httpx.post(server.url + "/embed", json={"inputs": [t]}), texts))
+        assert [r.status_code for r in replies] == [200] * 64  # the lost device's batches ran on the other
+        for frontend, http in clients.items():
+            deadline = time.monotonic() + 10  # the engine sends its status at least every 0.5 s
+            while (devices := http.get("/info").json()["models"][0]["devices"])[1]["healthy"]:
+                assert time.monotonic() < deadline, f"frontend {frontend} still shows cpu#1 healthy"
+                time.sleep(0.05)
+            assert devices[0]["healthy"] and devices[0]["reason"] is None
+            assert "DeviceError" in devices[1]["reason"] and devices[1]["backend"] == "fake"
+            assert http.get("/ready").status_code == 200
+    finally:
+        for http in clients.values():
+            http.close()
         server.stop()

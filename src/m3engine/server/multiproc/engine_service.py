@@ -95,9 +95,11 @@ class EngineService:
         models = [ModelDescription(e.spec.name, e.spec, e.settings, e.info(), e.tokenizer) for e in engines]
         return cls(schedulers, models, admission, metrics)
 
-    def status(self) -> tuple[float, tuple[bool, ...], bool]:
+    def status(self) -> tuple[float, tuple[bool, ...], bool, tuple[tuple[str | None, ...], ...]]:
         """An `EngineStatus`, as the plain tuple that goes in every frame."""
-        return self.admission.tokens_per_s, tuple(s.alive for s in self.schedulers), self.stopping
+        alive = tuple(s.alive for s in self.schedulers)
+        devices = tuple(tuple(s.health.reasons) for s in self.schedulers)
+        return self.admission.tokens_per_s, alive, self.stopping, devices
 
     @property
     def ready(self) -> bool:

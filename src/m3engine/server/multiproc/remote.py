@@ -53,7 +53,7 @@ JobResult = tuple[BatchOutputs, float, float]
 
 class EngineClient(asyncio.Protocol):
     def __init__(self) -> None:
-        self.status = EngineStatus(0.0, (), False)
+        self.status = EngineStatus(0.0, (), False, ())
         self.connected = True
         self.models: asyncio.Future[list[ModelDescription]] = asyncio.get_running_loop().create_future()
         self._transport: asyncio.Transport | None = None
@@ -132,7 +132,7 @@ class EngineClient(asyncio.Protocol):
         if self._started and self.on_lost is not None:
             self.on_lost()
 
-    def _handle(self, frame: tuple[tuple[float, tuple[bool, ...], bool], list[Message]]) -> None:
+    def _handle(self, frame: tuple[tuple[Any, ...], list[Message]]) -> None:
         status, messages = frame
         self.status = EngineStatus(*status)
         if self.on_status is not None:
@@ -152,6 +152,10 @@ class EngineClient(asyncio.Protocol):
                 future.set_result((decode_outputs(message[2]), message[3], message[4]))
 
 
+def _no_devices() -> tuple[str | None, ...]:
+    return ()
+
+
 @dataclass
 class ModelView:
     """A served model as the routes see it (server/state.py's ServedEngine), without its weights."""
@@ -160,10 +164,17 @@ class ModelView:
     tokenizer: TextTokenizer
     settings: EngineSettings
     max_length: int
-    details: dict[str, Any]
+    details: dict[str, Any]  # Engine.info() in the engine process, when this frontend connected
+    # per device: None while healthy, else why it was taken out, as of the engine's latest frame
+    device_reasons: Callable[[], tuple[str | None, ...]] = _no_devices
 
     def info(self) -> dict[str, Any]:
-        return self.details
+        """The model's description, each device's health as the engine process has it now."""
+        devices, reasons = self.details.get("devices", []), self.device_reasons()
+        if len(reasons) != len(devices):
+            return self.details  # no status from the engine yet
+        current = [{**d, "healthy": r is None, "reason": r} for d, r in zip(devices, reasons, strict=True)]
+        return {**self.details, "devices": current}
 
 
 class RemoteScheduler(Submitter):
@@ -180,11 +191,22 @@ class RemoteScheduler(Submitter):
         self.index, self.name, self.client, self.admission = index, model.name, client, admission
         self.tokenize_pool = tokenize_pool
         self._tasks = TaskBuilder(model.spec, model.tokenizer, model.settings)
-        self.view = ModelView(model.spec, model.tokenizer, model.settings, self._tasks.max_length, model.info)
+        self.view = ModelView(
+            model.spec,
+            model.tokenizer,
+            model.settings,
+            self._tasks.max_length,
+            model.info,
+            self._device_reasons,
+        )
 
     @property
     def tasks(self) -> TaskBuilder:
         return self._tasks
+
+    def _device_reasons(self) -> tuple[str | None, ...]:
+        devices = self.client.status.devices
+        return devices[self.index] if self.index < len(devices) else ()
 
     @property
     def alive(self) -> bool:

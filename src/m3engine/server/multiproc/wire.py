@@ -3,7 +3,9 @@
 A frame is an 8-byte length, then one pickle (protocol 5): each side sends everything it has for the
 other once per event-loop tick, so one forward pass answers all of a frontend's jobs in it with one
 write. Every frame from the engine is `(status, messages)`: its `EngineStatus` (throughput for
-Retry-After, which workers are alive) rides along, so readiness needs no polling.
+Retry-After, which workers are alive, which devices of --devices are taken out) rides along, so
+readiness and every frontend's /info need no polling. The engine sends a frame with its results and
+at least every half second.
 
 The messages of every request are plain tuples tagged by an int, and arrays travel as bytes:
 pickling a NamedTuple, a dataclass or an ndarray runs Python code (or a reduce protocol) per object
@@ -57,6 +59,9 @@ class EngineStatus(NamedTuple):
     tokens_per_s: float  # recent throughput of all models, for Retry-After
     alive: tuple[bool, ...]  # per model: its worker runs
     stopping: bool  # the engine is shutting down
+    # per model, per device of --devices: None while healthy, else why it was taken out (the
+    # `reason` of DeviceHealth); a tuple of Nones costs a frame a few bytes
+    devices: tuple[tuple[str | None, ...], ...] = ()
 
 
 # ---- heads and outputs ------------------------------------------------------------------------
