@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import PurePath
 
 from m3engine.errors import InputError
@@ -66,6 +67,13 @@ def _output_kind(output: str | None) -> str | None:
     return "parquet" if output.lower().endswith(".parquet") else "file"
 
 
+def _absolute(path: str) -> str:
+    """A local path as the driver means it: Ray workers resolve paths in their own directory."""
+    if "://" in path:
+        return path
+    return os.path.abspath(path) + ("/" if path.endswith("/") else "")
+
+
 def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
     from m3engine.distributed.corpus import CorpusJob, run
 
@@ -86,8 +94,8 @@ def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
         )
     settings: EngineSettings = from_sources(EngineSettings, vars(args))
     job = CorpusJob(
-        source,
-        args.output,
+        _absolute(source),
+        _absolute(args.output),
         options,
         settings,
         text_field=args.field,
