@@ -122,3 +122,20 @@ def test_the_cli_routes_parquet_to_the_job_and_refuses_what_it_cannot_write(
         main(["embed", str(tmp_path / "empty.jsonl"), "--output", str(tmp_path / "d.parquet"), *model]) == 2
     )
     assert "has no rows" in capsys.readouterr().err and not (tmp_path / ".d.parquet.parts").exists()
+
+
+def test_a_folder_input_leaves_its_txt_files_out(tmp_path: Path) -> None:
+    """A folder's .txt files (a README) are not texts to embed; a .txt file named alone is."""
+    from m3engine.distributed.job import CorpusJob, input_files
+    from m3engine.errors import InputError
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.jsonl").write_text('{"id": 1, "text": "x"}\n')
+    (tmp_path / "data" / "README.txt").write_text("not a corpus\n")
+    _, files = input_files(CorpusJob(str(tmp_path / "data"), str(tmp_path / "out")))
+    assert [Path(p).name for p, _ in files] == ["a.jsonl"]
+    _, files = input_files(CorpusJob(str(tmp_path / "data" / "README.txt"), str(tmp_path / "out")))
+    assert [fmt for _, fmt in files] == ["txt"]
+    (tmp_path / "data" / "a.jsonl").unlink()
+    with pytest.raises(InputError, match="glob"):
+        input_files(CorpusJob(str(tmp_path / "data"), str(tmp_path / "out")))

@@ -94,10 +94,15 @@ def input_files(job: CorpusJob) -> tuple[pafs.FileSystem, list[tuple[str, str]]]
             paths = [path]
         else:
             infos = fs.get_file_info(pafs.FileSelector(path, recursive=True))
-            paths = [i.path for i in infos if i.is_file]
+            # a folder's .txt files (a README, notes) are not taken for texts to embed: name a .txt
+            # file, or a glob of them, for that
+            paths = [i.path for i in infos if i.is_file and _format(i.path) != "txt"]
     files = sorted((p, _format(p)) for p in paths if _format(p))
     if not files:
-        raise InputError(f"no .jsonl, .parquet or .txt file in {job.input!r}")
+        raise InputError(
+            f"no .jsonl or .parquet file in {job.input!r} (a folder's .txt files are left out: "
+            "name a .txt file, or a glob such as DIR/*.txt)"
+        )
     return fs, [(p, f) for p, f in files if f]
 
 
