@@ -13,6 +13,7 @@ runs earlier batches, each batch launched before the one before it is collected.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -61,12 +62,15 @@ class Engine:
         *,
         backends: Sequence[Backend] = (),
         precision: Verdict | None = None,
+        fallback: Backend | None = None,
     ):
         """`backends`: one per device of `--devices` (the first is `backend`); default: `backend` alone.
 
-        `precision`: the accuracy gate's verdict when a reduced precision (fp8) was asked for."""
+        `precision`: the accuracy gate's verdict when a reduced precision (fp8) was asked for.
+        `fallback`: the standby backend of `--fallback` (the server's scheduler feeds it while no
+        device of `backends` can take batches; scheduling/fallback.py)."""
         self.spec, self.tokenizer, self.backend, self.settings = spec, tokenizer, backend, settings
-        self.precision = precision
+        self.precision, self.fallback = precision, fallback
         self.backends = list(backends) or [backend]
         self.health = DeviceHealth.of(self.backends)
         # One device keeps the plain path (no dispatch thread); several share the bulk work.
@@ -86,6 +90,7 @@ class Engine:
 
     @classmethod
     def from_settings(cls, settings: EngineSettings) -> Engine:
+        settings.check()
         path = resolve_model_path(settings.model, revision=settings.revision)
         kind = ModelKind.parse(settings.kind) if settings.kind else None
         spec = inspect_model(path, name=settings.model, kind=kind)
@@ -105,7 +110,15 @@ class Engine:
                 backends.append(backend)
                 continue
             backends.append(make(name, verdict.served if verdict is not None else dtype))
-        engine = cls(spec, tokenizer, backends[0], settings, backends=backends, precision=verdict)
+        fallback: Backend | None = None
+        if settings.fallback_device is not None:  # the path `auto` picks there, whatever --backend says
+            device = settings.fallback_device
+            name = resolve_backend("auto", device)
+            dtype = resolve_dtype("auto", device, name, spec.is_cross_encoder)
+            fallback = create_backend(name, spec=spec, tokens=tokens, device=device, dtype=dtype)
+        engine = cls(
+            spec, tokenizer, backends[0], settings, backends=backends, precision=verdict, fallback=fallback
+        )
         if settings.warmup:
             engine.warmup()
         return engine
@@ -122,6 +135,9 @@ class Engine:
         self.tokenizer.encode(["warm up"] * 8, max_length=16)  # the Rust tokenizer's thread pool starts
         for backend in self.backends:
             backend.warmup(self.limits)
+        if self.fallback is not None:  # the batches its worker forms: its own budget
+            budget = self.settings.fallback_batch_tokens
+            self.fallback.warmup(dataclasses.replace(self.limits, max_tokens=budget))
         log.info(
             "warmed up",
             extra={"model": self.spec.name, "seconds": round(time.perf_counter() - start, 2)},
@@ -151,6 +167,7 @@ class Engine:
                 {**health, "backend": b.info.name, "dtype": b.info.dtype}
                 for health, b in zip(self.health.describe(), self.backends, strict=True)
             ],
+            "fallback": None if self.fallback is None else _describe(self.fallback),
         }
 
     # ---- tasks: options built once (options.py), the task by TaskBuilder, run here ------------
@@ -285,3 +302,7 @@ class Engine:
     @property
     def _in_flight(self) -> int:
         return 1 if self._pool is None else self._pool.depth
+
+
+def _describe(backend: Backend) -> dict[str, str]:
+    return {"backend": backend.info.name, "device": backend.info.device, "dtype": backend.info.dtype}

@@ -79,6 +79,16 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        # --fallback: what the standby backend ran while the primary could not (scheduling/fallback.py)
+        self.fallback_batches = Counter(
+            "m3engine_fallback_batches", "Forward passes run by the --fallback backend", ["model"], registry=r
+        )
+        self.fallback_sequences = Counter(
+            "m3engine_fallback_sequences",
+            "Texts (or pairs) run by the --fallback backend",
+            ["model"],
+            registry=r,
+        )
         self.batch_failures = Counter(
             "m3engine_batch_failures", "Forward passes that failed, by error label", ["error"], registry=r
         )

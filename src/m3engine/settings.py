@@ -76,10 +76,46 @@ class EngineSettings:
         "memory pools with the largest batch (so an out-of-memory shows at start). CUDA only; "
         "--no-warmup starts sooner and the first batches of each shape pay instead.",
     )
+    fallback: str | None = _opt(
+        None,
+        "cpu: the server keeps a CPU copy of the model ready (its fastest CPU path, as --backend auto "
+        "and --dtype auto pick it on the CPU) and sends batches to it while no device of --device / "
+        "--devices is healthy or the queue waits past --fallback-after-s; /ready and /info then say "
+        "degraded. Default: none.",
+    )
+    fallback_after_s: float = _opt(
+        5.0,
+        "With --fallback: once the oldest queued text has waited this long, the fallback takes "
+        "batches too (the primary is stuck or overloaded).",
+    )
+    fallback_batch_tokens: int = _opt(
+        2048,
+        "With --fallback: the token budget of one forward pass on the fallback (a CPU pass of "
+        "--max-batch-tokens would hold its requests for seconds).",
+    )
+    device_probe_s: float = _opt(
+        5.0,
+        "Seconds between checks of a device taken out after a device error (--devices, --fallback): "
+        "a one-text forward pass; the device takes batches again once one succeeds.",
+    )
 
     def public(self) -> dict[str, Any]:
         """The settings as shown in /info and logs, secrets redacted."""
         return redacted(self)
+
+    def check(self) -> None:
+        """Refuse settings that cannot run (InputError), before any weights load."""
+        if (self.fallback or "none").strip().lower() not in ("none", "cpu"):
+            raise InputError(f"--fallback takes cpu or none; got {self.fallback!r}")
+        for name in ("fallback_after_s", "fallback_batch_tokens", "device_probe_s"):
+            if not getattr(self, name) > 0:
+                raise InputError(f"--{name.replace('_', '-')} must be > 0")
+
+    @property
+    def fallback_device(self) -> str | None:
+        """The device of --fallback's standby backend; None without one."""
+        chosen = (self.fallback or "none").strip().lower()
+        return None if chosen == "none" else chosen
 
 
 def redacted(settings: Any) -> dict[str, Any]:

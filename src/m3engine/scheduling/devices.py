@@ -72,6 +72,12 @@ class DeviceHealth:
             self.reasons[index] = f"{type(error).__name__}: {str(error)[:200]}"
             log.error("device taken out", extra={"device": self.labels[index], "error": self.reasons[index]})
 
+    def bring_back(self, index: int) -> None:
+        """A forward pass succeeded on a device taken out (scheduling/fallback.py's probe)."""
+        if not self.healthy[index]:
+            self.healthy[index], self.reasons[index] = True, None
+            log.warning("device back", extra={"device": self.labels[index]})
+
     @property
     def any_healthy(self) -> bool:
         return any(self.healthy)

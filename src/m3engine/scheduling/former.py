@@ -110,6 +110,17 @@ class BatchFormer:
     def pending(self) -> int:
         return len(self.short) + len(self.long)
 
+    def waited(self, now: float) -> float:
+        """Seconds the oldest pending sequence has waited (0 when none): each lane is in arrival order,
+        with requeued items (older still) at its head; done jobs at a head are dropped here."""
+        oldest = now
+        for lane in (self.short, self.long):
+            while lane and lane[0].job.future.done():
+                del lane[0]
+            if lane:
+                oldest = min(oldest, lane[0].job.enqueued_at)
+        return now - oldest
+
     def expired(self, now: float) -> list[Job]:
         """Jobs past their deadline that have not started; their items are removed."""
         jobs = {id(it.job): it.job for lane in (self.short, self.long) for it in lane}
@@ -120,8 +131,15 @@ class BatchFormer:
             self.long = [it for it in self.long if id(it.job) not in dead]
         return late
 
-    def next_batch(self) -> list[Item]:
-        """The next batch to run (empty when nothing is pending); done jobs' items are discarded."""
+    def next_batch(self, max_tokens: int | None = None, padded: bool | None = None) -> list[Item]:
+        """The next batch to run (empty when nothing is pending); done jobs' items are discarded.
+
+        `max_tokens` and `padded`: the budget of the worker that asks, when not the former's own (a
+        fallback on another kind of device, scheduling/fallback.py)."""
+        budget = (
+            self.max_tokens if max_tokens is None else max_tokens,
+            self.padded if padded is None else padded,
+        )
         self.short = [it for it in self.short if not it.job.future.done()]
         self.long = [it for it in self.long if not it.job.future.done()]
         if self.short and self.long:
@@ -131,16 +149,16 @@ class BatchFormer:
             lane = self.short or self.long
         if not lane:
             return []
-        if self._fits_whole(lane):  # the usual case under load: no sorting, no second pass
+        if self._fits_whole(lane, *budget):  # the usual case under load: no sorting, no second pass
             chosen = lane[:]
             lane.clear()
             return chosen
-        chosen = self._fill(lane)
+        chosen = self._fill(lane, *budget)
         taken = {id(it) for it in chosen}
         lane[:] = [it for it in lane if id(it) not in taken]
         return chosen
 
-    def _fits_whole(self, lane: list[Item]) -> bool:
+    def _fits_whole(self, lane: list[Item], max_tokens: int, padded: bool) -> bool:
         """Whether the whole lane is one batch: within the size, the tokens, and of one head request,
         so `_fill` would choose every item of it anyway."""
         if len(lane) > self.max_size:
@@ -149,9 +167,9 @@ class BatchFormer:
         if any(it.job.heads is not heads and it.job.heads != heads for it in lane):
             return False
         lengths = [it.length for it in lane]
-        return batch_cost(max(lengths), len(lengths), sum(lengths), self.padded) <= self.max_tokens
+        return batch_cost(max(lengths), len(lengths), sum(lengths), padded) <= max_tokens
 
-    def _fill(self, lane: list[Item]) -> list[Item]:
+    def _fill(self, lane: list[Item], max_tokens: int, padded: bool) -> list[Item]:
         seed = lane[0]
         heads = seed.job.heads
         window = [it for it in lane[1:WINDOW] if it.job.heads is heads or it.job.heads == heads]
@@ -161,7 +179,7 @@ class BatchFormer:
             if len(chosen) >= self.max_size:
                 break
             width = max(longest, it.length)
-            if batch_cost(width, len(chosen) + 1, total + it.length, self.padded) > self.max_tokens:
+            if batch_cost(width, len(chosen) + 1, total + it.length, padded) > max_tokens:
                 continue  # a shorter item further on may still fit
             chosen.append(it)
             longest, total = width, total + it.length

@@ -8,7 +8,9 @@ Admission is decided before tokenization, from an upper bound on the tokens (see
 With several devices (`--devices`), one worker per device pulls batches from the one former: a
 device takes the next batch as soon as it has room, so the least-loaded device gets it. A batch
 that fails with a device error takes its device out and goes back to the head of the queue, once,
-for the other devices; the scheduler is alive while one worker is.
+for the other devices; the scheduler is alive while one worker is. A device taken out is probed
+every --device-probe-s and takes batches again once it answers. With `--fallback cpu` a standby
+worker on the CPU backend takes batches while no device can (scheduling/fallback.py).
 
 Tokenization runs in a thread pool (the Rust tokenizer releases the GIL), so it overlaps the forward
 pass of earlier batches. Cancelling the awaiting coroutine (a disconnected client) releases the
@@ -30,8 +32,9 @@ from m3engine.metrics import Metrics
 from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission
 from m3engine.scheduling.devices import DeviceHealth, is_device_error
+from m3engine.scheduling.fallback import Standby, probe_until_back
 from m3engine.scheduling.former import BatchFormer, Item, Job
-from m3engine.scheduling.submitter import Submitter
+from m3engine.scheduling.submitter import PRIMARY, Serving, Submitter
 from m3engine.scheduling.timings import Timings
 from m3engine.scheduling.worker import Worker, _deadline_message
 from m3engine.settings import EngineSettings
@@ -46,6 +49,7 @@ class Model(Protocol):
     settings: EngineSettings
     backend: Backend
     backends: list[Backend]  # one per device; backends[0] is `backend`
+    fallback: Backend | None  # --fallback's standby backend
     health: DeviceHealth
     tasks: TaskBuilder
     max_length: int
@@ -82,12 +86,23 @@ class Scheduler(Submitter):
         ]
         self.worker = self.workers[0]
         self._healthy = [metrics.device_healthy.labels(model=name, device=w.device) for w in self.workers]
+        self.standby: Worker | None = None
+        self._rule: Standby | None = None
+        if engine.fallback is not None:
+            label = f"{engine.fallback.info.device}-fallback"
+            self.standby = Worker(name, engine.fallback, self.former, metrics, device=label, standby=True)
+            self._rule = Standby(self.workers, self.former, self.health, s.fallback_after_s)
+            self.standby.hold, self.standby.batch_tokens = self._rule.hold, s.fallback_batch_tokens
+            self.standby.on_tokens = self._observe_throughput
+            self.standby.on_death = self._worker_died
+            self.standby.failover = self._failover
         for index, worker in enumerate(self.workers):
             worker.on_tokens = self._observe_throughput
             worker.on_death = self._worker_died
-            if len(self.workers) > 1:
+            if len(self.workers) > 1 or self.standby is not None:
                 worker.failover = self._failover
             self._healthy[index].set(1 if self.health.healthy[index] else 0)
+        self._probes: set[asyncio.Task[None]] = set()  # devices taken out, tried again (fallback.py)
         self.on_death: Callable[[], None] | None = None  # the last worker stopped
 
     @property
@@ -96,16 +111,24 @@ class Scheduler(Submitter):
 
     @property
     def alive(self) -> bool:
-        return any(w.alive for w in self.workers)
+        return any(w.alive for w in self.workers) or (self.standby is not None and self.standby.alive)
+
+    @property
+    def serving(self) -> Serving:
+        return PRIMARY if self._rule is None else self._rule.serving()
 
     async def start(self) -> None:
         """Start the workers (the engine warmed its backends up at load: EngineSettings.warmup)."""
         for index, worker in enumerate(self.workers):
             if self.health.healthy[index]:
                 worker.start()
+        if self.standby is not None:
+            self.standby.start()
 
     async def stop(self) -> None:
-        for worker in self.workers:
+        for probe in self._probes:
+            probe.cancel()
+        for worker in [*self.workers, *([self.standby] if self.standby else [])]:
             await worker.stop()
 
     def _worker_died(self) -> None:
@@ -118,13 +141,16 @@ class Scheduler(Submitter):
         died = not worker.alive  # the worker loop itself ended
         if not died and not is_device_error(error):
             return None  # the batch's own fault: it would fail on any device
-        index = self.workers.index(worker)
         others = [w for w in self.workers if w is not worker and w.alive]
-        if not others:
-            return None
-        worker.alive = False
-        self.health.take_out(index, error)
-        self._healthy[index].set(0)
+        if worker is self.standby:  # its own device errors fail its batch; its death leaves the queue
+            if not died or not others:
+                return None
+        else:
+            if self.standby is not None and self.standby.alive:
+                others.append(self.standby)
+            if not others:
+                return None
+            self._take_out(worker, error, probe=not died)
         again = [it for it in batch if not it.job.done and it.retried]  # failed on two devices: fails
         retry = [it for it in batch if not it.job.done and not it.retried]
         for item in retry:
@@ -137,6 +163,29 @@ class Scheduler(Submitter):
         for other in others:
             other.wake()
         return again
+
+    def _take_out(self, worker: Worker, error: BaseException, probe: bool) -> None:
+        index = self.workers.index(worker)
+        worker.alive = False
+        worker.wake()  # a loop waiting for work ends now, not at the next request
+        self.health.take_out(index, error)
+        self._healthy[index].set(0)
+        if probe:  # a device error: the device may come back
+            task = asyncio.get_running_loop().create_task(self._bring_back(index))
+            self._probes.add(task)
+            task.add_done_callback(self._probes.discard)
+
+    async def _bring_back(self, index: int) -> None:
+        """Probe a device taken out until it answers, then let its worker take batches again."""
+        worker = self.workers[index]
+        heads = self.engine.tasks.head_requests()[0]  # the one that runs every head
+        await probe_until_back(worker, heads, self.engine.settings.device_probe_s)
+        self.health.bring_back(index)
+        self._healthy[index].set(1)
+        worker.start()
+        worker.wake()
+        if self.standby is not None:
+            self.standby.wake()  # back to waiting on the queue-wait rule
 
     async def run(self, task: Prepared[Any], deadline: float, timings: Timings) -> Any:
         future: asyncio.Future[BatchOutputs] = asyncio.get_running_loop().create_future()
@@ -158,6 +207,9 @@ class Scheduler(Submitter):
         self.former.add(job)
         for worker in self.workers:
             worker.wake()
+        # while a primary serves, the standby wakes on its own timer (fallback.py), not per request
+        if self.standby is not None and not any(w.alive for w in self.workers):
+            self.standby.wake()
 
     async def _wait(self, job: Job, future: asyncio.Future[BatchOutputs], deadline: float) -> BatchOutputs:
         try:

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from m3engine.scheduling.admission import Admission, AnswerHold, admitted
 from m3engine.scheduling.timings import Timings
@@ -22,6 +22,16 @@ from m3engine.tasks.builder import Prepared, TaskBuilder
 
 R = TypeVar("R")
 Prepare = Callable[[TaskBuilder], Prepared[R]]  # validate and tokenize one request's task
+
+
+class Serving(NamedTuple):
+    """Who runs a model's batches now, as /ready and /info show it (scheduling/fallback.py)."""
+
+    by: str  # "primary", "fallback", or "primary+fallback" (the queue waits past --fallback-after-s)
+    degraded: str | None  # why the fallback takes batches; None while the primary serves alone
+
+
+PRIMARY = Serving("primary", None)
 
 
 class Submitter(ABC):
@@ -36,6 +46,11 @@ class Submitter(ABC):
     @property
     @abstractmethod
     def alive(self) -> bool: ...
+
+    @property
+    def serving(self) -> Serving:
+        """Who runs this model's batches now; the primary alone unless a --fallback serves."""
+        return PRIMARY
 
     @abstractmethod
     async def start(self) -> None: ...

@@ -14,12 +14,15 @@ Failure policy, per batch:
 
 With several devices (`--devices`), one worker per device pulls from the one former, and `failover`
 (set by the scheduler) gets a batch whose device failed, or the batches of a worker that died: the
-other workers take them over, and only what cannot be retried fails (see scheduler.py).
+other workers take them over, and only what cannot be retried fails (see scheduler.py). The worker
+of `--fallback` is a standby: `hold` keeps it from taking batches while the primary serves alone, and
+it forms its batches under its own token budget (scheduling/fallback.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -39,7 +42,7 @@ from m3engine.metrics import Metrics
 from m3engine.scheduling.former import BatchFormer, Item, Job
 from m3engine.scheduling.forward_thread import ForwardThread
 from m3engine.tasks import postprocess
-from m3engine.types import BatchOutputs, PackedBatch
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch
 
 # (worker, items of its failed batch, the error) -> the items to fail here, or None: no other device
 # can take them, the single-device policy applies.
@@ -68,7 +71,14 @@ def select_rows(out: BatchOutputs, rows: list[int]) -> BatchOutputs:
 
 class Worker:
     def __init__(
-        self, name: str, backend: Backend, former: BatchFormer, metrics: Metrics, device: str | None = None
+        self,
+        name: str,
+        backend: Backend,
+        former: BatchFormer,
+        metrics: Metrics,
+        device: str | None = None,
+        *,
+        standby: bool = False,
     ) -> None:
         self.name, self.backend, self.former, self.metrics = name, backend, former, metrics
         self.device = device or backend.info.device
@@ -86,13 +96,30 @@ class Worker:
         self._tokens = metrics.tokens.labels(model=name)
         self._device_tokens = metrics.device_tokens.labels(model=name, device=self.device)
         self._depth_shown = -1
+        # A standby (the fallback) counts what it serves, and takes batches only while `hold`
+        # returns 0; else it looks again after the seconds returned, or when woken.
+        self._served = (
+            (metrics.fallback_batches.labels(model=name), metrics.fallback_sequences.labels(model=name))
+            if standby
+            else None
+        )
+        self.hold: Callable[[], float] | None = None
+        self.batch_tokens: int | None = None  # a batch budget of its own; None: the former's
         self.on_tokens: Callable[[int, float], None] | None = None  # (tokens, seconds) per batch
         self.on_death: Callable[[], None] | None = None  # e.g. make the process exit, to be restarted
         self.failover: Failover | None = None
 
     def start(self) -> None:
+        """Start the loop, or restart it once its device is back (a loop that has not ended yet, still
+        waiting to be woken, simply carries on)."""
         self.alive = True
-        self._task = asyncio.get_running_loop().create_task(self._supervise(), name=f"worker-{self.name}")
+        if self._task is None or self._task.done():
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._supervise(), name=f"worker-{self.name}")
+
+    async def probe(self, batch: PackedBatch, heads: HeadRequest) -> None:
+        """One forward pass on the launch thread, while the loop is stopped (scheduling/fallback.py)."""
+        await self._launcher.run(self.backend.forward, batch, heads)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -142,9 +169,15 @@ class Worker:
         while self.alive:  # False once its device is taken out (scheduler.py's failover)
             if self._fatal is not None:
                 raise self._fatal
+            if self.hold is not None and (wait := self.hold()) > 0:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake.wait()
+                continue
             for job in self.former.expired(time.monotonic()):
                 job.future.set_exception(DeadlineExceededError(_deadline_message()))
-            batch = self.former.next_batch()
+            batch = self.former.next_batch(self.batch_tokens, self.backend.info.padded)
             if self.former.pending != self._depth_shown:  # a gauge write is an mmap write here
                 self._depth_shown = self.former.pending
                 self._queue_depth.set(self._depth_shown)
@@ -195,6 +228,9 @@ class Worker:
         self.metrics.batch_tokens.observe(packed.num_tokens)
         self._tokens.inc(packed.num_tokens)
         self._device_tokens.inc(packed.num_tokens)
+        if self._served is not None:
+            self._served[0].inc()
+            self._served[1].inc(packed.num_seqs)
         if self.on_tokens is not None:
             self.on_tokens(packed.num_tokens, elapsed)
         self._fan_out(batch, out, elapsed)

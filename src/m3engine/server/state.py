@@ -143,6 +143,11 @@ class ServerState:
         dead = [m.name for m in self.models if not m.scheduler.alive]
         return f"worker stopped or unreachable for {', '.join(dead)}" if dead else None
 
+    def degraded(self) -> str | None:
+        """Why some model runs on its --fallback now; None while each runs on its primary alone."""
+        reasons = [f"{m.name}: {why}" for m in self.models if (why := m.scheduler.serving.degraded)]
+        return "; ".join(reasons) or None
+
     def resolve(self, requested: str | None, task: str) -> ServedModel:
         """The model a request names (or the default one for its task), checked to support the task."""
         if self.draining:

@@ -25,7 +25,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from m3engine.errors import BackendError, DeadlineExceededError, M3EngineError, NotReadyError
 from m3engine.metrics import Metrics
@@ -95,11 +95,12 @@ class EngineService:
         models = [ModelDescription(e.spec.name, e.spec, e.settings, e.info(), e.tokenizer) for e in engines]
         return cls(schedulers, models, admission, metrics)
 
-    def status(self) -> tuple[float, tuple[bool, ...], bool, tuple[tuple[str | None, ...], ...]]:
+    def status(self) -> tuple[Any, ...]:
         """An `EngineStatus`, as the plain tuple that goes in every frame."""
         alive = tuple(s.alive for s in self.schedulers)
         devices = tuple(tuple(s.health.reasons) for s in self.schedulers)
-        return self.admission.tokens_per_s, alive, self.stopping, devices
+        serving = tuple((now.by, now.degraded) for now in (s.serving for s in self.schedulers))
+        return self.admission.tokens_per_s, alive, self.stopping, devices, serving
 
     @property
     def ready(self) -> bool:

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar, cast
 from m3engine.errors import NotReadyError
 from m3engine.models.spec import ModelSpec
 from m3engine.scheduling.admission import Admission
-from m3engine.scheduling.submitter import Submitter
+from m3engine.scheduling.submitter import PRIMARY, Serving, Submitter
 from m3engine.scheduling.timings import Timings
 from m3engine.server.multiproc.wire import (
     CANCEL,
@@ -212,6 +212,12 @@ class RemoteScheduler(Submitter):
     def alive(self) -> bool:
         status = self.client.status
         return self.client.connected and not status.stopping and status.alive[self.index]
+
+    @property
+    def serving(self) -> Serving:
+        """As the engine process's scheduler said in its latest frame."""
+        known = self.client.status.serving
+        return Serving(*known[self.index]) if self.index < len(known) else PRIMARY
 
     async def start(self) -> None:
         """Nothing to start: the engine process warmed the model up before this frontend existed."""

@@ -62,6 +62,7 @@ class EngineStatus(NamedTuple):
     # per model, per device of --devices: None while healthy, else why it was taken out (the
     # `reason` of DeviceHealth); a tuple of Nones costs a frame a few bytes
     devices: tuple[tuple[str | None, ...], ...] = ()
+    serving: tuple[tuple[str, str | None], ...] = ()  # per model: its `Serving` as a plain tuple
 
 
 # ---- heads and outputs ------------------------------------------------------------------------

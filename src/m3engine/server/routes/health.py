@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from m3engine.errors import NotReadyError
 from m3engine.server.runtime import loop_name
+from m3engine.server.state import ServedModel
 from m3engine.server.submit import server_state
 from m3engine.version import __version__
 
@@ -22,11 +23,15 @@ async def live() -> dict[str, str]:
     return {"status": "live"}
 
 
-@router.get("/ready", summary="Readiness: warmed up, every worker alive, not draining")
+@router.get("/ready", summary="Readiness: warmed up, a worker alive per model, not draining")
 async def ready(request: Request) -> JSONResponse:
+    """200 `ready`; 200 `degraded` while a model's --fallback takes batches (the reason says why)."""
     state = server_state(request)
     state.metrics.ready.set(1 if state.ready else 0)
     if state.ready:
+        degraded = state.degraded()
+        if degraded is not None:
+            return JSONResponse({"status": "degraded", "reason": degraded})
         return JSONResponse({"status": "ready"})
     return JSONResponse({"status": "not ready", "reason": state.not_ready_reason()}, status_code=503)
 
@@ -66,13 +71,18 @@ async def info(request: Request) -> dict[str, object]:
         "frontend": None
         if state.frontend is None
         else {"index": state.frontend, "of": state.settings.frontends, "pid": os.getpid()},
-        "models": [
-            {
-                **m.engine.info(),
-                "served_name": m.name,
-                "served_names": list(m.names),
-                "engine_settings": m.engine.settings.public(),
-            }
-            for m in state.models
-        ],
+        "degraded": state.degraded(),  # why a --fallback serves; None while no model needs one
+        "models": [_model_info(m) for m in state.models],
+    }
+
+
+def _model_info(model: ServedModel) -> dict[str, object]:
+    serving = model.scheduler.serving
+    return {
+        **model.engine.info(),
+        "serving": serving.by,  # primary, fallback, or primary+fallback
+        "degraded": serving.degraded,
+        "served_name": model.name,
+        "served_names": list(model.names),
+        "engine_settings": model.engine.settings.public(),
     }
