@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from m3engine.errors import InputError
+from m3engine.errors import BackendUnavailableError, InputError
 
 if TYPE_CHECKING:
     import torch
@@ -30,8 +30,13 @@ def cuda_count(backend: str = "auto") -> int:
         from m3engine.backends.onnx_session import cuda_devices
 
         return cuda_devices()
-    import torch
-
+    try:
+        import torch
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"backend {backend!r} runs on torch, which is not installed: `pip install 'm3engine[torch]'`, "
+            "or serve an ONNX artifact of `m3engine build` with --backend onnx"
+        ) from error
     return int(torch.cuda.device_count())
 
 
