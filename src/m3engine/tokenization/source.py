@@ -28,7 +28,7 @@ FORMAT = "m3engine-tokenizer/1"
 
 @dataclass(frozen=True)
 class TokenizerParts:
-    rust: tokenizers.Tokenizer
+    rust: tokenizers.Tokenizer  # TextTokenizer's own: it reconfigures it
     pad_id: int
     special_ids: frozenset[int]  # the ids the sparse head drops
 
@@ -40,7 +40,8 @@ def parts_of(hf_tokenizer: Any) -> TokenizerParts:
     # anyway, and the reference keeps BERT's [SEP].
     ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, pad, hf_tokenizer.unk_token_id)
     return TokenizerParts(
-        rust=hf_tokenizer.backend_tokenizer,
+        # a copy: TextTokenizer turns truncation and padding off on it, which hf_tokenizer relies on
+        rust=tokenizers.Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str()),
         pad_id=int(pad if pad is not None else 0),
         special_ids=frozenset(int(i) for i in ids if i is not None),
     )
@@ -68,7 +69,8 @@ def write_parts(parts: TokenizerParts, directory: Path) -> Path:
         "format": FORMAT,
         "pad_id": parts.pad_id,
         "special_ids": sorted(parts.special_ids),
-        "tokenizer": json.loads(parts.rust.to_str()),
+        # as a string: loads as one value, and goes to Tokenizer.from_str as it is (no re-encoding)
+        "tokenizer": parts.rust.to_str(),
     }
     target = directory / FROZEN
     target.write_text(json.dumps(data, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -81,7 +83,7 @@ def _read_frozen(path: Path) -> TokenizerParts:
         if data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format')!r} is not {FORMAT!r}")
         return TokenizerParts(
-            rust=tokenizers.Tokenizer.from_str(json.dumps(data["tokenizer"])),
+            rust=tokenizers.Tokenizer.from_str(data["tokenizer"]),
             pad_id=int(data["pad_id"]),
             special_ids=frozenset(int(i) for i in data["special_ids"]),
         )

@@ -109,8 +109,8 @@ class TextTokenizer:
     """A model's tokenizer with the truncation policies above."""
 
     def __init__(self, parts: TokenizerParts) -> None:
-        # An independent copy with no truncation or padding configured: we cut ids ourselves.
-        self._tok = tokenizers.Tokenizer.from_str(parts.rust.to_str())
+        # No truncation or padding configured: we cut ids ourselves.
+        self._tok = parts.rust
         self._tok.no_truncation()
         self._tok.no_padding()
         self._post = self._tok.post_processor
