@@ -131,6 +131,10 @@ def test_an_install_without_torch_loads_and_serves_an_artifact(
     onnx_here = Engine.load(str(m3_artifact), backend="onnx", device="cpu")
     _assert_close(result["records"], onnx_here)  # and this install's onnx backend
 
+    # the torch backends (auto's choice) say what to install, instead of a traceback
+    auto = _run([str(light_venv / "m3engine"), "info", "--model", str(m3_artifact)], tmp_path, 120)
+    assert auto.returncode == 2 and "pip install 'm3engine[torch]'" in auto.stderr, auto.stderr
+
     port = free_port()
     cmd = [str(light_venv / "m3engine"), "serve", "--backend", "onnx", "--model", str(m3_artifact)]
     cmd += ["--port", str(port), "--log-level", "warning"]
