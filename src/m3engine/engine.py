@@ -98,7 +98,7 @@ class Engine:
         tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
         backends: list[Backend] = []  # one per device
         verdict: Verdict | None = None
-        for device in resolve_devices(settings.devices, settings.device):
+        for device in resolve_devices(settings.devices, settings.device, settings.backend):
             name = resolve_backend(settings.backend, device)
             dtype = resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder)
 

@@ -13,6 +13,7 @@ function are then set by `refresh()`, which each process calls on a timer.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
@@ -210,9 +211,9 @@ class Metrics:
 
 
 def _gpu_memory() -> float:
-    try:
-        import torch
-    except ImportError:
+    # torch only if a backend loaded it: a scrape must not import it into a server that runs without it
+    torch = sys.modules.get("torch")
+    if torch is None:
         return 0.0
     return float(torch.cuda.memory_allocated()) if torch.cuda.is_available() else 0.0
 

@@ -10,6 +10,8 @@ import pytest
 
 from m3engine import Engine
 from m3engine.backends.onnx_artifact import GRAPH, MANIFEST, ArtifactError
+from m3engine.errors import ModelError
+from m3engine.tokenization.source import FROZEN
 
 
 @pytest.fixture()
@@ -73,3 +75,17 @@ def test_an_unknown_manifest_format_is_refused(copy: Path) -> None:
 def test_a_precision_other_than_the_built_one_is_refused(copy: Path) -> None:
     with pytest.raises(ArtifactError, match="built for fp32, not fp16"):
         _load(copy, dtype="fp16")
+
+
+def test_a_manifest_with_another_colbert_width_is_refused(copy: Path) -> None:
+    manifest = json.loads((copy / MANIFEST).read_text())
+    manifest["model"]["colbert_dim"] += 8  # the graph's ColBERT rows keep their width
+    (copy / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="ColBERT rows are 32 wide, its manifest says 40"):
+        _load(copy)
+
+
+def test_an_unreadable_frozen_tokenizer_is_refused_with_the_rebuild(copy: Path) -> None:
+    (copy / FROZEN).write_text('{"format": "m3engine-tokenizer/1", "tokenizer": "{not json"}')
+    with pytest.raises(ModelError, match=f"{FROZEN} cannot be read.*m3engine build"):
+        _load(copy)

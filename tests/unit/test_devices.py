@@ -27,6 +27,14 @@ def test_device_names() -> None:
         resolve_devices("0,1", "auto")  # this machine has no GPU: the error says so
 
 
+def test_the_onnx_backend_asks_onnx_runtime_for_cuda_devices() -> None:
+    """Not torch (an install for ONNX artifacts has none): this onnxruntime is the CPU build."""
+    assert resolve_devices(None, "auto", "onnx") == ["cpu"]
+    assert resolve_devices("all", "auto", "onnx") == ["cpu"]
+    with pytest.raises(InputError, match="ONNX Runtime"):
+        resolve_devices(None, "cuda", "onnx")
+
+
 def test_device_errors_are_told_from_batch_errors() -> None:
     assert is_device_error(DeviceError("lost"))
     assert is_device_error(RuntimeError("CUDA error: an illegal memory access was encountered"))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from m3engine.models.heads import M3Heads, mean_pool, sparse_weights
+from m3engine.models.head_outputs import sparse_weights
+from m3engine.models.heads import M3Heads, mean_pool
 from m3engine.types import BatchOutputs, Encoded, HeadRequest, PackedBatch, SparseVector
 from tests.heads import run_heads
 

@@ -112,6 +112,7 @@ def test_no_cut_beside_a_character_the_normalizer_turns_into_a_space() -> None:
     from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
+    from m3engine.tokenization.source import parts_of
     from m3engine.tokenization.tokenizer import TextTokenizer
 
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3, "▁": 4, "▁alpha": 5, "▁beta": 6, "▁gamma.": 7}
@@ -127,7 +128,7 @@ def test_no_cut_beside_a_character_the_normalizer_turns_into_a_space() -> None:
         tokenizer_object=raw, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         cls_token="<s>", sep_token="</s>",
     )  # fmt: skip
-    tok = TextTokenizer(hf)
+    tok = TextTokenizer(parts_of(hf))
     tok.cores, tok.min_piece_chars = 64, 16
     text = ("alpha\u200b beta gamma. alpha " * 200).strip()
     expected = raw.encode(text).ids

@@ -1,38 +1,77 @@
-"""Device and dtype names as users write them, resolved to torch's."""
+"""Device, dtype and backend names as users write them, resolved.
+
+Nothing here imports torch at module level: the onnx backend resolves its names through this module
+in an install without torch (`pip install 'm3engine[onnx]'`), and asks ONNX Runtime and the NVIDIA
+driver which CUDA devices it can use; the torch backends ask torch.
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
-from m3engine.errors import InputError
+from m3engine.errors import BackendUnavailableError, InputError
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+if TYPE_CHECKING:
+    import torch
+
+DTYPES = ("fp32", "fp16", "bf16")  # the names a user writes; torch_dtype() gives torch's types
 
 
-def resolve_device(device: str) -> str:
+def torch_dtype(name: str) -> torch.dtype:
+    """torch's type for a name of DTYPES (the reference and fast backends)."""
+    import torch
+
+    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[name]
+
+
+def cuda_count(backend: str = "auto") -> int:
+    """The CUDA devices `backend` can run on: ONNX Runtime's for onnx, torch's for the others."""
+    if backend == "onnx":
+        from m3engine.backends.onnx_session import cuda_devices
+
+        return cuda_devices()
+    try:
+        import torch
+    except ImportError as error:
+        raise BackendUnavailableError(
+            f"backend {backend!r} runs on torch, which is not installed: `pip install 'm3engine[torch]'`, "
+            "or serve an ONNX artifact of `m3engine build` with --backend onnx"
+        ) from error
+    return int(torch.cuda.device_count())
+
+
+def _seer(backend: str) -> str:
+    if backend == "onnx":
+        return "ONNX Runtime (its CUDAExecutionProvider, `pip install onnxruntime-gpu`, and a CUDA driver)"
+    return "torch"
+
+
+def resolve_device(device: str, backend: str = "auto") -> str:
     kind, _, index = device.partition(":")
     if kind not in ("auto", "cpu", "cuda") or (index and not index.isdigit()) or (index and kind != "cuda"):
         raise InputError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu")
+        return "cuda" if cuda_count(backend) else "cpu"
+    if device.startswith("cuda") and not cuda_count(backend):
+        raise InputError(
+            f"device {device!r} asked for, but {_seer(backend)} sees no CUDA device; use --device cpu"
+        )
     return device
 
 
-def resolve_devices(devices: str | None, device: str) -> list[str]:
+def resolve_devices(devices: str | None, device: str, backend: str = "auto") -> list[str]:
     """The devices of `--devices` (see EngineSettings.devices): one engine runs on each."""
     if devices is None or not devices.strip():
-        return [resolve_device(device)]
+        return [resolve_device(device, backend)]
     if devices.strip() == "all":
-        count = torch.cuda.device_count()
+        count = cuda_count(backend)
         return [f"cuda:{i}" for i in range(count)] if count else ["cpu"]
     names = [part.strip() for part in devices.split(",") if part.strip()]
-    chosen = [resolve_device(f"cuda:{n}" if n.isdigit() else n) for n in names]
-    count = torch.cuda.device_count()
+    chosen = [resolve_device(f"cuda:{n}" if n.isdigit() else n, backend) for n in names]
+    count = cuda_count(backend) if any(name.startswith("cuda:") for name in chosen) else 0
     for name in chosen:
         if name.startswith("cuda:") and int(name[5:]) >= count:
-            raise InputError(f"--devices names {name}, but torch sees {count} CUDA device(s)")
+            raise InputError(f"--devices names {name}, but {_seer(backend)} sees {count} CUDA device(s)")
     return chosen
 
 

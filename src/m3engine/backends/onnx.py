@@ -2,11 +2,15 @@
 
 The graph holds the encoder and its heads (deploy/export.py): for BGE-M3 the CLS state (N, H), the
 per-token sparse weights relu(sparse_linear(h)) (N, L) and the L2-normalised ColBERT rows (N, L, D);
-for sentence embedders the pooled vector (N, H); for cross-encoders the logits (N, labels). What
-depends on the data's values stays on the host, shared with every backend (models/heads.py): the max
-per token id of the sparse weights, and the ColBERT split (each text's rows 1..len, CLS dropped, EOS
-kept). Batches are padded (info.padded: the scheduler budgets max_len * n tokens and sorts by length),
-so padded rows are dropped here with the attention mask.
+for sentence embedders the pooled vector (N, H); for cross-encoders the logits (N, labels). Batches
+are padded (info.padded: the scheduler budgets max_len * n tokens and sorts by length): the padded
+rows are dropped here with the attention mask, which leaves the packed rows every backend's heads
+give, and what depends on the data's values runs in the host code they share
+(models/head_outputs.py, numpy): the max per token id of the sparse weights, and the ColBERT split
+(each text's rows 1..len, CLS dropped, EOS kept).
+
+Nothing on this path imports torch: an install with onnxruntime, tokenizers and numpy loads and
+serves an artifact (`pip install 'm3engine[onnx]'`; tests/deploy/test_torch_free.py).
 
 The precision is the artifact's (fp32, fp16 or int8, its manifest.json); `dtype` only has to agree
 with it: fp32 (the CPU default) is accepted for any artifact, fp16 / bf16 must be what was built.
@@ -23,20 +27,9 @@ from m3engine.backends.base import Backend, BackendInfo, BatchLimits, Pending, R
 from m3engine.backends.onnx_artifact import GRAPH, ArtifactError, Manifest, verify
 from m3engine.backends.onnx_session import open_session
 from m3engine.errors import UnsupportedTaskError
-from m3engine.models.heads import sparse_weights
-from m3engine.models.kinds import COLBERT_FILE, ModelKind
+from m3engine.models.head_outputs import build_outputs
 from m3engine.models.spec import ModelSpec
-from m3engine.types import BatchOutputs, FloatArray, HeadRequest, PackedBatch, TokenIds
-
-
-def side_colbert_dim(spec: ModelSpec) -> int | None:
-    """The ColBERT head's output size from the directory's colbert_linear.pt (None if not BGE-M3)."""
-    if spec.kind is not ModelKind.BGE_M3:
-        return None
-    import torch  # the side file is a torch state dict; its shape is all that is read
-
-    state = torch.load(spec.path / COLBERT_FILE, map_location="cpu", weights_only=True)
-    return int(state["weight"].shape[0])
+from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 
 class OnnxRunner:
@@ -49,6 +42,11 @@ class OnnxRunner:
         self.session: Any = open_session(graph, device, threads)
         self.inputs = [i.name for i in self.session.get_inputs()]
         self.outputs = {o.name for o in self.session.get_outputs()}
+        # each output's last axis where the graph fixes it (None where it is dynamic)
+        self.widths = {
+            o.name: o.shape[-1] if o.shape and isinstance(o.shape[-1], int) else None
+            for o in self.session.get_outputs()
+        }
         self._pad_id = tokens.pad_id
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
 
@@ -76,19 +74,12 @@ class OnnxRunner:
         if not names:  # ONNX Runtime reads an empty list as "every output"
             return BatchOutputs()
         got = dict(zip(names, self.session.run(names, feeds), strict=True))
-        lengths = batch.lengths.tolist()
-        out = BatchOutputs()
+        real = mask.astype(bool)  # (N, L): the padded graph's rows -> the packed (T, ...) rows
+        packed: dict[str, np.ndarray] = {n: got[n][real] for n in ("sparse", "colbert") if n in got}
         if "dense" in got:
-            out.dense = np.asarray(got["dense"], dtype=np.float32)  # (N, H), unnormalised
-        if "sparse" in got:
-            token_weights = got["sparse"][mask.astype(bool)]  # (N, L) -> (T,) in packing order
-            out.sparse = sparse_weights(
-                token_weights, batch.input_ids, lengths, self._special, self.spec.vocab_size
-            )
-        if "colbert" in got:
-            rows: FloatArray = got["colbert"]  # (N, L, D), L2-normalised
-            out.colbert = [rows[i, 1:n] for i, n in enumerate(lengths)]  # (len_i - 1, D) each
-        return out
+            packed["dense"] = np.asarray(got["dense"], dtype=np.float32)  # (N, H), unnormalised
+        lengths = batch.lengths.tolist()
+        return build_outputs(packed, batch.input_ids, lengths, self._special, self.spec.vocab_size)
 
 
 class OnnxBackend(Backend):
@@ -96,8 +87,8 @@ class OnnxBackend(Backend):
 
     def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
         self.spec = spec
-        colbert_dim = side_colbert_dim(spec)
-        self.manifest: Manifest = verify(spec.path, spec, colbert_dim)
+        self.manifest: Manifest = verify(spec.path, spec)
+        colbert_dim = self.manifest.model.colbert_dim
         built = self.manifest.dtype
         if dtype != "fp32" and dtype != built:
             raise ArtifactError(
@@ -109,6 +100,12 @@ class OnnxBackend(Backend):
         missing = set(self.manifest.outputs) - self._runner.outputs
         if missing:
             raise ArtifactError(f"{spec.path / GRAPH} lacks the outputs {sorted(missing)} its manifest lists")
+        width = self._runner.widths.get("colbert")
+        if width is not None and width != colbert_dim:
+            raise ArtifactError(
+                f"{spec.path / GRAPH}: its ColBERT rows are {width} wide, its manifest says {colbert_dim}; "
+                "rebuild the artifact"
+            )
 
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
         # ONNX Runtime's run() returns when the batch is done: there is nothing to overlap with

@@ -5,6 +5,8 @@
 kind and limits are found exactly as for the source checkpoint) plus the graph and `manifest.json`:
 
     model.onnx (+ model.onnx.data)   the graph ONNX Runtime loads (optimized; int8 / fp16 when built so)
+    m3engine-tokenizer.json          the tokenizer and its special ids, read without transformers
+                                     (tokenization/source.py)
     manifest.json                    format, model facts, graph inputs/outputs, dtype, providers,
                                      tool versions, the source and its hash, validation result,
                                      and the sha256 of every file above
@@ -132,11 +134,11 @@ def read_manifest(root: Path) -> Manifest:
     return Manifest.from_json(data, path)
 
 
-def verify(root: Path, spec: ModelSpec, colbert_dim: int | None) -> Manifest:
+def verify(root: Path, spec: ModelSpec) -> Manifest:
     """The artifact's manifest, after checking every file's hash and the model facts.
 
-    `colbert_dim` is the source heads' output size as the directory's side files say (None if not
-    BGE-M3), so that a graph built with other heads is refused too.
+    The ColBERT width is the manifest's, read from colbert_linear.pt at build time: that file's hash
+    is checked with the others, so the load reads no torch file (an install without torch loads it).
     """
     manifest = read_manifest(root)
     listed = set(manifest.files)
@@ -155,7 +157,7 @@ def verify(root: Path, spec: ModelSpec, colbert_dim: int | None) -> Manifest:
             f"{root}: {changed} differ from the hashes in {MANIFEST} (corrupted, truncated or replaced "
             "after the build); rebuild the artifact with `m3engine build`"
         )
-    facts = ModelFacts.of(spec, colbert_dim)
+    facts = ModelFacts.of(spec, manifest.model.colbert_dim)
     if facts != manifest.model:
         diff = {
             k: (v, getattr(facts, k)) for k, v in asdict(manifest.model).items() if getattr(facts, k) != v

@@ -13,6 +13,7 @@ ONNX Runtime's own, quick, graph passes.
 
 from __future__ import annotations
 
+import ctypes
 import json
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,28 @@ def providers_for(device: str, root: Path, available: list[str]) -> list[Any]:
     chosen.append(("CUDAExecutionProvider", device_id))
     chosen.append("CPUExecutionProvider")
     return chosen
+
+
+def cuda_devices() -> int:
+    """CUDA devices ONNX Runtime can use: none without its CUDA provider, else the driver's count.
+
+    Asked of the driver itself (libcuda), not of torch, which an install for ONNX artifacts lacks;
+    the count honours CUDA_VISIBLE_DEVICES as torch's does.
+    """
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return 0
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return 0
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:  # no NVIDIA driver on this machine
+        return 0
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
 
 
 def open_session(graph: Path, device: str, threads: int | None = None) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import Backend, BackendInfo, Pending, Ready
-from m3engine.backends.choose import DTYPES
+from m3engine.backends.choose import torch_dtype
 from m3engine.backends.transfer import collect_heads
 from m3engine.models.heads import M3Heads, head_tensors
 from m3engine.models.kinds import ModelKind
@@ -28,7 +28,7 @@ class ReferenceBackend(Backend):
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
         auto = AutoModelForSequenceClassification if spec.is_cross_encoder else AutoModel
         model: Any = auto.from_pretrained(str(spec.path))
-        self._model = model.to(device=self._device, dtype=DTYPES[dtype]).eval()
+        self._model = model.to(device=self._device, dtype=torch_dtype(dtype)).eval()
         self._m3: M3Heads | None = None
         if spec.kind is ModelKind.BGE_M3:
             self._m3 = M3Heads.load(spec.path, spec.hidden_size).to(self._device).eval()

@@ -22,6 +22,14 @@ BACKENDS: dict[str, str] = {
     "onnx": "m3engine.backends.onnx:OnnxBackend",
 }
 
+# the extra that installs a missing module of a built-in backend (pyproject.toml)
+EXTRAS = {
+    "torch": "'m3engine[torch]'",
+    "transformers": "'m3engine[torch]'",
+    "safetensors": "'m3engine[torch]'",
+    "onnxruntime": "'m3engine[onnx]'",
+}
+
 
 def create_backend(name: str, **kwargs: Any) -> Backend:
     """The backend `name` (a key of BACKENDS, or "package.module:Factory") built with `kwargs`."""
@@ -49,8 +57,9 @@ def _factory(name: str, target: str) -> Any:
         missing = error.name or ""
         if missing and (module_name == missing or module_name.startswith(missing + ".")):
             raise InputError(f"backend {name!r}: no module named {missing!r} on the Python path") from error
+        package = EXTRAS.get(missing.split(".")[0], missing)
         raise BackendUnavailableError(
-            f"backend {name!r} needs {missing!r}, which is not installed; `pip install {missing}`"
+            f"backend {name!r} needs {missing!r}, which is not installed; `pip install {package}`"
         ) from error
     factory = getattr(module, attr, None)
     if not callable(factory):

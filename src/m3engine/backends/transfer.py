@@ -2,7 +2,7 @@
 
 A backend's `launch` (backends/base.py) queues a batch's device work and the device -> host copies of
 its head outputs, and returns a `PendingOutputs`: `result()` waits for the copies and builds the
-BatchOutputs on the host (models/heads.build_outputs). The engine launches batch i + 1 before it
+BatchOutputs on the host (models/head_outputs.build_outputs). The engine launches batch i + 1 before it
 collects batch i, so the host's share of a batch (staging the next one, building sparse vectors and
 ColBERT splits) runs while the device computes.
 
@@ -24,7 +24,7 @@ import torch
 
 from m3engine.backends import host_ring
 from m3engine.backends.host_ring import HostRing
-from m3engine.models.heads import build_outputs
+from m3engine.models.head_outputs import build_outputs
 from m3engine.types import BatchOutputs, IntArray
 
 Host = dict[str, np.ndarray]  # the copied tensors by name, as numpy arrays on the host

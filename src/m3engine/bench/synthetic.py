@@ -11,8 +11,10 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")  # ids 0..3, as in XLM-R
 
@@ -54,6 +56,8 @@ def _config(arch: Architecture, reranker: bool) -> dict[str, object]:
 
 
 def _state(arch: Architecture, reranker: bool, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    import torch
+
     def normal(*shape: int) -> torch.Tensor:
         return (torch.randn(*shape, generator=generator) * 0.02).half()
 
@@ -128,6 +132,8 @@ def build_synthetic(
     seed: int = 0,
 ) -> Path:
     """Write `model` (one of MODELS) into `directory`; returns it."""
+    # here, not at the top: the CLI imports this module for its choices, and torch-free installs too
+    import torch
     from safetensors.torch import save_file
 
     if model not in MODELS:

@@ -75,7 +75,13 @@ def _absolute(path: str) -> str:
 
 
 def cmd_corpus(args: argparse.Namespace, options: EmbedOptions) -> int:
-    from m3engine.distributed.corpus import CorpusJob, run
+    try:
+        from m3engine.distributed.corpus import CorpusJob, run
+    except ImportError as error:  # pyarrow, an extra: the corpus job's files are Parquet
+        raise InputError(
+            f"a corpus job (Parquet output) needs {error.name}, which is not installed: "
+            "`pip install 'm3engine[parquet]'`"
+        ) from None
 
     source = args.input_path or args.input
     if args.text:

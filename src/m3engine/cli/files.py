@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from m3engine.errors import InputError
 from m3engine.results import Embedding
@@ -35,21 +33,32 @@ def read_texts(path: Path, field: str = "text") -> list[str]:
     if suffix == ".jsonl":
         return list(_read_jsonl(path, field))
     if suffix == ".parquet":
-        try:
-            table = pq.read_table(path)
-        except (pa.ArrowException, OSError) as error:
-            raise InputError(f"{path} is not a readable Parquet file ({type(error).__name__})") from None
-        if field not in table.column_names:
-            raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
-        texts: list[str] = []
-        for row, value in enumerate(table.column(field).to_pylist()):
-            if not isinstance(value, str):
-                raise InputError(
-                    f"{path} row {row}: column {field!r} holds a {type(value).__name__}, not text"
-                )
-            texts.append(value)
-        return texts
+        return _read_parquet(path, field)
     raise InputError(f"cannot read {path.name}: use one of {', '.join(READ_SUFFIXES)}")
+
+
+def _read_parquet(path: Path, field: str) -> list[str]:
+    # pyarrow is an extra (`m3engine[parquet]`): imported here, so the other forms never need it
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InputError(
+            "reading .parquet needs pyarrow, which is not installed: `pip install 'm3engine[parquet]'`, "
+            "or give the texts as .txt or .jsonl"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as error:
+        raise InputError(f"{path} is not a readable Parquet file ({type(error).__name__})") from None
+    if field not in table.column_names:
+        raise InputError(f"{path} has no column {field!r} (columns: {table.column_names}); pass --field")
+    texts: list[str] = []
+    for row, value in enumerate(table.column(field).to_pylist()):
+        if not isinstance(value, str):
+            raise InputError(f"{path} row {row}: column {field!r} holds a {type(value).__name__}, not text")
+        texts.append(value)
+    return texts
 
 
 def _utf8(path: Path) -> str:

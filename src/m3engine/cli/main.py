@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import signal
 import sys
@@ -18,6 +19,7 @@ from m3engine.tasks.options import EmbedOptions, RerankOptions
 from m3engine.tokenization.tokenizer import check_texts
 
 Command = Callable[[argparse.Namespace], int]
+ONNX_CAPABLE = ("embed", "rerank", "info", "serve")  # the commands that may load only the onnx backend
 
 
 def _engine(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -219,8 +221,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_transformers() -> None:
-    """transformers' per-load progress bars and notices would drown the command's own output."""
+def _quiet_transformers(args: argparse.Namespace) -> None:
+    """transformers' per-load progress bars and notices would drown the command's own output.
+
+    Not where it is not installed (an install for ONNX artifacts), nor for a command whose models run
+    on the onnx backend, which never loads it: importing it alone takes about a second.
+    """
+    if importlib.util.find_spec("transformers") is None:
+        return
+    if args.command in ONNX_CAPABLE and from_sources(EngineSettings, vars(args)).backend == "onnx":
+        return
     from transformers.utils import logging
 
     logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -229,8 +239,8 @@ def _quiet_transformers() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_transformers()
     try:
+        _quiet_transformers(args)
         code: int = args.func(args)
         return code
     except M3EngineError as error:

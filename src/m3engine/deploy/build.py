@@ -25,6 +25,7 @@ from m3engine.errors import InputError
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE, read_json
 from m3engine.models.spec import ModelSpec, inspect_model
+from m3engine.tokenization.tokenizer import TextTokenizer
 
 DTYPES = ("fp32", "fp16", "int8")
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".data"}
@@ -158,19 +159,18 @@ def _build_onnx(options: BuildOptions) -> Manifest:
     out = options.out
     source = resolve_model_path(options.model)
     spec = inspect_model(source, name=options.model)
-    from m3engine.backends.onnx import side_colbert_dim
-
     weights = source_weights(source)
     large = sum(p.stat().st_size for p in weights) >= LARGE
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="m3engine-build-") as scratch:
         inputs, outputs, notes = _graph(spec, options, Path(scratch), large)
     copy_model_files(source, out)
+    TextTokenizer.load(source).freeze(out)  # the tokenizer without transformers (tokenization/source.py)
     (out / "README.md").write_text(README.format(dtype=options.dtype), encoding="utf-8")
-    from m3engine.deploy.export import OPSET
+    from m3engine.deploy.export import OPSET, colbert_dim
 
     manifest = Manifest(
-        model=ModelFacts.of(spec, side_colbert_dim(spec)),
+        model=ModelFacts.of(spec, colbert_dim(spec)),
         dtype=options.dtype,
         inputs=inputs,
         outputs=outputs,

@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from m3engine.models.heads import M3Heads
-from m3engine.models.kinds import ModelKind
+from m3engine.models.kinds import COLBERT_FILE, ModelKind
 from m3engine.models.spec import ModelSpec
 
 OPSET = 17  # LayerNormalization is a single op from 17; ONNX Runtime's fusions expect it
@@ -79,6 +79,17 @@ class LogitsGraph(nn.Module):
         extra = {"token_type_ids": types[0]} if types else {}
         logits: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
         return logits  # (N, labels)
+
+
+def colbert_dim(spec: ModelSpec) -> int | None:
+    """The ColBERT head's output size from colbert_linear.pt (None if not BGE-M3).
+
+    Read here, at build time, into the manifest: a load then reads no torch file.
+    """
+    if spec.kind is not ModelKind.BGE_M3:
+        return None
+    state = torch.load(spec.path / COLBERT_FILE, map_location="cpu", weights_only=True)
+    return int(state["weight"].shape[0])
 
 
 def uses_segments(spec: ModelSpec) -> bool:

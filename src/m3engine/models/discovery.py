@@ -26,8 +26,14 @@ def resolve_model_path(name_or_path: str, revision: str | None = None, cache_dir
             f"model path {str(local)!r} is a file; pass the directory that holds config.json"
         )
 
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.constants import HF_HUB_CACHE
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.constants import HF_HUB_CACHE
+    except ImportError:
+        raise ModelNotFoundError(
+            f"no local directory {str(local)!r}, and hub ids need huggingface_hub, which is not "
+            "installed: `pip install 'm3engine[torch]'`, or pass a local directory"
+        ) from None
 
     cache = cache_dir or os.environ.get("HF_HUB_CACHE") or HF_HUB_CACHE
     looked = f"no local directory {str(local)!r}; hub id {name_or_path!r} not in the cache at {cache}"

@@ -16,29 +16,24 @@ the bytes of the largest output to copy and keep. Dense and sparse stay float32 
 fp32 over the states: N rows, and a (H,) dot product per token). In fp32 every head runs in fp32.
 
 The heads are pure functions: `head_tensors` computes the device part of every requested output
-(no copy, no wait), `build_outputs` turns the same tensors, once on the host, into BatchOutputs.
-Moving the tensors to the host is the backend's business (backends/transfer.py: the fast backend
-copies them through pinned buffers on a side stream while the next batch runs). Sparse's max per
-(text, token id) runs on the host over the (T,) token weights: on the device it needs a
-data-dependent size (torch.unique), which would make every launch wait for its batch. ColBERT vectors
-are computed for every row (CLS included: a (T, D) product is simpler and no slower than gathering
-T - N rows first) and the CLS rows are dropped by slicing on the host.
+(no copy, no wait); head_outputs.build_outputs (numpy, shared with the onnx backend) turns the same
+tensors, once on the host, into BatchOutputs. Moving the tensors to the host is the backend's
+business (backends/transfer.py: the fast backend copies them through pinned buffers on a side
+stream while the next batch runs). ColBERT vectors are computed for every row (CLS included: a
+(T, D) product is simpler and no slower than gathering T - N rows first).
 """
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from m3engine.errors import UnsupportedTaskError
 from m3engine.models.kinds import COLBERT_FILE, SPARSE_FILE
-from m3engine.types import BatchOutputs, FloatArray, HeadRequest, IntArray, SparseVector
+from m3engine.types import HeadRequest
 
 HALF = (torch.float16, torch.bfloat16)  # encoder dtypes whose ColBERT rows come back as float16
 
@@ -65,32 +60,6 @@ def mean_pool(hidden: torch.Tensor, cu_seqlens: torch.Tensor) -> torch.Tensor:
 
 
 POOLERS = {"cls": cls_pool, "mean": mean_pool}
-
-
-def sparse_weights(
-    token_weights: FloatArray,  # (T,) relu(sparse_linear(h))
-    input_ids: IntArray,  # (T,)
-    lengths: Sequence[int],  # (N,)
-    special_ids: IntArray,  # (S,) ids never reported
-    vocab_size: int,
-) -> list[SparseVector]:
-    """Max weight per (text, token id), dropping special ids and weights <= 0; ids ascending per text.
-
-    On the host: the device's part is the (T,) weights alone, so no data-dependent size (a sync)
-    stops a launched batch from being queued behind the previous one.
-    """
-    seq = np.repeat(np.arange(len(lengths)), lengths)  # (T,)
-    keep = (token_weights > 0) & ~np.isin(input_ids, special_ids)
-    key = seq[keep] * vocab_size + input_ids[keep]  # (K0,) one value per (text, id)
-    weights = token_weights[keep]
-    order = np.argsort(key, kind="stable")
-    key, weights = key[order], weights[order]
-    starts = np.flatnonzero(np.diff(key, prepend=-1))  # (K,) first entry of each distinct key
-    best = np.maximum.reduceat(weights, starts) if len(starts) else weights[:0]
-    unique = key[starts]
-    bounds = np.searchsorted(unique // vocab_size, np.arange(len(lengths) + 1))
-    tokens = unique % vocab_size
-    return [SparseVector(tokens[a:b], best[a:b]) for a, b in itertools.pairwise(bounds.tolist())]
 
 
 class M3Heads(nn.Module):
@@ -168,22 +137,4 @@ def head_tensors(
         out["colbert"] = m3_heads.colbert(hidden)  # (T, D) float32, or float16 from half states
     if request.sparse and m3_heads is not None:
         out["sparse"] = m3_heads.token_weights(states)  # (T,)
-    return out
-
-
-def build_outputs(
-    host: Mapping[str, np.ndarray],  # head_tensors' outputs (any subset), as host arrays
-    input_ids: IntArray,  # (T,)
-    lengths: Sequence[int],  # (N,)
-    special_ids: IntArray,  # (S,)
-    vocab_size: int,
-) -> BatchOutputs:
-    """BatchOutputs from the heads' packed arrays: ColBERT rows split per text without CLS, sparse
-    weights aggregated per token id. `logits` (N, C), when present, pass through."""
-    out = BatchOutputs(dense=host.get("dense"), logits=host.get("logits"))
-    if "colbert" in host:
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        out.colbert = [host["colbert"][a + 1 : b] for a, b in itertools.pairwise(starts)]
-    if "sparse" in host:
-        out.sparse = sparse_weights(host["sparse"], input_ids, lengths, special_ids, vocab_size)
     return out

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from m3engine.accuracy.gate import FP8_GATE, Gate
 from m3engine.accuracy.outputs import embedding_accuracy, spearman
@@ -48,6 +47,8 @@ def _free(device: str) -> None:
     """Return a dropped backend's device memory now, before the next one is built on it."""
     gc.collect()
     if device.startswith("cuda"):
+        import torch  # here: engine.py imports this module on every load, torch-free ones included
+
         torch.cuda.empty_cache()
 
 
@@ -181,6 +182,8 @@ def gated_fp8(
     make: Callable[[str, str], Backend],
 ) -> tuple[Backend, Verdict]:
     """The fast backend in fp8 if the gate passes on `device`, else in auto's half precision."""
+    import torch
+
     fallback = resolve_dtype("auto", device, "fast", spec.is_cross_encoder)
     # The verdict is per GPU model: another card rounds the same products differently.
     name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device

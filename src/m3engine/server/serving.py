@@ -10,6 +10,7 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
+from m3engine.backends.choose import cuda_count
 from m3engine.process.cpu_quota import available_cpus
 from m3engine.server.draining import DrainingServer
 from m3engine.server.loading import load_engines, model_names
@@ -28,7 +29,7 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
 
     logs.configure(server_settings.log_level)
     if server_settings.frontends is None:
-        count = auto_frontends(engine_settings.device, available_cpus())
+        count = auto_frontends(engine_settings.device, available_cpus(), engine_settings.backend)
         server_settings = dataclasses.replace(server_settings, frontends=count)
     log.info("loading", extra={"server": server_settings.public(), "engine": engine_settings.public()})
     # a wrong --served-model-name fails here, before minutes of loading (and before any frontend)
@@ -51,15 +52,9 @@ def serve(engine_settings: EngineSettings, server_settings: ServerSettings) -> i
 ENGINE_CPUS = 4  # the engine process's event loop, its launch and collect threads, and one to spare
 
 
-def auto_frontends(device: str, cpus: int) -> int:
+def auto_frontends(device: str, cpus: int, backend: str = "auto") -> int:
     """HTTP processes for `--frontends auto`: on a GPU the CPUs left beside the engine process (one
     process tops out near a thousand small requests a second); on the CPU one, since the model's
     forward passes want every core."""
-    on_cuda = device.startswith("cuda") or (device == "auto" and _cuda_available())
+    on_cuda = device.startswith("cuda") or (device == "auto" and cuda_count(backend) > 0)
     return max(1, cpus - ENGINE_CPUS) if on_cuda else 1
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return bool(torch.cuda.is_available())

@@ -25,6 +25,7 @@ import tokenizers
 from m3engine.errors import InputError, InputTooLongError
 from m3engine.process.cpu_quota import available_cpus
 from m3engine.tokenization.pair_template import read_pair_template, read_single_template
+from m3engine.tokenization.source import TokenizerParts, read_parts, write_parts
 from m3engine.tokenization.validation import check_texts as check_texts  # where callers find it
 from m3engine.types import Encoded
 
@@ -107,19 +108,14 @@ def _splits_at_spaces(pre: dict[str, Any]) -> bool:
 class TextTokenizer:
     """A model's tokenizer with the truncation policies above."""
 
-    def __init__(self, hf_tokenizer: Any) -> None:
-        # An independent copy with no truncation or padding configured: we cut ids ourselves.
-        self._tok = tokenizers.Tokenizer.from_str(hf_tokenizer.backend_tokenizer.to_str())
+    def __init__(self, parts: TokenizerParts) -> None:
+        # No truncation or padding configured: we cut ids ourselves.
+        self._tok = parts.rust
         self._tok.no_truncation()
         self._tok.no_padding()
         self._post = self._tok.post_processor
-        self.pad_id: int = int(hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0)
-        # The ids the sparse head drops: exactly FlagEmbedding's unused_tokens (cls, eos, pad, unk).
-        # Not sep: for XLM-R it is eos anyway, and the reference keeps BERT's [SEP].
-        ids = (hf_tokenizer.cls_token_id, hf_tokenizer.eos_token_id, hf_tokenizer.pad_token_id)
-        self.special_ids: frozenset[int] = frozenset(
-            int(i) for i in (*ids, hf_tokenizer.unk_token_id) if i is not None
-        )
+        self.pad_id: int = parts.pad_id
+        self.special_ids: frozenset[int] = parts.special_ids
         self.single_specials = self._post.num_special_tokens_to_add(False) if self._post else 0
         self.pair_specials = self._post.num_special_tokens_to_add(True) if self._post else 0
         self._pair_template = read_pair_template(self._tok)
@@ -135,9 +131,12 @@ class TextTokenizer:
 
     @classmethod
     def load(cls, path: Path) -> TextTokenizer:
-        from transformers import AutoTokenizer
+        """The tokenizer of the model directory `path` (source.py: an artifact's, without transformers)."""
+        return cls(read_parts(path))
 
-        return cls(AutoTokenizer.from_pretrained(str(path), use_fast=True))
+    def freeze(self, directory: Path) -> Path:
+        """Write this tokenizer into `directory` as source.FROZEN (`m3engine build`); its path."""
+        return write_parts(TokenizerParts(self._tok, self.pad_id, self.special_ids), directory)
 
     def _content(self, texts: list[str]) -> list[tokenizers.Encoding]:
         # `_fast`: the same ids without offsets, which we never read

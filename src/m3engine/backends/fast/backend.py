@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from m3engine.backends.base import Backend, BackendInfo, BatchLimits
-from m3engine.backends.choose import DTYPES
+from m3engine.backends.choose import DTYPES, torch_dtype
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_sequence_faster, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
@@ -23,7 +23,7 @@ from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 # fp8 runs the matrix products in e4m3 and everything else in bf16
-COMPUTE_DTYPES = {**DTYPES, "fp8": torch.bfloat16}
+COMPUTE_DTYPES = {name: torch_dtype(name) for name in DTYPES} | {"fp8": torch.bfloat16}
 
 
 class DeviceStates(NamedTuple):
