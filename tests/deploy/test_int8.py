@@ -66,7 +66,8 @@ def test_recipes_tried_leave_no_stale_external_data(m3_artifact: Path, tmp_path:
     fp32 = m3_artifact / GRAPH
     out = tmp_path / GRAPH
     strict = Gate(dense_cos_min=1.1)  # nothing passes: every recipe is tried, then the best rewritten
-    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, calibration_texts(8), strict, large=True)
+    probe = ValidationTexts.calibration(calibration_texts(8))
+    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, probe, strict, large=True)
     assert len(notes["int8_tried"]) == len(RECIPES) and notes["int8_gate_failed"]
     data = tmp_path / (GRAPH + ".data")
     assert data.is_file() and data.stat().st_size < fp32.stat().st_size  # one int8 copy, not five

@@ -27,6 +27,7 @@ calibration texts against the fp32 graph, and the first that passes the gate is 
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,9 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from m3engine.accuracy.gate import Gate, neighbour_agreement, ranking_metrics
+from m3engine.accuracy.gate import Gate, ranking_metrics, retrieval_agreement
 from m3engine.accuracy.outputs import embedding_accuracy
 from m3engine.backends.onnx import OnnxRunner
+from m3engine.deploy.smooth import activation_ranges, smooth
+from m3engine.deploy.texts import ValidationTexts
 from m3engine.models.spec import ModelSpec
 from m3engine.results import Embedding
 from m3engine.tokenization.tokenizer import TextTokenizer
@@ -49,6 +52,7 @@ FFN_OUT = re.compile(r"/layer\.(\d+)/output/dense/MatMul$")  # the MatMul fed by
 class Recipe:
     name: str
     keep_fp32: Callable[[list[str], int], list[str]]  # (node names, layers) -> nodes left in fp32
+    smooth_alpha: float | None = None  # SmoothQuant's migration strength (smooth.py); None: no smoothing
 
 
 def _ffn_out(names: list[str], below: int) -> list[str]:
@@ -63,14 +67,20 @@ def _first(names: list[str]) -> list[str]:
     ]
 
 
+ALPHA = 0.7
+RANGE_TEXTS = 256  # calibration texts whose activations set the smoothing scales
 RECIPES = [
-    Recipe("per-channel dynamic, every MatMul", lambda names, layers: []),
+    Recipe("smoothed (alpha 0.7), every MatMul", lambda names, layers: [], ALPHA),
+    Recipe("smoothed, the first layer's FFN-output MatMul in fp32", lambda n, layers: _ffn_out(n, 1), ALPHA),
     Recipe(
-        "FFN-output MatMuls of the first half of layers in fp32", lambda n, layers: _ffn_out(n, layers // 2)
+        "smoothed, FFN-output MatMuls of the first half of layers in fp32",
+        lambda n, layers: _ffn_out(n, layers // 2),
+        ALPHA,
     ),
-    Recipe("FFN-output MatMuls in fp32", lambda n, layers: _ffn_out(n, layers)),
     Recipe(
-        "FFN-output MatMuls and the first layer in fp32", lambda n, layers: _ffn_out(n, layers) + _first(n)
+        "smoothed, FFN-output MatMuls and the first layer in fp32",
+        lambda n, layers: _ffn_out(n, layers) + _first(n),
+        ALPHA,
     ),
 ]
 
@@ -105,7 +115,7 @@ def quantize(src: Path, dst: Path, keep_fp32: list[str], large: bool) -> None:
     )
 
 
-def probe(runner: OnnxRunner, batches: list[PackedBatch]) -> list[BatchOutputs]:
+def probe_outputs(runner: OnnxRunner, batches: list[PackedBatch]) -> list[BatchOutputs]:
     """Every output the model has (dense, sparse, ColBERT; or logits) for the calibration batches."""
     m3 = {"sparse", "colbert"} <= runner.outputs
     cross = runner.spec.is_cross_encoder
@@ -144,45 +154,79 @@ def calibration_batches(
 
 
 def choose_int8(
-    fp32_graph: Path, out: Path, spec: ModelSpec, layers: int, texts: list[str], gate: Gate, large: bool
+    fp32_graph: Path,
+    out: Path,
+    spec: ModelSpec,
+    layers: int,
+    probe: ValidationTexts,
+    gate: Gate,
+    large: bool,
 ) -> dict[str, Any]:
-    """Quantize `fp32_graph` into `out` with the fastest recipe that passes `gate` on `texts`."""
-    tokens, batches = calibration_batches(spec, texts)
-    reference = probe(OnnxRunner(fp32_graph, spec, tokens, "cpu"), batches)
+    """Quantize `fp32_graph` into `out` with the fastest recipe that passes `gate` on `probe`'s texts
+    (its passages are also the calibration texts that smoothing measures activations on)."""
+    tokens, passages = calibration_batches(spec, probe.passages)
+    queries = calibration_batches(spec, probe.queries)[1] if not spec.is_cross_encoder else []
+    fp32 = OnnxRunner(fp32_graph, spec, tokens, "cpu")
+    reference = probe_outputs(fp32, passages), probe_outputs(fp32, queries)
     names = quantizable(fp32_graph)
+    ranges: dict[str, Any] | None = None
     tried: list[dict[str, Any]] = []
     best: tuple[float, Recipe] | None = None
-    for recipe in RECIPES:
-        keep = recipe.keep_fp32(names, layers)
-        quantize(fp32_graph, out, keep, large)
-        ours = probe(OnnxRunner(out, spec, tokens, "cpu"), batches)
-        metrics = _probe_metrics(ours, reference, spec.is_cross_encoder)
-        verdict = gate.check(metrics)  # the thresholds of what the probe measures
-        tried.append({"recipe": recipe.name, "fp32_nodes": len(keep), **metrics, "pass": verdict["pass"]})
-        score = sum(check["value"] for check in verdict["checks"].values())
-        if verdict["pass"]:
-            return {"int8_recipe": recipe.name, "int8_fp32_nodes": keep, "int8_tried": tried}
-        if best is None or score > best[0]:
-            best = (score, recipe)
-    assert best is not None
-    quantize(fp32_graph, out, best[1].keep_fp32(names, layers), large)  # the most accurate one
-    return {"int8_recipe": best[1].name, "int8_tried": tried, "int8_gate_failed": True}
+    with tempfile.TemporaryDirectory(prefix="m3engine-int8-") as scratch:
+        smoothed = Path(scratch) / "smoothed.onnx"
+
+        def write(recipe: Recipe) -> list[str]:
+            nonlocal ranges
+            keep = recipe.keep_fp32(names, layers)
+            source = fp32_graph
+            if recipe.smooth_alpha is not None:
+                if ranges is None:  # small batches: every MatMul input of a batch is held at once
+                    texts = probe.passages[:RANGE_TEXTS]
+                    feeds = [fp32.feeds(b)[0] for b in calibration_batches(spec, texts, 4)[1]]
+                    ranges = activation_ranges(fp32_graph, feeds, names)
+                quantized = [n for n in names if n not in keep]  # a node kept in fp32 gains nothing
+                smooth(fp32_graph, smoothed, ranges, quantized, recipe.smooth_alpha)
+                source = smoothed
+            quantize(source, out, keep, large)
+            return keep
+
+        for recipe in RECIPES:
+            keep = write(recipe)
+            ours = OnnxRunner(out, spec, tokens, "cpu")
+            candidate = probe_outputs(ours, passages), probe_outputs(ours, queries)
+            metrics = _probe_metrics(candidate, reference, spec.is_cross_encoder)
+            verdict = gate.check(metrics)  # the thresholds of what the probe measures
+            tried.append({"recipe": recipe.name, "fp32_nodes": len(keep), **metrics, "pass": verdict["pass"]})
+            if verdict["pass"]:
+                return {"int8_recipe": recipe.name, "int8_fp32_nodes": keep, "int8_tried": tried}
+            score = sum(check["value"] for check in verdict["checks"].values())
+            if best is None or score > best[0]:
+                best = (score, recipe)
+        assert best is not None
+        keep = write(best[1])  # the most accurate one
+    chosen = {"int8_recipe": best[1].name, "int8_fp32_nodes": keep, "int8_tried": tried}
+    return chosen | {"int8_gate_failed": True}
 
 
 def _probe_metrics(
-    ours: list[BatchOutputs], ref: list[BatchOutputs], cross_encoder: bool
+    ours: tuple[list[BatchOutputs], list[BatchOutputs]],
+    ref: tuple[list[BatchOutputs], list[BatchOutputs]],
+    cross_encoder: bool,
 ) -> dict[str, float]:
-    """The gate's metrics that one pass over the calibration texts gives.
+    """The gate's metrics that one pass over the probe's (passages, queries) gives.
 
-    Embedders: dense cosine, and each text's 10 nearest other texts (retrieval agreement with the
-    texts as their own queries); BGE-M3 also sparse top-10 overlap and ColBERT cosine.
-    Cross-encoders: the first logit of every text as one ranking (Spearman, top-10).
+    Embedders: dense cosine on the passages, and each query's 10 nearest passages (retrieval
+    agreement); BGE-M3 also sparse top-10 overlap and ColBERT cosine. Cross-encoders: the first
+    logit of every passage as one ranking (Spearman, top-10).
     """
     if cross_encoder:
-        mine = np.concatenate([o.logits[:, 0] for o in ours if o.logits is not None])
-        theirs = np.concatenate([o.logits[:, 0] for o in ref if o.logits is not None])
+        mine = np.concatenate([o.logits[:, 0] for o in ours[0] if o.logits is not None])
+        theirs = np.concatenate([o.logits[:, 0] for o in ref[0] if o.logits is not None])
         return ranking_metrics([mine], [theirs])
-    mine_r, theirs_r = _records(ours), _records(ref)
-    metrics: dict[str, float] = embedding_accuracy(mine_r, theirs_r)
-    dense = [np.stack([r.dense for r in rs if r.dense is not None]) for rs in (mine_r, theirs_r)]
-    return metrics | neighbour_agreement(dense[0], dense[1])
+    metrics: dict[str, float] = embedding_accuracy(_records(ours[0]), _records(ref[0]))
+
+    def queries_passages(side: tuple[list[BatchOutputs], list[BatchOutputs]]) -> tuple[Any, Any]:
+        passages, queries = (np.concatenate([o.dense for o in part if o.dense is not None]) for part in side)
+        return queries, passages  # (Q, H), (P, H)
+
+    return metrics | retrieval_agreement(queries_passages(ours), queries_passages(ref))
