@@ -8,8 +8,8 @@ Throughput: multilingual passages (the built-in sample, accuracy/sample.py, abou
 embedded by Engine.embed, best of `--rounds` rounds with the paths interleaved (a shared machine's
 noise hits every path alike), and tokens per CPU-second of this process (time.process_time: what
 the other jobs of a shared machine cannot take from a path, and what its extra threads cost).
-Accuracy against torch fp32 on the same passages: dense cosine mean and min, and the top-10 neighbours of `--queries` queries among `--corpus` passages. Public
-interfaces only (Engine, the deploy package's texts and gate metrics).
+Accuracy against torch fp32 on the same passages: dense cosine mean and min, and the top-10
+neighbours of `--queries` queries among `--corpus` passages. Public interfaces only (Engine, the deploy package's texts and gate metrics).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ def test_smoothed_graph_gives_the_same_outputs_and_flatter_activations(
     m3_artifact: Path, tmp_path: Path
 ) -> None:
     spec = inspect_model(m3_artifact)
-    tokens, batches = calibration_batches(spec, calibration_texts(8), batch=4)
+    tokens, batches = calibration_batches(spec, calibration_texts(8), max_size=4)
     fp32 = OnnxRunner(m3_artifact / GRAPH, spec, tokens, "cpu")
     feeds = [fp32.feeds(b)[0] for b in batches]
     names = quantizable(m3_artifact / GRAPH)

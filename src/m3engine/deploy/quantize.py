@@ -1,27 +1,34 @@
 """int8 for CPUs: which MatMuls to quantize, chosen by measuring each recipe against the gate.
 
-What was measured (all-MiniLM-L6-v2, real weights, 128 multilingual passages of 256 tokens, dense
-cosine to fp32 ONNX Runtime, this 2-core AVX-512 VNNI machine, 2026-12-06):
+Dynamic quantization: int8 weights per output channel, each batch's own uint8 range per input
+tensor. Its error comes from the inputs' outlier channels (LayerNorm and GELU outputs, a few
+channels 10-20x the median), which set the range for all. Measured on all-MiniLM-L6-v2 (real
+weights; 2,000 passages of 256 tokens and 100 one-sentence queries, the top-10 check of
+benchmarks/cpu_paths.py; against fp32; the 2-core AVX-512 VNNI machine, 2026-12-06):
 
-    dynamic, per-tensor weights, every MatMul + Attention    0.857 mean / 0.691 min
-    dynamic, per-channel weights, every MatMul + Attention   0.989 / 0.979
-    static QDQ per-channel, MinMax calibration               0.892 / 0.811
-    static QDQ per-channel, Percentile calibration           0.900 / 0.839
-    per-channel dynamic, FFN-output MatMuls kept fp32        0.996 / 0.993
-    ... only one layer's FFN-output kept fp32                0.989-0.991 / 0.978-0.984
+    dynamic per-channel, every MatMul                       dense cos 0.988 (320 passages)
+    one MatMul group at a time (1 - cos, 256 passages):  FFN-output of layers 0-2 0.0014-0.0029,
+        FFN-input 0.0005 each, QKV 0.0002-0.0005, attention output < 0.00005
+    smoothed (smooth.py), every MatMul, alpha 0.5 / 0.6 / 0.7 / 0.8 / 0.9:
+        1 - cos 0.028 / 0.0082 / 0.0054 / 0.0092 / 0.0073 (unsmoothed 0.0116; 320 passages)
+    smoothed, alpha per MatMul by simulated local error     0.993 / 0.959   top-10 0.889
+    smoothed (0.7), every MatMul                            0.9946 / 0.9856 top-10 0.888
+    smoothed, layer 0's FFN-output MatMul in fp32           0.9970 / 0.9934 top-10 0.925
+    smoothed, FFN-output MatMuls of layers 0-2 in fp32      0.9984 / 0.9970 top-10 0.940
+    smoothed, FFN-output MatMuls and layer 0 in fp32        0.9992 / 0.9983 top-10 0.949
+    (unsmoothed: top-10 0.861 with layers 0-2's FFN-output in fp32, 0.893 with every
+    FFN-output and layer 0)
 
-and the top-10 neighbours of 100 one-sentence queries among 1,000 passages (each 20 sentences drawn
-from the built-in sample: near-duplicates, so a hard test) agreeing with fp32: every MatMul 84.6 %,
-FFN-output of the first half in fp32 87.4 %, all FFN-output in fp32 89.1 %, and the first layer
-too 90.2 %.
-
-Static quantization fixes each activation's scale from calibration texts; a transformer's
-activations vary too much between texts for that (its outliers), and it was no faster here.
-Dynamic quantization takes each batch's own range, per tensor (uint8), with int8 weights per output
-channel. The error comes from the FFN's second MatMul, whose input is the GELU output with a few
-channels 10-100x the rest: keeping those MatMuls in fp32 (a third of the encoder's MatMul FLOPs)
-passes the gate. So the recipes below go from fastest to most conservative, each measured on the
-calibration texts against the fp32 graph, and the first that passes the gate is kept.
+SmoothQuant's usual alpha 0.5 makes the FFN-output MatMuls (GELU input) worse than no smoothing
+(their simulated error grows 3-25x); alpha 0.7 did best end to end, and per-MatMul alphas chosen
+by the simulated error (0.7-0.9) did no better and had a worse minimum. Static QDQ quantization
+(per-channel weights) gave dense cosine 0.89-0.90 unsmoothed (MinMax or Percentile calibration);
+smoothed (0.7, MinMax, the MatMuls but not the fused attention) 0.9973 / 0.9921 on 320 passages,
+against 0.9946 for dynamic with attention quantized too: not measured further (speed, top-10).
+The range of dynamic quantization is the batch's, so the probe batches as the engine does
+(calibration_batches). So the recipes below are smoothed dynamic ones, from fastest to most conservative,
+each measured against the fp32 graph on the probe texts (deploy/texts.py: by default issue 18's
+retrieval check, drawn afresh), and the first that passes the gate is kept.
 """
 
 from __future__ import annotations
@@ -145,12 +152,22 @@ def _records(outputs: list[BatchOutputs]) -> list[Embedding]:
 
 
 def calibration_batches(
-    spec: ModelSpec, texts: list[str], batch: int = 16
+    spec: ModelSpec, texts: list[str], max_size: int | None = None
 ) -> tuple[TokenIds, list[PackedBatch]]:
+    """`texts` tokenized and batched as the engine batches them by default (its token budget and
+    size limit, padded, longest first), or `max_size` texts a batch. Dynamic quantization takes
+    each batch's range, so a larger batch gets a wider one: the probe must see the served batches
+    (on all-MiniLM-L6-v2, 32-text batches gave top-10 0.911 where the engine's gave 0.895)."""
+    from m3engine.scheduling.batching import plan_batches
+    from m3engine.settings import EngineSettings
+
     tokenizer = TextTokenizer.load(spec.path)
     encoded = tokenizer.encode(texts, min(spec.default_max_length, 512))
     tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
-    return tokens, [PackedBatch.from_encoded(encoded[i : i + batch]) for i in range(0, len(encoded), batch)]
+    defaults = EngineSettings()
+    budget = defaults.max_batch_tokens if max_size is None else 1 << 62
+    plan = plan_batches([len(e) for e in encoded], budget, max_size or defaults.max_batch_size, padded=True)
+    return tokens, [PackedBatch.from_encoded([encoded[i] for i in batch]) for batch in plan]
 
 
 def choose_int8(
