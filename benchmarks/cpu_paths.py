@@ -9,7 +9,8 @@ embedded by Engine.embed, best of `--rounds` rounds with the paths interleaved (
 noise hits every path alike), and tokens per CPU-second of this process (time.process_time: what
 the other jobs of a shared machine cannot take from a path, and what its extra threads cost).
 Accuracy against torch fp32 on the same passages: dense cosine mean and min, and the top-10
-neighbours of `--queries` queries among `--corpus` passages. Public interfaces only (Engine, the deploy package's texts and gate metrics).
+neighbours of `--queries` queries among `--corpus` passages. Public interfaces only (Engine, the
+deploy package's texts and gate metrics).
 """
 
 from __future__ import annotations
