@@ -39,8 +39,10 @@ class ValidationTexts:
     @classmethod
     def calibration(cls, texts: list[str] | None) -> ValidationTexts:
         """int8's probe: `--calibration` texts as passages (their first sentences as queries), or by
-        default issue 18's retrieval check drawn afresh: 100 single-sentence queries over 2,000
-        passages of 20 sentences from the built-in sample (other seeds than the benchmark's).
+        default issue 18's retrieval check drawn afresh: each of the built-in sample's sentences
+        as a query (84: a random draw of 100 repeats some and misses others, which moved one
+        recipe's agreement by 0.02 between draws) over 2,000 passages of 20 of them (other seeds
+        than the benchmark's).
         Passages made of the same sentences as the queries have many near-tied neighbours, so
         top-10 agreement is a harsh test, and it grows harsher with more passages (agreement of one
         int8 recipe: 0.92 over 64 passages, 0.90 over 512, 0.89 over 2,000): a smaller probe would
@@ -49,7 +51,4 @@ class ValidationTexts:
         if texts:
             return cls.from_texts(texts, PROBE_QUERIES)
         sentences = sample_sentences()
-        return cls(
-            queries=compose(sentences, PROBE_QUERIES, 1, seed=22),
-            passages=compose(sentences, PROBE_PASSAGES, 20, seed=21),
-        )
+        return cls(queries=sentences, passages=compose(sentences, PROBE_PASSAGES, 20, seed=21))
