@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from m3engine.accuracy.sample import calibration_texts
+from m3engine.accuracy.sample import calibration_texts, compose, sample_sentences
 from m3engine.backends.onnx_artifact import GRAPH
 from m3engine.deploy.build import BuildOptions, build
 from m3engine.deploy.quantize import RECIPES
@@ -51,7 +51,10 @@ def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> N
         )
     )
     assert manifest.validation is not None and manifest.validation["pass"], manifest.validation
-    assert manifest.build["int8_tried"][0]["pass"] is False  # quantizing every MatMul is not enough
+    graph = onnx.load(str(tmp_path / "m" / GRAPH))
+    smoothed = [n for n in graph.node if n.op_type == "Mul" and n.name.endswith("/smooth")]
+    quantized = 24 - len(manifest.build["int8_fp32_nodes"])  # 6 layers x (Attention + 3 MatMuls)
+    assert len(smoothed) == quantized  # every quantized MatMul's input is smoothed, none other
     assert "QAttention" in _ops(tmp_path / "m")
     size = (tmp_path / "m" / GRAPH).stat().st_size
     assert size < 0.75 * 90_000_000  # int8 weights: the fp32 graph is 90 MB
@@ -66,7 +69,17 @@ def test_recipes_tried_leave_no_stale_external_data(m3_artifact: Path, tmp_path:
     fp32 = m3_artifact / GRAPH
     out = tmp_path / GRAPH
     strict = Gate(dense_cos_min=1.1)  # nothing passes: every recipe is tried, then the best rewritten
-    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, calibration_texts(8), strict, large=True)
+    probe = ValidationTexts.calibration(calibration_texts(8))
+    notes = choose_int8(fp32, out, inspect_model(m3_artifact), 2, probe, strict, large=True)
     assert len(notes["int8_tried"]) == len(RECIPES) and notes["int8_gate_failed"]
     data = tmp_path / (GRAPH + ".data")
     assert data.is_file() and data.stat().st_size < fp32.stat().st_size  # one int8 copy, not five
+
+
+def test_the_default_probe_is_issue_18s_retrieval_check_drawn_afresh() -> None:
+    probe = ValidationTexts.calibration(None)
+    assert probe.queries == sample_sentences() and len(probe.passages) == 2000  # each sentence once
+    benchmark = compose(sample_sentences(), 2000, 20, seed=41)  # benchmarks/cpu_paths.py's passages
+    assert not set(probe.passages) & set(benchmark)
+    mine = ValidationTexts.calibration(["Erste Zeile. Mehr Text.", "Second one. More."])
+    assert mine.queries == ["Erste Zeile", "Second one"] and len(mine.passages) == 2

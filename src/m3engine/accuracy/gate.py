@@ -86,22 +86,6 @@ def retrieval_agreement(
     return {"retrieval_top10": float(np.mean(shared))}
 
 
-def neighbour_agreement(ours: FloatMatrix, ref: FloatMatrix, k: int = 10) -> dict[str, float]:
-    """retrieval_top10 with the texts as their own queries: each text's k nearest others (itself left out)."""
-    k = min(k, len(ref) - 1)
-
-    def nearest(x: FloatMatrix) -> FloatMatrix:
-        x = x / np.linalg.norm(x, axis=1, keepdims=True)
-        scores = x @ x.T  # (N, N)
-        np.fill_diagonal(scores, -np.inf)
-        best: FloatMatrix = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        return best
-
-    mine, theirs = nearest(ours), nearest(ref)
-    shared = [len(set(a) & set(b)) / k for a, b in zip(mine.tolist(), theirs.tolist(), strict=True)]
-    return {"retrieval_top10": float(np.mean(shared))}
-
-
 def ranking_metrics(ours: list[FloatMatrix], ref: list[FloatMatrix], k: int = 10) -> dict[str, float]:
     """Reranker scores per query: Spearman over every pair, and the mean top-k agreement per query."""
     flat_o, flat_r = np.concatenate(ours), np.concatenate(ref)

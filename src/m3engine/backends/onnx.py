@@ -50,7 +50,7 @@ class OnnxRunner:
         self._pad_id = tokens.pad_id
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
 
-    def _feeds(self, batch: PackedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def feeds(self, batch: PackedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
         ids, mask, types = batch.padded(self._pad_id)  # (N, L) each
         feeds = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self.inputs:
@@ -58,7 +58,7 @@ class OnnxRunner:
         return feeds, mask
 
     def run(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
-        feeds, mask = self._feeds(batch)
+        feeds, mask = self.feeds(batch)
         if self.spec.is_cross_encoder:
             (logits,) = self.session.run(["logits"], feeds)  # (N, labels)
             return BatchOutputs(logits=np.asarray(logits, dtype=np.float32))

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from m3engine.accuracy.gate import Gate
-from m3engine.accuracy.sample import calibration_texts
 from m3engine.backends.onnx_artifact import GRAPH, Manifest, ModelFacts, hash_files, write_manifest
 from m3engine.deploy.tensorrt import PLAIN_GRAPH
 from m3engine.deploy.texts import ValidationTexts
@@ -100,9 +99,10 @@ def _graph(
         save(model, fp32, large)
         del model
         layers = int(read_json(spec.path / "config.json")["num_hidden_layers"])
-        texts = options.calibration or calibration_texts()
-        notes |= choose_int8(fp32, target, spec, layers, texts, options.gate, large)
-        notes["calibration_texts"] = len(texts)
+        probe = ValidationTexts.calibration(options.calibration)
+        notes |= choose_int8(fp32, target, spec, layers, probe, options.gate, large)
+        notes["calibration_texts"] = len(probe.passages)
+        notes["calibration_queries"] = len(probe.queries)
     else:
         if options.dtype == "fp16":
             notes |= to_fp16(model)
