@@ -1,16 +1,17 @@
-"""CPU paths of one model in one run: torch fp32 and bf16 (reference backend), ONNX Runtime fp32 and int8.
+"""CPU paths of one model in one run: m3engine's `auto`, torch fp32 and bf16 on both backends, ONNX
+Runtime artifacts, and sentence-transformers in fp32 and bf16 as the baseline users know.
 
-    m3engine build MODEL --out /tmp/a32                # the ONNX artifacts, once
+    m3engine build MODEL --out /tmp/a32                # the ONNX artifacts, once (optional)
     m3engine build MODEL --out /tmp/a8 --dtype int8
-    python benchmarks/cpu_paths.py --model MODEL --onnx /tmp/a32 --onnx /tmp/a8
+    python benchmarks/cpu_paths.py --model MODEL --st --onnx /tmp/a32 --onnx /tmp/a8
 
-Throughput: multilingual passages (the built-in sample, accuracy/sample.py, about 256 tokens each),
-embedded by Engine.embed, best of `--rounds` rounds with the paths interleaved (a shared machine's
-noise hits every path alike), and tokens per CPU-second of this process (time.process_time: what
-the other jobs of a shared machine cannot take from a path, and what its extra threads cost).
+Throughput: multilingual passages (the built-in sample, accuracy/sample.py, truncated at the model's
+own length: 256 tokens for all-MiniLM-L6-v2), embedded by each path, best of `--rounds` rounds with
+the paths interleaved (a shared machine's noise hits every path alike). Beside wall-clock tokens/s,
+tokens per CPU-second of this process (less sensitive to other processes on a shared machine).
 Accuracy against torch fp32 on the same passages: dense cosine mean and min, and the top-10
 neighbours of `--queries` queries among `--corpus` passages. Public interfaces only (Engine, the
-deploy package's texts and gate metrics).
+accuracy package's texts and gate metrics, sentence-transformers' SentenceTransformer).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,10 +28,49 @@ from m3engine import Engine
 from m3engine.accuracy.gate import dense_metrics, retrieval_agreement
 from m3engine.accuracy.sample import compose, sample_sentences
 
+Embed = Callable[[list[str], bool], np.ndarray]  # (texts, as queries) -> (N, D) dense vectors
 
-def dense(engine: Engine, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, int]:
-    records = engine.embed(texts, **kwargs)
-    return np.stack([r.dense for r in records]), sum(r.num_tokens for r in records)  # type: ignore[misc]
+
+def engine_path(engine: Engine) -> Embed:
+    def embed(texts: list[str], query: bool) -> np.ndarray:
+        records = engine.embed(texts, input_type="query" if query else "passage")
+        return np.stack([r.dense for r in records])  # type: ignore[misc]
+
+    return embed
+
+
+def st_path(model: str, dtype: str) -> Embed:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    kwargs = {"dtype": torch.bfloat16} if dtype == "bf16" else {}
+    st = SentenceTransformer(model, device="cpu", model_kwargs=kwargs)
+
+    def embed(texts: list[str], query: bool) -> np.ndarray:
+        vectors: np.ndarray = st.encode(texts, convert_to_numpy=True).astype(np.float32)
+        return vectors
+
+    return embed
+
+
+def paths(args: argparse.Namespace) -> dict[str, Embed]:
+    out: dict[str, Embed] = {
+        "torch fp32 (reference)": engine_path(Engine.load(args.model, device="cpu", dtype="fp32")),
+    }
+    auto = Engine.load(args.model, device="cpu")
+    info = auto.info()
+    out[f"m3engine auto ({info['backend']} {info['dtype']})"] = engine_path(auto)
+    for backend in ("reference", "fast"):
+        out[f"torch bf16 ({backend})"] = engine_path(
+            Engine.load(args.model, backend=backend, device="cpu", dtype="bf16")
+        )
+    for artifact in args.onnx:
+        engine = Engine.load(artifact, backend="onnx", device="cpu")
+        out[f"onnx {engine.backend.info.dtype} ({artifact})"] = engine_path(engine)
+    if args.st:
+        out["sentence-transformers fp32"] = st_path(args.model, "fp32")
+        out["sentence-transformers bf16"] = st_path(args.model, "bf16")
+    return out
 
 
 def main() -> None:
@@ -38,6 +79,7 @@ def main() -> None:
     )
     parser.add_argument("--model", required=True, help="The source checkpoint (torch paths).")
     parser.add_argument("--onnx", action="append", default=[], help="An ONNX artifact (repeatable).")
+    parser.add_argument("--st", action="store_true", help="Add sentence-transformers fp32 and bf16.")
     parser.add_argument("--passages", type=int, default=600, help="Timed passages.")
     parser.add_argument("--corpus", type=int, default=2000, help="Passages for the top-10 check.")
     parser.add_argument("--queries", type=int, default=100)
@@ -46,54 +88,50 @@ def main() -> None:
     args = parser.parse_args()
 
     sentences = sample_sentences()
-    corpus = compose(sentences, max(args.corpus, args.passages), 20, seed=41)  # ~256 tokens after truncation
+    corpus = compose(sentences, max(args.corpus, args.passages), 20, seed=41)  # over 256 tokens each
     queries = compose(sentences, args.queries, 1, seed=42)
-    paths: dict[str, Engine] = {
-        "torch fp32 (reference)": Engine.load(args.model, backend="reference", device="cpu", dtype="fp32"),
-        "torch bf16 (reference)": Engine.load(args.model, backend="reference", device="cpu", dtype="bf16"),
-    }
-    for artifact in args.onnx:
-        engine = Engine.load(artifact, backend="onnx", device="cpu")
-        paths[f"onnx {engine.backend.info.dtype} ({artifact})"] = engine
-    for engine in paths.values():
-        engine.embed(corpus[:32])  # warm-up: first-run allocations, thread pools
+    embedders = paths(args)
+    for embed in embedders.values():
+        embed(corpus[:32], False)  # warm-up: first-run allocations, thread pools
 
     timed = corpus[: args.passages]
-    best: dict[str, float] = {name: 0.0 for name in paths}
-    per_cpu: dict[str, float] = {name: 0.0 for name in paths}
+    counter = Engine.load(args.model, device="cpu", backend="reference", dtype="fp32")
+    tokens = sum(r.num_tokens for r in counter.embed(timed))  # every path truncates alike
+    best = {name: 0.0 for name in embedders}
+    per_cpu = {name: 0.0 for name in embedders}
     for _ in range(args.rounds):
-        for name, engine in paths.items():
-            start, cpu = time.perf_counter(), time.process_time()
-            _, tokens = dense(engine, timed)
-            best[name] = max(best[name], tokens / (time.perf_counter() - start))
+        for name, embed in embedders.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            embed(timed, False)
+            best[name] = max(best[name], tokens / (time.perf_counter() - wall))
             per_cpu[name] = max(per_cpu[name], tokens / (time.process_time() - cpu))
 
-    base_name = next(iter(paths))
-    vectors = {name: dense(e, corpus[: args.corpus])[0] for name, e in paths.items()}
-    query_vectors = {name: dense(e, queries, input_type="query")[0] for name, e in paths.items()}
+    base = next(iter(embedders))
+    st_bf16 = best.get("sentence-transformers bf16")
+    vectors = {name: embed(corpus[: args.corpus], False) for name, embed in embedders.items()}
+    query_vectors = {name: embed(queries, True) for name, embed in embedders.items()}
     rows = []
-    for name in paths:
+    for name in embedders:
         row: dict[str, Any] = {
             "path": name,
             "tokens_per_s": round(best[name]),
-            "x_fp32": best[name] / best[base_name],
             "tokens_per_cpu_s": round(per_cpu[name]),
-            "x_fp32_per_cpu_s": per_cpu[name] / per_cpu[base_name],
+            "x_fp32": best[name] / best[base],
+            "x_st_bf16": best[name] / st_bf16 if st_bf16 else None,
         }
-        row |= dense_metrics(vectors[name], vectors[base_name])
-        row |= retrieval_agreement(
-            (query_vectors[name], vectors[name]), (query_vectors[base_name], vectors[base_name])
-        )
+        row |= dense_metrics(vectors[name], vectors[base])
+        row |= retrieval_agreement((query_vectors[name], vectors[name]), (query_vectors[base], vectors[base]))
         rows.append(row)
+    print(f"{tokens} tokens in {args.passages} passages, best of {args.rounds} rounds")
     print(
-        f"{'path':<50}{'tok/s':>8}{'x fp32':>8}{'tok/CPU-s':>10}{'x fp32':>8}"
+        f"{'path':<44}{'tok/s':>8}{'tok/cpu-s':>10}{'x fp32':>8}{'x st bf16':>10}"
         f"{'cos mean':>10}{'cos min':>10}{'top-10':>8}"
     )
     for r in rows:
+        vs_st = f"{r['x_st_bf16']:>10.2f}" if r["x_st_bf16"] else f"{'':>10}"
         print(
-            f"{r['path']:<50}{r['tokens_per_s']:>8}{r['x_fp32']:>8.2f}{r['tokens_per_cpu_s']:>10}"
-            f"{r['x_fp32_per_cpu_s']:>8.2f}{r['dense_cos_mean']:>10.5f}{r['dense_cos_min']:>10.5f}"
-            f"{r['retrieval_top10']:>8.3f}"
+            f"{r['path']:<44}{r['tokens_per_s']:>8}{r['tokens_per_cpu_s']:>10}{r['x_fp32']:>8.2f}{vs_st}"
+            f"{r['dense_cos_mean']:>10.5f}{r['dense_cos_min']:>10.5f}{r['retrieval_top10']:>8.3f}"
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:

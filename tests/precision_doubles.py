@@ -2,13 +2,15 @@
 
 fp8 runs only on CUDA, so the CPU tests stand in for it with the fp32 reference backend wrapped:
 `noise=0` gives the reference's own outputs (the gate passes), a noise of a few percent of each
-vector's norm moves dense cosines well under the fp8 gate's 0.999 (it fails). `builds` counts how
-often a factory made one, so a test can tell whether a cached verdict skipped the comparison.
+vector's norm moves dense cosines well under the fp8 gate's 0.999 (it fails). `delay_s` makes each
+batch slower by that much, for the speed half of auto's trial on a CPU (bf16 must beat fp32).
+`batches` counts the batches run, so a test can tell whether a cached verdict skipped the comparison.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 
@@ -17,8 +19,10 @@ from m3engine.types import HeadRequest, PackedBatch
 
 
 class NoisyBackend(Backend):
-    def __init__(self, inner: Backend, dtype: str, noise: float = 0.0, seed: int = 0) -> None:
-        self.inner, self.noise = inner, noise
+    def __init__(
+        self, inner: Backend, dtype: str, noise: float = 0.0, seed: int = 0, delay_s: float = 0.0
+    ) -> None:
+        self.inner, self.noise, self.delay_s = inner, noise, delay_s
         self.rng = np.random.default_rng(seed)
         self.info = BackendInfo(
             name="fast", device=inner.info.device, dtype=dtype, padded=inner.info.padded,
@@ -33,6 +37,7 @@ class NoisyBackend(Backend):
 
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> Pending:
         self.batches += 1
+        time.sleep(self.delay_s)
         out = self.inner.forward(batch, heads)
         if self.noise:
             out = dataclasses.replace(

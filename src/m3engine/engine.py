@@ -26,7 +26,8 @@ from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec, inspect_model
-from m3engine.precision.gated import gated_fp8
+from m3engine.precision.gated import gated_backend
+from m3engine.precision.trial import trial_for
 from m3engine.precision.verdict import Verdict
 from m3engine.process import gcpause
 from m3engine.results import Classification, Embedding, HybridScore, RerankResult
@@ -66,7 +67,8 @@ class Engine:
     ):
         """`backends`: one per device of `--devices` (the first is `backend`); default: `backend` alone.
 
-        `precision`: the accuracy gate's verdict when a reduced precision (fp8) was asked for.
+        `precision`: the accuracy gate's verdict when a reduced precision was tried at load (fp8 on
+        request, bf16 for auto on a CPU: precision/trial.py).
         `fallback`: the standby backend of `--fallback` (the server's scheduler feeds it while no
         device of `backends` can take batches; scheduling/fallback.py)."""
         self.spec, self.tokenizer, self.backend, self.settings = spec, tokenizer, backend, settings
@@ -105,8 +107,10 @@ class Engine:
             def make(backend: str, dtype: str, device: str = device) -> Backend:
                 return create_backend(backend, spec=spec, tokens=tokens, device=device, dtype=dtype)
 
-            if dtype == "fp8" and verdict is None:  # measured on the first device, applied to all
-                backend, verdict = gated_fp8(spec, tokenizer, settings, device, make)
+            # measured on the first device, applied to all
+            trial = None if verdict else trial_for(settings.dtype, dtype, device, name, spec.is_cross_encoder)
+            if trial is not None:
+                backend, verdict = gated_backend(spec, tokenizer, settings, device, make, trial)
                 backends.append(backend)
                 continue
             backends.append(make(name, verdict.served if verdict is not None else dtype))

@@ -120,8 +120,9 @@ class Metrics:
         )
         self.precision_fallback = Gauge(
             "m3engine_precision_fallback",
-            "1 when the model runs in a fallback dtype because the requested one (fp8) failed the "
-            "accuracy gate at load (/info's precision says why), else 0",
+            "1 when the model runs in a fallback dtype because the reduced precision tried at load "
+            "(fp8, or bf16 for auto on a CPU) failed the accuracy gate or ran slower (/info's "
+            "precision says why), else 0",
             ["model"],
             registry=r,
             multiprocess_mode="livemax",

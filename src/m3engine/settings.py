@@ -43,19 +43,22 @@ class EngineSettings:
     )
     dtype: str = _opt(
         "auto",
-        "fp32, fp16, bf16, fp8 or auto (fp32 on CPU; on CUDA bf16 for fast embedders, else fp16; "
-        "auto never picks fp8). fp8 (e4m3 matrix products; the fast backend on CUDA only) is checked "
-        "at load against fp32 on a calibration sample with the accuracy gate and served only if it "
-        "passes; otherwise auto's half precision is served and /info says why.",
+        "fp32, fp16, bf16, fp8 or auto. auto on CUDA: bf16 for fast embedders, else fp16 (never fp8). "
+        "auto on a CPU: bf16 where the CPU has bf16 units (avx512_bf16, amx_bf16, Arm bf16) and bf16 "
+        "passes the accuracy gate against fp32 on a calibration sample at load and runs it faster; "
+        "else fp32. fp8 (e4m3 matrix products; the fast backend on CUDA only) is checked the same way "
+        "and served only if it passes; otherwise auto's half precision. Verdicts are cached under "
+        "--cache-dir; /info's precision says what was served and why.",
     )
     calibration: str | None = _opt(
         None,
-        "Text file (UTF-8, one text a line) that --dtype fp8's gate compares on; default: the "
-        "built-in multilingual sample.",
+        "Text file (UTF-8, one text a line) that the accuracy gate at load (--dtype fp8, or auto on "
+        "a CPU) compares on; default: the built-in multilingual sample.",
     )
     cache_dir: str = _opt(
         "~/.cache/m3engine",
-        "Directory for what a load can reuse: fp8's gate verdict per weights, GPU and version.",
+        "Directory for what a load can reuse: the accuracy gate's verdict (fp8, auto on a CPU) per "
+        "weights, GPU or CPU model, and version.",
     )
     max_length: int | None = _opt(
         None, "Token limit for passages and (query, passage) pairs; default: the model's."

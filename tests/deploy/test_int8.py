@@ -51,7 +51,7 @@ def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> N
         )
     )
     assert manifest.validation is not None and manifest.validation["pass"], manifest.validation
-    graph = onnx.load(str(tmp_path / "m" / GRAPH))
+    graph = onnx.load(str(tmp_path / "m" / GRAPH)).graph
     smoothed = [n for n in graph.node if n.op_type == "Mul" and n.name.endswith("/smooth")]
     quantized = 24 - len(manifest.build["int8_fp32_nodes"])  # 6 layers x (Attention + 3 MatMuls)
     assert len(smoothed) == quantized  # every quantized MatMul's input is smoothed, none other

@@ -81,7 +81,7 @@ def test_rerank_orders_and_truncates_to_top_n(reranker: Engine, flag_reranker: A
 def test_configured_query_cap_holds_under_a_per_call_budget(reranker_dir: Path) -> None:
     from FlagEmbedding import FlagReranker
 
-    engine = Engine.load(str(reranker_dir), query_max_length=20)
+    engine = Engine.load(str(reranker_dir), dtype="fp32", query_max_length=20)
     ref = FlagReranker(str(reranker_dir), use_fp16=False, devices="cpu", max_length=100, query_max_length=20)
     docs = [d for d in MULTILINGUAL if _round_trips(engine, d)][:4]
     query = LONG[:400]  # well over 20 tokens

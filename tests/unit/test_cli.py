@@ -120,7 +120,8 @@ def test_rerank_prints_a_ranking(
     reranker: Engine, reranker_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     docs = MULTILINGUAL[:5]
-    args = ["rerank", "--model", str(reranker_dir), "--query-text", "What is BGE-M3?", "--top-n", "3"]
+    args = ["rerank", "--model", str(reranker_dir), "--dtype", "fp32", "--query-text", "What is BGE-M3?"]
+    args += ["--top-n", "3"]  # fp32 as the fixture: auto may pick bf16 on this CPU
     assert main([*args, *(x for d in docs for x in ("--document", d))]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     expected = reranker.rerank("What is BGE-M3?", docs, top_n=3)

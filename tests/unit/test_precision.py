@@ -16,6 +16,7 @@ from m3engine import Engine
 from m3engine.backends.base import Backend
 from m3engine.metrics import Metrics
 from m3engine.precision.gated import gated_backend
+from m3engine.precision.trial import Trial
 from m3engine.precision.verdict import Verdict
 from m3engine.settings import EngineSettings
 from tests.precision_doubles import NoisyBackend
@@ -47,8 +48,9 @@ class Loads:
 
     def load(self) -> Engine:
         e = self.reference
+        trial = Trial("fp8", "fast", "fp8", self.fallback, "Fake GPU")
         backend, verdict = gated_backend(
-            e.spec, e.tokenizer, self.settings, "cpu", self.make, self.fallback, "Fake GPU", "torch-x"
+            e.spec, e.tokenizer, self.settings, "cpu", self.make, trial, "torch-x"
         )
         return Engine(e.spec, e.tokenizer, backend, self.settings, precision=verdict)
 

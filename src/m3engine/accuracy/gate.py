@@ -2,10 +2,11 @@
 
 One place for the thresholds and the comparison, used by `m3engine validate`, by `m3engine build`
 (which records the result in the artifact's manifest), by int8's choice of what to quantize
-(deploy/quantize.py) and by fp8's check at load (precision/, with FP8_GATE). It sits in the core
-layer, numpy only, so that the engine may use it without importing deploy/. Metrics come as a flat
-dict of floats (accuracy/outputs.py computes most of them); a threshold whose metric is absent (no
-ColBERT on a sentence embedder, no reranker scores on an embedder) is not applied.
+(deploy/quantize.py) and by the check at load (precision/, with LOAD_GATE: fp8, auto's bf16 on a
+CPU). It sits in the core layer, numpy only, so that the engine may use it without importing
+deploy/. Metrics come as a flat dict of floats (accuracy/outputs.py computes most of them); a
+threshold whose metric is absent (no ColBERT on a sentence embedder, no reranker scores on an
+embedder) is not applied.
 
 Defaults: dense cosine mean >= 0.99 and min >= 0.97, the top-10 neighbours of each query agreeing
 >= 90 % with fp32 (issue 18's gate for int8 on CPUs), ColBERT cosine mean >= 0.99, sparse top-10
@@ -100,10 +101,11 @@ def ranking_metrics(ours: list[FloatMatrix], ref: list[FloatMatrix], k: int = 10
     }
 
 
-# Issue 23's gate for fp8 at load: stricter than int8's (Gate()'s defaults), since fp8 is chosen for
-# speed alone and a user who asked for it must get fp32's rankings back. Thresholds whose metric the
-# check at load does not measure (retrieval, reranker top-10) are not applied.
-FP8_GATE = Gate(
+# The gate at load, for fp8 on request and for bf16 when auto chooses it on a CPU: stricter than
+# int8's (Gate()'s defaults), since a reduced precision is chosen for speed alone and the user must
+# get fp32's rankings back. Thresholds whose metric the check at load does not measure (retrieval,
+# reranker top-10) are not applied.
+LOAD_GATE = Gate(
     dense_cos_mean=0.999,
     dense_cos_min=0.995,
     sparse_top10_overlap_mean=0.95,

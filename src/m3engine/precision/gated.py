@@ -1,34 +1,35 @@
-"""fp8 only where the user's own weights keep fp32's answers: the gate runs at load.
+"""A reduced precision only where the user's own weights keep fp32's answers: the gate runs at load.
 
-fp8's accuracy depends on the trained weights (outlier channels, layer sensitivity), which no
-random-weight test can judge; every user who loads a model has them. So with `--dtype fp8` the load
-embeds a calibration sample (accuracy/sample.py, or `--calibration FILE`) twice: with the fp8
-candidate and with the fp32 reference backend on the same device. fp8 is served only if
-accuracy.gate.FP8_GATE passes; otherwise the automatic half precision (bf16 for embedders, fp16 for
-cross-encoders, backends/choose.py) is served and the verdict says why.
+A reduced precision's accuracy depends on the trained weights (outlier channels, layer
+sensitivity), which no random-weight test can judge; every user who loads a model has them. So a
+load with a trial (trial.py: fp8 on request, bf16 for auto on a CPU) embeds a calibration sample
+(accuracy/sample.py, or `--calibration FILE`) twice: with the candidate and with the fp32
+reference backend on the same device. The candidate is served only if accuracy.gate.LOAD_GATE
+passes (and, for auto, only if it ran the sample faster); otherwise the trial's fallback is served
+and the verdict says why.
 
 `choose` holds the decision and knows nothing of CUDA: it takes factories, so the tests drive it
-with a fake fp8 backend on the CPU. `gated_backend` wires it to the sample and to the backends that
-`make` builds; `gated_fp8` is the engine's entry (engine.py).
+with a fake candidate on the CPU. `gated_backend` wires it to the sample and to the backends that
+`make` builds, for the engine (engine.py).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from m3engine.accuracy.gate import FP8_GATE, Gate
 from m3engine.accuracy.outputs import embedding_accuracy, spearman
 from m3engine.accuracy.sample import calibration_texts, fingerprint, read_lines
 from m3engine.backends.base import Backend
-from m3engine.backends.choose import resolve_dtype
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
+from m3engine.precision.trial import Trial
 from m3engine.precision.verdict import Verdict, VerdictCache, cache_key
 from m3engine.scheduling.pipeline import run_all
 from m3engine.settings import EngineSettings
@@ -40,7 +41,6 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 log = logging.getLogger("m3engine.precision")
 
 Factory = Callable[[], Backend]
-RERANK_QUERIES = 8  # queries x sample texts pairs: enough for a rank correlation over hundreds of scores
 
 
 def _free(device: str) -> None:
@@ -52,44 +52,57 @@ def _free(device: str) -> None:
         torch.cuda.empty_cache()
 
 
+def _timed(measure: Callable[[Backend], Any], backend: Backend) -> tuple[Any, float]:
+    start = time.perf_counter()
+    outputs = measure(backend)
+    return outputs, time.perf_counter() - start
+
+
 def choose(
-    requested: str,
-    fallback_dtype: str,
+    trial: Trial,
     candidate: Factory,
-    fallback: Factory,
+    fallback: Factory | None,
     reference: Factory,
     measure: Callable[[Backend], Any],
     compare: Callable[[Any, Any], dict[str, float]],
     *,
-    gate: Gate = FP8_GATE,
     cache: VerdictCache | None = None,
     key: str | None = None,
     device: str = "cpu",
 ) -> tuple[Backend, Verdict]:
-    """The backend to serve and the verdict: `candidate` if `gate` passes on `compare`'s metrics.
+    """The backend to serve and the verdict: `candidate` if `trial.gate` passes on `compare`'s metrics.
 
-    The reference runs first and is dropped before the candidate is built, so the two never share
-    the device's memory. A cached verdict (same `key`) skips both runs."""
+    `fallback` None: the fp32 reference itself is the fallback (a CPU's auto), kept rather than
+    built twice. Otherwise the reference is dropped before the candidate is built, so the two never
+    share the device's memory. A cached verdict (same `key`) skips both runs."""
+    assert trial.candidate is not None
+    requested, fallback_dtype = trial.candidate, trial.fallback
     if cache is not None and key is not None:
         known = cache.load(key)
         if known is not None:
             log.info("precision %s: cached verdict, serving %s (%s)", requested, known.served, known.reason)
-            return (candidate() if known.passed else fallback()), known
+            return (candidate() if known.passed else (fallback or reference)()), known
     ref = reference()
-    ref_outputs = measure(ref)
+    ref_outputs, ref_s = _timed(measure, ref)
+    kept = ref if fallback is None else None
     del ref
     _free(device)
+
+    def serve_fallback() -> Backend:
+        return kept if kept is not None else (fallback or reference)()
+
     chosen: Backend | None = None
     try:
         chosen = candidate()
-        metrics = compare(measure(chosen), ref_outputs)
-    except Exception as error:  # a recipe that cannot run on this GPU is a failed gate, not a failed load
+        outputs, took = _timed(measure, chosen)
+        metrics = compare(outputs, ref_outputs)
+    except Exception as error:  # a recipe that cannot run on this device is a failed gate, not a failed load
         chosen = None
         _free(device)
         reason = f"{requested} could not run ({type(error).__name__}: {error}); serving {fallback_dtype}"
         log.warning("precision %s: %s", requested, reason)
-        return fallback(), Verdict(requested, fallback_dtype, False, reason)
-    verdict = _judge(requested, fallback_dtype, metrics, gate)
+        return serve_fallback(), Verdict(trial.requested, fallback_dtype, False, reason, candidate=requested)
+    verdict = _judge(trial, metrics | {"fp32_s": ref_s, f"{requested}_s": took})
     if cache is not None and key is not None:
         cache.store(key, verdict)
     if verdict.passed:
@@ -99,21 +112,32 @@ def choose(
     log.warning("precision %s: %s", requested, verdict.reason)
     chosen = None
     _free(device)
-    return fallback(), verdict
+    return serve_fallback(), verdict
 
 
-def _judge(requested: str, fallback_dtype: str, metrics: dict[str, float], gate: Gate) -> Verdict:
-    result = gate.check(metrics)
+def _judge(trial: Trial, metrics: dict[str, float]) -> Verdict:
+    assert trial.candidate is not None
+    candidate, fallback = trial.candidate, trial.fallback
+    result = trial.gate.check(metrics)
     rows = result["checks"]
-    if result["pass"]:
-        reason = f"the accuracy gate passed against fp32 ({len(rows)} checks); serving {requested}"
-        return Verdict(requested, requested, True, reason, metrics, rows)
-    failed = [f"{name} {row['value']:.5f} < {row['min']}" for name, row in rows.items() if not row["pass"]]
-    reason = (
-        f"the accuracy gate failed against fp32 ({', '.join(failed) or 'no metric measured'}); "
-        f"serving {fallback_dtype}"
-    )
-    return Verdict(requested, fallback_dtype, False, reason, metrics, rows)
+    if not result["pass"]:
+        failed = [f"{n} {row['value']:.5f} < {row['min']}" for n, row in rows.items() if not row["pass"]]
+        reason = (
+            f"the accuracy gate failed against fp32 ({', '.join(failed) or 'no metric measured'}); "
+            f"serving {fallback}"
+        )
+        return Verdict(trial.requested, fallback, False, reason, metrics, rows, candidate=candidate)
+    took, fp32_took = metrics[f"{candidate}_s"], metrics["fp32_s"]
+    if trial.must_be_faster and took >= fp32_took:
+        reason = (
+            f"the accuracy gate passed against fp32, but {candidate} ran the sample in {took:.2f} s, "
+            f"fp32 in {fp32_took:.2f} s; serving {fallback}"
+        )
+        return Verdict(trial.requested, fallback, False, reason, metrics, rows, candidate=candidate)
+    reason = f"the accuracy gate passed against fp32 ({len(rows)} checks); serving {candidate}"
+    if trial.must_be_faster:
+        reason += f", {fp32_took / took:.1f}x fp32's speed on the sample"
+    return Verdict(trial.requested, candidate, True, reason, metrics, rows, candidate=candidate)
 
 
 def _run(backend: Backend, task: Prepared[Any], settings: EngineSettings) -> Any:
@@ -122,12 +146,12 @@ def _run(backend: Backend, task: Prepared[Any], settings: EngineSettings) -> Any
 
 
 def _probes(
-    spec: ModelSpec, tokenizer: TextTokenizer, settings: EngineSettings, texts: list[str]
+    spec: ModelSpec, tokenizer: TextTokenizer, settings: EngineSettings, texts: list[str], queries: int
 ) -> tuple[Callable[[Backend], Any], Callable[[Any, Any], dict[str, float]]]:
     """What to run on each backend, and how to compare the two: the metrics issue 23's gate names."""
     tasks = TaskBuilder(spec, tokenizer, settings)
     if spec.kind is ModelKind.RERANKER:
-        pairs = [(t.split(". ")[0], p) for t in texts[:RERANK_QUERIES] for p in texts]
+        pairs = [(t.split(". ")[0], p) for t in texts[:queries] for p in texts]
         options = PairScoreOptions(normalize=False)
         return (
             lambda b: np.array(_run(b, tasks.score_pairs(pairs, options), settings)),
@@ -151,20 +175,35 @@ def gated_backend(
     settings: EngineSettings,
     device: str,
     make: Callable[[str, str], Backend],
-    fallback_dtype: str,
-    device_name: str,
-    torch_version: str,
+    trial: Trial,
+    torch_version: str | None = None,
 ) -> tuple[Backend, Verdict]:
-    """`make(backend name, dtype)` builds a backend on `device`; the candidate is (fast, fp8)."""
+    """`trial`'s candidate if the gate passes on `device`, else its fallback (the engine's entry).
+
+    `make(backend name, dtype)` builds a backend on `device`: the candidate is (trial.backend,
+    trial.candidate), the reference ("reference", "fp32")."""
+    if trial.candidate is None:
+        log.info("precision %s: %s", trial.requested, trial.why)
+        return make(trial.backend, trial.fallback), Verdict(trial.requested, trial.fallback, False, trial.why)
     texts = read_lines(settings.calibration) if settings.calibration else calibration_texts()
-    measure, compare = _probes(spec, tokenizer, settings, texts)
-    parts = {"sample": fingerprint(texts), "gate": repr(FP8_GATE), "kind": spec.kind.value, "dtype": "fp8"}
-    key = cache_key(Path(spec.path), device_name, torch_version, parts)
+    measure, compare = _probes(spec, tokenizer, settings, texts, trial.rerank_queries)
+    parts = {
+        "sample": fingerprint(texts),
+        "gate": repr(trial.gate),
+        "kind": spec.kind.value,
+        "trial": [trial.requested, trial.backend, trial.candidate, trial.fallback, trial.must_be_faster],
+        "queries": trial.rerank_queries,
+    }
+    if torch_version is None:
+        import torch  # only a trial of a torch backend gets here
+
+        torch_version = torch.__version__
+    key = cache_key(Path(spec.path), trial.device_name, torch_version, parts)
+    same = (trial.backend, trial.fallback) == ("reference", "fp32")  # the fallback is the reference
     return choose(
-        "fp8",
-        fallback_dtype,
-        candidate=lambda: make("fast", "fp8"),
-        fallback=lambda: make("fast", fallback_dtype),
+        trial,
+        candidate=lambda: make(trial.backend, trial.candidate or trial.fallback),
+        fallback=None if same else lambda: make(trial.backend, trial.fallback),
         reference=lambda: make("reference", "fp32"),
         measure=measure,
         compare=compare,
@@ -172,19 +211,3 @@ def gated_backend(
         key=key,
         device=device,
     )
-
-
-def gated_fp8(
-    spec: ModelSpec,
-    tokenizer: TextTokenizer,
-    settings: EngineSettings,
-    device: str,
-    make: Callable[[str, str], Backend],
-) -> tuple[Backend, Verdict]:
-    """The fast backend in fp8 if the gate passes on `device`, else in auto's half precision."""
-    import torch
-
-    fallback = resolve_dtype("auto", device, "fast", spec.is_cross_encoder)
-    # The verdict is per GPU model: another card rounds the same products differently.
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device
-    return gated_backend(spec, tokenizer, settings, device, make, fallback, name, torch.__version__)

@@ -1,10 +1,10 @@
 """The gate's verdict on a reduced precision, and its cache on disk.
 
-A verdict depends only on the weights, the GPU, the software and the sample, so it is measured once
-and kept under `--cache-dir`: a second load skips the comparison (two full passes over the sample,
-one of them in fp32). The key hashes every one of those. A cache file that cannot be read or does
-not hold a verdict is ignored (the comparison runs again and overwrites it): a cache must never stop
-a model from loading.
+A verdict depends only on the weights, the device model (GPU or CPU), the software and the sample,
+so it is measured once and kept under `--cache-dir`: a second load skips the comparison (two full
+passes over the sample, one of them in fp32). The key hashes every one of those. A cache file that
+cannot be read or does not hold a verdict is ignored (the comparison runs again and overwrites it):
+a cache must never stop a model from loading.
 """
 
 from __future__ import annotations
@@ -28,13 +28,21 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx")
 
 @dataclass(frozen=True)
 class Verdict:
-    requested: str  # the dtype asked for: fp8
-    served: str  # the dtype the model runs in: the requested one if the gate passed
+    requested: str  # the dtype setting: fp8, or auto (on a CPU)
+    served: str  # the dtype the model runs in: the candidate if the gate passed
     passed: bool
     reason: str  # one line for the log and /info
     metrics: dict[str, float] = field(default_factory=dict)
     checks: dict[str, Any] = field(default_factory=dict)  # Gate.check's rows
     cached: bool = False  # read from the cache, not measured by this load
+    # the reduced precision tried against fp32 (fp8, bf16); None where none was worth trying
+    # (a CPU without bf16 units), so fp32 is served without a comparison
+    candidate: str | None = None
+
+    @property
+    def fell_back(self) -> bool:
+        """A candidate was tried and lost: the model runs slower than it might (the fallback gauge)."""
+        return self.candidate is not None and not self.passed
 
     def public(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -52,6 +60,9 @@ class Verdict:
             raise ValueError("metrics is not a mapping of numbers")
         if not isinstance(checks, dict):
             raise ValueError("checks is not a mapping")
+        candidate = data.get("candidate", data["requested"])
+        if not isinstance(candidate, str):
+            raise ValueError("candidate is not a dtype name")
         return cls(
             requested=data["requested"],
             served=data["served"],
@@ -60,6 +71,7 @@ class Verdict:
             metrics={k: float(v) for k, v in metrics.items()},
             checks=checks,
             cached=True,
+            candidate=candidate,
         )
 
 
@@ -72,7 +84,7 @@ def _file_digest(path: Path) -> str:
 
 
 def cache_key(model_path: Path, device_name: str, torch_version: str, parts: dict[str, Any]) -> str:
-    """sha256 over the weight files' contents, the GPU, torch, m3engine and `parts` (sample, gate...)."""
+    """sha256 over the weight files' contents, the device model, torch, m3engine and `parts` (sample...)."""
     files = sorted(p for p in model_path.rglob("*") if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
     record = {
         "weights": {str(p.relative_to(model_path)): _file_digest(p) for p in files},

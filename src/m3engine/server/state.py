@@ -110,7 +110,7 @@ class ServerState:
                 short_query_tokens=settings.short_query_tokens,
             )
             scheduler.on_death = self._worker_died
-            fell_back = engine.precision is not None and not engine.precision.passed
+            fell_back = engine.precision is not None and engine.precision.fell_back
             self.metrics.precision_fallback.labels(model=engine.spec.name).set(1 if fell_back else 0)
             served.append((engine, scheduler))
         self.serve(served)

@@ -84,7 +84,7 @@ class EngineService:
         admission = Admission(1, 1)
         metrics.track_gpu()
         for e in engines:  # the models run in this process: only it knows their precision verdicts
-            fell_back = e.precision is not None and not e.precision.passed
+            fell_back = e.precision is not None and e.precision.fell_back
             metrics.precision_fallback.labels(model=e.spec.name).set(1 if fell_back else 0)
         schedulers = [
             Scheduler(
