@@ -83,3 +83,19 @@ def test_the_default_probe_is_issue_18s_retrieval_check_drawn_afresh() -> None:
     assert not set(probe.passages) & set(benchmark)
     mine = ValidationTexts.calibration(["Erste Zeile. Mehr Text.", "Second one. More."])
     assert mine.queries == ["Erste Zeile", "Second one"] and len(mine.passages) == 2
+
+
+def test_probe_margin_raises_the_bar_for_the_recipe_choice(bge_m3_dir: Path, tmp_path: Path) -> None:
+    """A top-10 agreement cannot clear 0.9 + 0.2: every recipe is tried and the build says so."""
+    manifest = build(
+        BuildOptions(
+            model=str(bge_m3_dir),
+            out=tmp_path / "q",
+            dtype="int8",
+            calibration=calibration_texts(16),
+            probe_margin=0.2,
+            validate=False,
+        )
+    )
+    assert manifest.build["probe_margin"] == 0.2 and manifest.build["int8_gate_failed"]
+    assert len(manifest.build["int8_tried"]) == len(RECIPES)

@@ -35,6 +35,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         gate=Gate.from_args(args),
         validate=args.validate,
         plain_graph=args.plain_graph,
+        probe_margin=args.probe_margin,
     )
     manifest = build(options)
     summary: dict[str, Any] = {"out": str(options.out), "dtype": manifest.dtype, "build": manifest.build}
@@ -100,6 +101,13 @@ def add_deploy_parsers(sub: Any) -> None:
     build.add_argument("--field", default="text", help="Field / column of the text in .jsonl and .parquet.")
     build.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True)
     build.add_argument("--plain-graph", action="store_true", help="Keep plain.onnx for trtexec / Triton.")
+    build.add_argument(
+        "--probe-margin",
+        type=float,
+        default=0.02,
+        help="int8: how far the probe's top-10 agreements must clear the gate's for a recipe to be "
+        "chosen (default 0.02: their spread between draws of the same check).",
+    )
     Gate.add_flags(build)
     build.set_defaults(func=cmd_build)
 

@@ -40,6 +40,9 @@ class BuildOptions:
     calibration: list[str] | None = None  # int8: texts the recipe is chosen on
     validation: ValidationTexts | None = None
     gate: Gate = field(default_factory=Gate)
+    # int8: the probe's top-10 agreements must clear the gate by this much (the spread of one
+    # recipe's agreement between draws of the same check, so that the choice holds on other texts)
+    probe_margin: float = 0.02
     validate: bool = True
     tensorrt: bool = True  # write tensorrt.json: provider options and trtexec line (deploy/tensorrt.py)
     plain_graph: bool = False  # keep the exporter's standard-op graph as plain.onnx (trtexec, Triton)
@@ -100,7 +103,13 @@ def _graph(
         del model
         layers = int(read_json(spec.path / "config.json")["num_hidden_layers"])
         probe = ValidationTexts.calibration(options.calibration)
-        notes |= choose_int8(fp32, target, spec, layers, probe, options.gate, large)
+        gate = replace(
+            options.gate,
+            retrieval_top10=options.gate.retrieval_top10 + options.probe_margin,
+            top10_agreement=options.gate.top10_agreement + options.probe_margin,
+        )
+        notes |= choose_int8(fp32, target, spec, layers, probe, gate, large)
+        notes["probe_margin"] = options.probe_margin
         notes["calibration_texts"] = len(probe.passages)
         notes["calibration_queries"] = len(probe.queries)
     else:
