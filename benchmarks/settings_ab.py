@@ -114,7 +114,8 @@ def main() -> None:
         labels = [label(c) for c in args.config]
         for name, engine, seconds in zip(labels, engines, load_s, strict=True):
             info = engine.info()
-            print(f"{name}: {info['backend']} on {info['device']} ({info['dtype']}), loaded in {seconds:.1f} s")
+            where = f"{info['backend']} on {info['device']} ({info['dtype']})"
+            print(f"{name}: {where}, loaded in {seconds:.1f} s")
         counts: dict[str, int] = {}
         first: list[dict[str, float]] = [{} for _ in engines]
         times: list[dict[str, list[float]]] = [{job.name: [] for job in jobs} for _ in engines]
@@ -137,7 +138,9 @@ def main() -> None:
         cells = [f"{n} {r / 1e3:,.1f} k tok/s ({r / rates[0][n]:.3f}x)" for n, r in rate.items()]
         print(f"{name}: " + " | ".join(cells), flush=True)
     for name, per, cold in zip(labels, times, first, strict=True):
-        cells = [f"{n} {cold[n]:.3f} s ({cold[n] / statistics.median(t):.2f}x steady)" for n, t in per.items()]
+        cells = [
+            f"{n} {cold[n]:.3f} s ({cold[n] / statistics.median(t):.2f}x steady)" for n, t in per.items()
+        ]
         print(f"{name}: first pass " + " | ".join(cells), flush=True)
     if args.json:
         report = {
