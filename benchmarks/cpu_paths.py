@@ -6,9 +6,11 @@ Runtime artifacts, and sentence-transformers in fp32 and bf16 as the baseline us
     python benchmarks/cpu_paths.py --model MODEL --st --onnx /tmp/a32 --onnx /tmp/a8
 
 Throughput: multilingual passages (the built-in sample, accuracy/sample.py, truncated at the model's
-own length: 256 tokens for all-MiniLM-L6-v2), embedded by each path, best of `--rounds` rounds with
-the paths interleaved (a shared machine's noise hits every path alike). Beside wall-clock tokens/s,
-tokens per CPU-second of this process (less sensitive to other processes on a shared machine).
+own length: 256 tokens for all-MiniLM-L6-v2), embedded by each path, `--rounds` rounds with the
+paths interleaved (a shared machine's noise hits every path alike): the median rate over rounds,
+and each path's ratio to the first path and to sentence-transformers bf16 as the median of the
+ratios within a round (one lucky round moves neither). Beside wall-clock tokens/s, tokens per
+CPU-second of this process (less sensitive to other processes on a shared machine).
 Accuracy against torch fp32 on the same passages: dense cosine mean and min, and the top-10
 neighbours of `--queries` queries among `--corpus` passages. Public interfaces only (Engine, the
 accuracy package's texts and gate metrics, sentence-transformers' SentenceTransformer).
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -57,7 +60,7 @@ def paths(args: argparse.Namespace) -> dict[str, Embed]:
     out: dict[str, Embed] = {
         "torch fp32 (reference)": engine_path(Engine.load(args.model, device="cpu", dtype="fp32")),
     }
-    auto = Engine.load(args.model, device="cpu")
+    auto = Engine.load(args.model, device="cpu", **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
     info = auto.info()
     out[f"m3engine auto ({info['backend']} {info['dtype']})"] = engine_path(auto)
     for backend in ("reference", "fast"):
@@ -83,8 +86,9 @@ def main() -> None:
     parser.add_argument("--passages", type=int, default=600, help="Timed passages.")
     parser.add_argument("--corpus", type=int, default=2000, help="Passages for the top-10 check.")
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", help="Write the results here too.")
+    parser.add_argument("--cache-dir", help="auto's verdict cache (default: the setting's default).")
     args = parser.parse_args()
 
     sentences = sample_sentences()
@@ -97,32 +101,38 @@ def main() -> None:
     timed = corpus[: args.passages]
     counter = Engine.load(args.model, device="cpu", backend="reference", dtype="fp32")
     tokens = sum(r.num_tokens for r in counter.embed(timed))  # every path truncates alike
-    best = {name: 0.0 for name in embedders}
-    per_cpu = {name: 0.0 for name in embedders}
-    for _ in range(args.rounds):
-        for name, embed in embedders.items():
+    rates: dict[str, list[float]] = {name: [] for name in embedders}
+    per_cpu: dict[str, list[float]] = {name: [] for name in embedders}
+    for turn in range(args.rounds):
+        order = list(embedders) if turn % 2 == 0 else list(reversed(embedders))
+        for name in order:
             wall, cpu = time.perf_counter(), time.process_time()
-            embed(timed, False)
-            best[name] = max(best[name], tokens / (time.perf_counter() - wall))
-            per_cpu[name] = max(per_cpu[name], tokens / (time.process_time() - cpu))
+            embedders[name](timed, False)
+            rates[name].append(tokens / (time.perf_counter() - wall))
+            per_cpu[name].append(tokens / (time.process_time() - cpu))
+
+    def ratio(name: str, to: str | None) -> float | None:
+        if to is None:
+            return None
+        return statistics.median(a / b for a, b in zip(rates[name], rates[to], strict=True))
 
     base = next(iter(embedders))
-    st_bf16 = best.get("sentence-transformers bf16")
+    st_bf16 = "sentence-transformers bf16" if args.st else None
     vectors = {name: embed(corpus[: args.corpus], False) for name, embed in embedders.items()}
     query_vectors = {name: embed(queries, True) for name, embed in embedders.items()}
     rows = []
     for name in embedders:
         row: dict[str, Any] = {
             "path": name,
-            "tokens_per_s": round(best[name]),
-            "tokens_per_cpu_s": round(per_cpu[name]),
-            "x_fp32": best[name] / best[base],
-            "x_st_bf16": best[name] / st_bf16 if st_bf16 else None,
+            "tokens_per_s": round(statistics.median(rates[name])),
+            "tokens_per_cpu_s": round(statistics.median(per_cpu[name])),
+            "x_fp32": ratio(name, base),
+            "x_st_bf16": ratio(name, st_bf16),
         }
         row |= dense_metrics(vectors[name], vectors[base])
         row |= retrieval_agreement((query_vectors[name], vectors[name]), (query_vectors[base], vectors[base]))
         rows.append(row)
-    print(f"{tokens} tokens in {args.passages} passages, best of {args.rounds} rounds")
+    print(f"{tokens} tokens in {args.passages} passages, medians of {args.rounds} rounds")
     print(
         f"{'path':<44}{'tok/s':>8}{'tok/cpu-s':>10}{'x fp32':>8}{'x st bf16':>10}"
         f"{'cos mean':>10}{'cos min':>10}{'top-10':>8}"
@@ -135,7 +145,8 @@ def main() -> None:
         )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump({"rows": rows, "passages": args.passages, "rounds": args.rounds}, f, indent=2)
+            record = {"rows": rows, "passages": args.passages, "rounds": args.rounds, "rates": rates}
+            json.dump(record, f, indent=2)
 
 
 if __name__ == "__main__":

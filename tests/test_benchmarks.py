@@ -45,6 +45,18 @@ def test_gemm_floor_dry_run() -> None:
     assert len(lines) == 2 and all("products alone for 32991 tokens x 24 layers" in x for x in lines)
 
 
+def test_cpu_paths_dry_run(bge_m3_dir: Path, tmp_path: Path) -> None:
+    out = _run(
+        "cpu_paths.py",
+        *("--model", str(bge_m3_dir), "--cache-dir", str(tmp_path), "--rounds", "1"),
+        *("--passages", "6", "--corpus", "12", "--queries", "3"),
+    )
+    rows = [line.split("  ")[0] for line in out.splitlines()[2:]]
+    assert rows[0] == "torch fp32 (reference)" and rows[1].startswith("m3engine auto (reference ")
+    assert {"torch bf16 (reference)", "torch bf16 (fast)"} <= set(rows)
+    assert list(tmp_path.rglob("*.json")) or "auto (reference fp32)" in out  # auto's verdict, cached
+
+
 def test_settings_ab_dry_run() -> None:
     out = _run(
         "settings_ab.py",

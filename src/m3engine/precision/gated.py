@@ -76,11 +76,11 @@ def choose(
     built twice. Otherwise the reference is dropped before the candidate is built, so the two never
     share the device's memory. A cached verdict (same `key`) skips both runs."""
     assert trial.candidate is not None
-    requested, fallback_dtype = trial.candidate, trial.fallback
+    tried, fallback_dtype = trial.candidate, trial.fallback
     if cache is not None and key is not None:
         known = cache.load(key)
         if known is not None:
-            log.info("precision %s: cached verdict, serving %s (%s)", requested, known.served, known.reason)
+            log.info("precision %s: cached verdict, serving %s (%s)", tried, known.served, known.reason)
             return (candidate() if known.passed else (fallback or reference)()), known
     ref = reference()
     ref_outputs, ref_s = _timed(measure, ref)
@@ -99,17 +99,17 @@ def choose(
     except Exception as error:  # a recipe that cannot run on this device is a failed gate, not a failed load
         chosen = None
         _free(device)
-        reason = f"{requested} could not run ({type(error).__name__}: {error}); serving {fallback_dtype}"
-        log.warning("precision %s: %s", requested, reason)
-        return serve_fallback(), Verdict(trial.requested, fallback_dtype, False, reason, candidate=requested)
-    verdict = _judge(trial, metrics | {"fp32_s": ref_s, f"{requested}_s": took})
+        reason = f"{tried} could not run ({type(error).__name__}: {error}); serving {fallback_dtype}"
+        log.warning("precision %s: %s", tried, reason)
+        return serve_fallback(), Verdict(trial.requested, fallback_dtype, False, reason, candidate=tried)
+    verdict = _judge(trial, metrics | {"fp32_s": ref_s, f"{tried}_s": took})
     if cache is not None and key is not None:
         cache.store(key, verdict)
     if verdict.passed:
-        log.info("precision %s: %s", requested, verdict.reason)
+        log.info("precision %s: %s", tried, verdict.reason)
         assert chosen is not None
         return chosen, verdict
-    log.warning("precision %s: %s", requested, verdict.reason)
+    log.warning("precision %s: %s", tried, verdict.reason)
     chosen = None
     _free(device)
     return serve_fallback(), verdict
