@@ -112,3 +112,34 @@ async def test_oom_splits_then_fails_only_with_oom(m3_fake: Engine) -> None:
         backend.oom_over_tokens = 1  # even one sequence fails
         with pytest.raises(OutOfMemoryError):
             await scheduler.submit(lambda t: t.embed(texts), [len(x) for x in texts], deadline_s=30)
+
+
+async def test_ready_waits_until_every_frontend_serves_and_stays_after_one_leaves(m3_fake: Engine) -> None:
+    """The kernel spreads connections only over the frontends that listen: /ready says 503 until
+    every frontend has served, and a frontend that goes away later does not take the rest out."""
+    workdir = tempfile.mkdtemp(prefix="m3e-ipc-")
+    service = EngineService.build([m3_fake], ServerSettings(frontends=2), Metrics())
+    await service.start(f"{workdir}/engine.sock")
+    clients = [(await EngineClient.connect(f"{workdir}/engine.sock", frontend=i))[0] for i in range(2)]
+
+    async def serving_seen_by(client: EngineClient, count: int) -> None:
+        async with asyncio.timeout(5):
+            while client.status.frontends_serving != count:
+                await asyncio.sleep(0.01)
+
+    try:
+        assert not service.ready and service.frontends_serving == 0
+        clients[0].serving(0)
+        await serving_seen_by(clients[1], 1)
+        assert not service.ready
+        clients[1].serving(1)
+        await serving_seen_by(clients[0], 2)
+        assert service.ready
+        await clients[1].close()  # a frontend exits; its restart connects again later
+        await asyncio.sleep(0.05)
+        assert service.ready and service.frontends_serving == 2
+    finally:
+        for client in clients:
+            await client.close()
+        await service.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

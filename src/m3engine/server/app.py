@@ -62,6 +62,8 @@ def build_app(state: ServerState) -> FastAPI:
         watch.start()
         frozen = runtime.after_startup(settings)
         state.started = True
+        if state.on_started is not None:
+            state.on_started()
         log.info("ready", extra={"models": [m.name for m in state.models], "gc_frozen": frozen})
         try:
             yield

@@ -116,6 +116,10 @@ class ServerState:
         self.serve(served)
         self.on_fatal: Callable[[], None] | None = None  # set by the CLI: stop the process
         self.started = False  # models loaded, warmed up, workers running
+        self.on_started: Callable[[], None] | None = None  # an HTTP frontend tells the engine process
+        # Why the server's other processes are not ready yet (HTTP frontends: not every one serves);
+        # None when they are, or when this process is the whole server.
+        self.peers_waiting: Callable[[], str | None] = lambda: None
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
         # The HTTP implementation uvicorn runs, set when it starts (server/cli.py's DrainingServer);
         # None while the app is not served by it (an in-process ASGI client).
@@ -133,7 +137,12 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
-        return self.started and not self.draining and all(m.scheduler.alive for m in self.models)
+        return (
+            self.started
+            and not self.draining
+            and all(m.scheduler.alive for m in self.models)
+            and self.peers_waiting() is None
+        )
 
     def not_ready_reason(self) -> str | None:
         if not self.started:
@@ -141,7 +150,9 @@ class ServerState:
         if self.draining:
             return "draining for shutdown"
         dead = [m.name for m in self.models if not m.scheduler.alive]
-        return f"worker stopped or unreachable for {', '.join(dead)}" if dead else None
+        if dead:
+            return f"worker stopped or unreachable for {', '.join(dead)}"
+        return self.peers_waiting()
 
     def degraded(self) -> str | None:
         """Why some model runs on its --fallback now; None while each runs on its primary alone."""

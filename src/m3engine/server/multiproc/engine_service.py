@@ -39,6 +39,7 @@ from m3engine.server.multiproc.wire import (
     FAILURE,
     HELLO,
     RESULT,
+    SERVING,
     SUBMIT,
     WELCOME,
     FrameReader,
@@ -68,8 +69,11 @@ class EngineService:
         models: list[ModelDescription],
         admission: Admission,
         metrics: Metrics,
+        frontends: int = 1,
     ) -> None:
         self.schedulers, self.models, self.admission, self.metrics = schedulers, models, admission, metrics
+        self.frontends = frontends  # how many will connect; /ready waits until each has served
+        self._serving: set[int] = set()
         self.stopping = False
         self.on_fatal: Callable[[], None] | None = None  # a worker died
         self.deadlines = _Deadlines()
@@ -93,18 +97,36 @@ class EngineService:
             for e in engines
         ]
         models = [ModelDescription(e.spec.name, e.spec, e.settings, e.info(), e.tokenizer) for e in engines]
-        return cls(schedulers, models, admission, metrics)
+        return cls(schedulers, models, admission, metrics, settings.frontends or 1)
 
     def status(self) -> tuple[Any, ...]:
         """An `EngineStatus`, as the plain tuple that goes in every frame."""
         alive = tuple(s.alive for s in self.schedulers)
         devices = tuple(tuple(s.health.reasons) for s in self.schedulers)
         serving = tuple((now.by, now.degraded) for now in (s.serving for s in self.schedulers))
-        return self.admission.tokens_per_s, alive, self.stopping, devices, serving
+        return self.admission.tokens_per_s, alive, self.stopping, devices, serving, self.frontends_serving
+
+    @property
+    def frontends_serving(self) -> int:
+        return self.frontends if len(self._serving) >= self.frontends else len(self._serving)
+
+    def frontend_serving(self, index: int) -> None:
+        """A frontend accepts connections. Until every one has, each frontend's /ready says 503: the
+        kernel spreads connections only over the sockets that listen, so a client that opened its
+        connections as soon as the first frontend was ready kept them on a few processes."""
+        before = self.frontends_serving
+        self._serving.add(index)
+        if before < self.frontends <= len(self._serving):
+            log.info("every frontend serves", extra={"frontends": self.frontends})
+        self._broadcast_status()
 
     @property
     def ready(self) -> bool:
-        return not self.stopping and all(s.alive for s in self.schedulers)
+        return (
+            not self.stopping
+            and all(s.alive for s in self.schedulers)
+            and self.frontends_serving >= self.frontends
+        )
 
     async def start(self, socket_path: str) -> None:
         for scheduler in self.schedulers:
@@ -187,6 +209,8 @@ class _Connection(asyncio.Protocol):
                 _, self.frontend, pid = message
                 log.info("frontend connected", extra={"frontend": self.frontend, "pid": pid})
                 self.send((WELCOME, self.service.models))
+            elif kind == SERVING:
+                self.service.frontend_serving(message[1])
 
     def _submit(self, message: Message) -> None:
         _, job_id, model, sequences, heads, deadline = message

@@ -74,7 +74,13 @@ async def serve_frontend(config: FrontendConfig, listener: socket.socket | None,
     def on_status(status: EngineStatus) -> None:
         admission.tokens_per_s = status.tokens_per_s  # for Retry-After: all admitted tokens / this rate
 
+    def peers_waiting() -> str | None:
+        serving = client.status.frontends_serving
+        return None if serving >= config.count else f"starting: {serving} of {config.count} frontends serve"
+
     client.on_status = on_status
+    state.peers_waiting = peers_waiting
+    state.on_started = lambda: client.serving(config.index)
     app = build_app(state)
     # httptools when importable (uvloop: runtime.run above); timeouts and the connection cap
     uv_config = uvicorn_config(app, settings)

@@ -29,6 +29,7 @@ from m3engine.server.multiproc.wire import (
     CANCEL,
     FAILURE,
     HELLO,
+    SERVING,
     SUBMIT,
     WELCOME,
     BatchWire,
@@ -71,6 +72,10 @@ class EngineClient(asyncio.Protocol):
         _, client = await asyncio.get_running_loop().create_unix_connection(cls, path)
         client._send((HELLO, frontend, os.getpid()))
         return client, await client.models  # status-only frames may come before the welcome
+
+    def serving(self, frontend: int) -> None:
+        """This frontend's HTTP server accepts connections (the engine counts them for /ready)."""
+        self._send((SERVING, frontend))
 
     def start(self) -> None:
         """From here on a lost connection is reported (`on_lost`); frames are read from the start."""

@@ -12,6 +12,7 @@ pickling a NamedTuple, a dataclass or an ndarray runs Python code (or a reduce p
 on both sides, which was most of the engine process's CPU per query.
 
     frontend -> engine   (HELLO, frontend, pid)
+                         (SERVING, frontend): its HTTP server accepts connections
                          (SUBMIT, job, model, BatchWire, heads_bits(HeadRequest), deadline)
                          (CANCEL, job)
     engine -> frontend   (WELCOME, [ModelDescription, ...])
@@ -41,7 +42,7 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, SparseVector
 
 _LENGTH = struct.Struct("!Q")
-HELLO, SUBMIT, CANCEL, WELCOME, RESULT, FAILURE = range(6)
+HELLO, SUBMIT, CANCEL, WELCOME, RESULT, FAILURE, SERVING = range(7)
 Message = tuple[Any, ...]  # (TAG, ...): see the table above
 
 
@@ -63,6 +64,9 @@ class EngineStatus(NamedTuple):
     # `reason` of DeviceHealth); a tuple of Nones costs a frame a few bytes
     devices: tuple[tuple[str | None, ...], ...] = ()
     serving: tuple[tuple[str, str | None], ...] = ()  # per model: its `Serving` as a plain tuple
+    # frontends that have served HTTP: counts up at start, then stays at --frontends (a restarted
+    # frontend does not take the others out of rotation)
+    frontends_serving: int = 0
 
 
 # ---- heads and outputs ------------------------------------------------------------------------
