@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from m3engine.backends.base import Backend, BatchLimits, Pending
-from m3engine.backends.choose import resolve_backend, resolve_devices, resolve_dtype
+from m3engine.backends.choose import resolve_backend, resolve_devices, resolve_dtype, with_batch_tokens
 from m3engine.backends.registry import create_backend
 from m3engine.models.discovery import resolve_model_path
 from m3engine.models.kinds import ModelKind
@@ -71,6 +71,7 @@ class Engine:
         request, bf16 for auto on a CPU: precision/trial.py).
         `fallback`: the standby backend of `--fallback` (the server's scheduler feeds it while no
         device of `backends` can take batches; scheduling/fallback.py)."""
+        settings = with_batch_tokens(settings, backend.info.device)
         self.spec, self.tokenizer, self.backend, self.settings = spec, tokenizer, backend, settings
         self.precision, self.fallback = precision, fallback
         self.backends = list(backends) or [backend]
@@ -100,7 +101,9 @@ class Engine:
         tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
         backends: list[Backend] = []  # one per device
         verdict: Verdict | None = None
-        for device in resolve_devices(settings.devices, settings.device, settings.backend):
+        devices = resolve_devices(settings.devices, settings.device, settings.backend)
+        settings = with_batch_tokens(settings, devices[0])
+        for device in devices:
             name = resolve_backend(settings.backend, device)
             dtype = resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder)
 
@@ -131,7 +134,7 @@ class Engine:
     def limits(self) -> BatchLimits:
         """The shapes this engine's batches can take."""
         s = self.settings
-        return BatchLimits(s.max_batch_tokens, s.max_batch_size, self.max_length, self.tasks.head_requests())
+        return BatchLimits(s.batch_tokens, s.max_batch_size, self.max_length, self.tasks.head_requests())
 
     def warmup(self) -> None:
         """Prepare every backend for every batch shape within `limits` (EngineSettings.warmup)."""
@@ -280,7 +283,7 @@ class Engine:
             self._launch,
             encoded,
             heads,
-            s.max_batch_tokens,
+            s.batch_tokens,
             s.max_batch_size,
             padded,
             progress,
@@ -294,7 +297,7 @@ class Engine:
         padding) nor for work smaller than the pipeline's first piece (one piece is the whole list).
         Python's cyclic collector is off while the pipeline runs (gcpause.py).
         """
-        budget, max_size = self.settings.max_batch_tokens, self.settings.max_batch_size
+        budget, max_size = self.settings.batch_tokens, self.settings.max_batch_size
         small = len(bulk.sizes) < 2 or sum(bulk.sizes) <= budget // pipeline.FIRST_PIECE
         if self.backend.info.padded or small:
             return self.execute(bulk.prepare(), progress)

@@ -68,8 +68,10 @@ class EngineSettings:
         "Token limit for queries; default: max_length (embedders) or 3/4 of it (rerankers, FlagReranker).",
     )
     query_instruction: str = _opt("", "Prefix added to every query before embedding (e.g. 'query: ').")
-    max_batch_tokens: int = _opt(
-        16384, "Token budget of one forward pass (padded tokens for padded backends)."
+    max_batch_tokens: int | None = _opt(
+        None,
+        "Token budget of one forward pass (padded tokens for padded backends); default 16384 on a "
+        "GPU, 4096 on a CPU (larger batches ran slower there: docs/performance.md).",
     )
     max_batch_size: int = _opt(256, "Most texts in one forward pass.")
     warmup: bool = _opt(
@@ -105,6 +107,13 @@ class EngineSettings:
     def public(self) -> dict[str, Any]:
         """The settings as shown in /info and logs, secrets redacted."""
         return redacted(self)
+
+    @property
+    def batch_tokens(self) -> int:
+        """max_batch_tokens as a load resolved it for its device (an Engine's settings always have it)."""
+        if self.max_batch_tokens is None:
+            raise ValueError("max_batch_tokens is resolved when a model loads (Engine.from_settings)")
+        return self.max_batch_tokens
 
     def check(self) -> None:
         """Refuse settings that cannot run (InputError), before any weights load."""

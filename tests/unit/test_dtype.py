@@ -32,3 +32,14 @@ def test_engine_refuses_fp8_on_the_cpu(bge_m3_dir: Path) -> None:
 
     with pytest.raises(InputError, match="fp8"):
         Engine.load(str(bge_m3_dir), backend="fast", device="cpu", dtype="fp8")
+
+
+def test_the_batch_budget_defaults_by_device_and_a_given_one_is_kept(bge_m3_dir: Path) -> None:
+    from m3engine.backends.choose import default_batch_tokens
+    from m3engine.engine import Engine
+
+    assert default_batch_tokens("cpu") == 4096 and default_batch_tokens("cuda:1") == 16384
+    engine = Engine.load(str(bge_m3_dir), device="cpu", warmup=False)
+    assert engine.settings.max_batch_tokens == 4096 and engine.limits.max_tokens == 4096
+    given = Engine.load(str(bge_m3_dir), device="cpu", max_batch_tokens=1000, warmup=False)
+    assert given.settings.max_batch_tokens == 1000 and given.limits.max_tokens == 1000

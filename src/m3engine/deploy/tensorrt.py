@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from m3engine.backends.choose import BATCH_TOKENS
 from m3engine.backends.onnx_artifact import Manifest
 from m3engine.backends.onnx_session import TENSORRT_OPTIONS
 from m3engine.models.spec import ModelSpec
 
 BUCKETS = (128, 512, 2048, 8192)
-TOKEN_BUDGET = 16384  # the engine's default max_batch_tokens
+TOKEN_BUDGET = BATCH_TOKENS["cuda"]  # the engine's default max_batch_tokens on a GPU
 MAX_BATCH = 256  # the engine's default max_batch_size
 PLAIN_GRAPH = "plain.onnx"
 CACHE_DIR = "trt_cache"

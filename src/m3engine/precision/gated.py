@@ -27,6 +27,7 @@ import numpy as np
 from m3engine.accuracy.outputs import embedding_accuracy, spearman
 from m3engine.accuracy.sample import calibration_texts, fingerprint, read_lines
 from m3engine.backends.base import Backend
+from m3engine.backends.choose import with_batch_tokens
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.precision.trial import Trial
@@ -141,7 +142,7 @@ def _judge(trial: Trial, metrics: dict[str, float]) -> Verdict:
 
 
 def _run(backend: Backend, task: Prepared[Any], settings: EngineSettings) -> Any:
-    budget, size, padded = settings.max_batch_tokens, settings.max_batch_size, backend.info.padded
+    budget, size, padded = settings.batch_tokens, settings.max_batch_size, backend.info.padded
     return task.finish(run_all(backend.launch, task.encoded, task.heads, budget, size, padded))
 
 
@@ -182,6 +183,7 @@ def gated_backend(
 
     `make(backend name, dtype)` builds a backend on `device`: the candidate is (trial.backend,
     trial.candidate), the reference ("reference", "fp32")."""
+    settings = with_batch_tokens(settings, device)
     if trial.candidate is None:
         log.info("precision %s: %s", trial.requested, trial.why)
         return make(trial.backend, trial.fallback), Verdict(trial.requested, trial.fallback, False, trial.why)

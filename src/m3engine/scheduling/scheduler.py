@@ -77,7 +77,7 @@ class Scheduler(Submitter):
         self.tokenize_pool = tokenize_pool
         s = engine.settings
         self.former = BatchFormer(
-            s.max_batch_tokens, s.max_batch_size, engine.backend.info.padded, short_query_tokens
+            s.batch_tokens, s.max_batch_size, engine.backend.info.padded, short_query_tokens
         )
         self.health = engine.health
         self.workers = [
