@@ -150,7 +150,10 @@ outputs, the tools that built it, and the validation against the fp32 reference;
 directory when any file differs from the hashes recorded there.
 
 TensorRT: `tensorrt.json` holds ONNX Runtime's TensorRT provider options and an equivalent `trtexec`
-line. They were NOT RUN: TensorRT could not be installed where this was built; test them first.
+line; int8 artifacts add `plain.onnx`'s activation ranges, `trt_cache/calibration.flatbuffers` for
+ONNX Runtime and `calibration.trt.cache` for trtexec (its header names the TensorRT version it
+claims; TensorRT recalibrates if that is not its own). They were NOT RUN: TensorRT could not be
+installed where this was built; test them first.
 """
 
 
