@@ -7,10 +7,13 @@ from pathlib import Path
 import onnx
 
 from m3engine.accuracy.sample import calibration_texts, compose, sample_sentences
-from m3engine.backends.onnx_artifact import GRAPH
+from m3engine.backends.onnx_artifact import GRAPH, verify
 from m3engine.deploy.build import BuildOptions, build
 from m3engine.deploy.quantize import RECIPES
+from m3engine.deploy.tensorrt import PLAIN_GRAPH
 from m3engine.deploy.texts import ValidationTexts
+from m3engine.models.spec import inspect_model
+from tests.deploy.test_trt_calibration import check_int8_tensorrt_files
 
 
 def _ops(path: Path) -> set[str]:
@@ -37,6 +40,13 @@ def test_tiny_bge_m3_is_quantized_by_the_first_recipe_that_passes(bge_m3_dir: Pa
     assert manifest.validation is not None
     metrics = manifest.validation["metrics"]
     assert metrics["dense_cos_mean"] > 0.99 and metrics["colbert_cos_mean"] > 0.99  # random weights: close
+    # TensorRT's int8 files (the validation above loaded the artifact: its hashes held)
+    check_int8_tensorrt_files(tmp_path / "q")
+    calibration = manifest.build["tensorrt"]["int8_calibration"]
+    for name in (calibration["onnxruntime_table"], calibration["trtexec_cache"], PLAIN_GRAPH):
+        assert name in manifest.files
+    assert calibration["texts"] == 24 + 24 and calibration["run"] is False  # the probe's passages and queries
+    verify(tmp_path / "q", inspect_model(tmp_path / "q"))
 
 
 def test_real_minilm_int8_passes_the_gate(minilm_dir: Path, tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ import pytest
 from m3engine.backends.onnx_artifact import GRAPH, MANIFEST, read_manifest
 from m3engine.backends.onnx_session import TENSORRT_OPTIONS, providers_for
 from m3engine.deploy.build import BuildOptions, build
-from m3engine.deploy.tensorrt import PLAIN_GRAPH, Profile, profiles, provider_options, shapes
+from m3engine.deploy.tensorrt import (
+    CACHE_DIR,
+    NATIVE_CALIBRATION,
+    PLAIN_GRAPH,
+    Profile,
+    profiles,
+    provider_options,
+    shapes,
+)
 from m3engine.deploy.triton import CONFIG, TYPES
 
 
@@ -66,6 +74,13 @@ def test_the_trtexec_line_matches_the_options(m3_artifact: Path) -> None:
         given = ",".join(a.split("=", 1)[1] for a in args if a.startswith(f"--{which}Shapes="))
         assert given == doc["provider_options"][f"trt_profile_{which}_shapes"]
     assert "--fp16" not in args and "--int8" not in args
+    assert not any(a.startswith("--calib") for a in args)  # fp32: no calibration, no tables written
+    assert not (m3_artifact / NATIVE_CALIBRATION).exists() and not (m3_artifact / CACHE_DIR).exists()
+    assert "int8_calibration" not in doc
+
+
+def test_fp32_keeps_plain_onnx_only_when_asked(reranker_artifact: Path) -> None:
+    assert not (reranker_artifact / PLAIN_GRAPH).exists()  # built without --plain-graph
 
 
 def test_precision_flags_follow_the_dtype(m3_artifact: Path) -> None:

@@ -32,6 +32,18 @@ from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
 
 
+def padded_feeds(
+    batch: PackedBatch, pad_id: int, inputs: list[str]
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The graph's feeds for `batch`, right-padded: input_ids, attention_mask and, where the graph
+    has it, token_type_ids (zeros when the batch has none); and the (N, L) mask."""
+    ids, mask, types = batch.padded(pad_id)  # (N, L) each
+    feeds = {"input_ids": ids, "attention_mask": mask}
+    if "token_type_ids" in inputs:
+        feeds["token_type_ids"] = types if types is not None else np.zeros_like(ids)
+    return feeds, mask
+
+
 class OnnxRunner:
     """One ONNX Runtime session over a graph with m3engine's input and output names."""
 
@@ -51,11 +63,7 @@ class OnnxRunner:
         self._special = np.array(sorted(tokens.special_ids), dtype=np.int64)
 
     def feeds(self, batch: PackedBatch) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        ids, mask, types = batch.padded(self._pad_id)  # (N, L) each
-        feeds = {"input_ids": ids, "attention_mask": mask}
-        if "token_type_ids" in self.inputs:
-            feeds["token_type_ids"] = types if types is not None else np.zeros_like(ids)
-        return feeds, mask
+        return padded_feeds(batch, self._pad_id, self.inputs)
 
     def run(self, batch: PackedBatch, heads: HeadRequest) -> BatchOutputs:
         feeds, mask = self.feeds(batch)

@@ -100,7 +100,11 @@ def add_deploy_parsers(sub: Any) -> None:
     build.add_argument("--texts", help="Validation texts; default: a built-in multilingual sample.")
     build.add_argument("--field", default="text", help="Field / column of the text in .jsonl and .parquet.")
     build.add_argument("--validate", action=argparse.BooleanOptionalAction, default=True)
-    build.add_argument("--plain-graph", action="store_true", help="Keep plain.onnx for trtexec / Triton.")
+    build.add_argument(
+        "--plain-graph",
+        action="store_true",
+        help="Keep plain.onnx for trtexec / Triton (int8 always keeps it).",
+    )
     build.add_argument(
         "--probe-margin",
         type=float,

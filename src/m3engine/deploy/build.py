@@ -2,8 +2,9 @@
 
 Steps, each on disk so that a 2.2 GB model never needs two copies in memory at once:
 export (torch, eager attention) into a scratch directory -> ONNX Runtime's transformer fusions ->
-fp16 conversion or int8 quantization (recipe chosen against the gate, quantize.py) -> the artifact
-directory (graph + config/tokenizer/side files) -> TensorRT options and trtexec line -> manifest
+fp16 conversion or int8 quantization (recipe chosen against the gate, quantize.py; for TensorRT,
+the plain graph's activation ranges, trt_calibration.py) -> the artifact directory (graph +
+config/tokenizer/side files) -> TensorRT options and trtexec line -> manifest
 with every file's hash -> validation against the fp32 reference through the Engine, written into
 the manifest.
 """
@@ -29,6 +30,7 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 DTYPES = ("fp32", "fp16", "int8")
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".data"}
 LARGE = 1_800_000_000  # bytes of fp32 weights from which the graph's weights go to an external file
+TRT_CALIBRATION = "tensorrt_calibration"  # _graph's note that write_tensorrt_files records
 
 
 @dataclass
@@ -45,7 +47,8 @@ class BuildOptions:
     probe_margin: float = 0.02
     validate: bool = True
     tensorrt: bool = True  # write tensorrt.json: provider options and trtexec line (deploy/tensorrt.py)
-    plain_graph: bool = False  # keep the exporter's standard-op graph as plain.onnx (trtexec, Triton)
+    # keep the exporter's standard-op graph as plain.onnx (trtexec, Triton); int8 with tensorrt always does
+    plain_graph: bool = False
 
 
 def source_weights(path: Path) -> list[Path]:
@@ -90,7 +93,9 @@ def _graph(
     exported = scratch / "export" / "model.onnx"
     exported.parent.mkdir()
     inputs, outputs = export(spec, exported)
-    if options.plain_graph:
+    # int8's TensorRT files are measured on and name the tensors of the plain graph: it stays
+    int8_tensorrt = options.dtype == "int8" and options.tensorrt
+    if options.plain_graph or int8_tensorrt:
         _copy_graph(exported, options.out / PLAIN_GRAPH, large)
     model, notes = optimize(exported, spec)
     target = options.out / GRAPH
@@ -112,6 +117,10 @@ def _graph(
         notes["probe_margin"] = options.probe_margin
         notes["calibration_texts"] = len(probe.passages)
         notes["calibration_queries"] = len(probe.queries)
+        if int8_tensorrt:
+            from m3engine.deploy.trt_calibration import write_calibration
+
+            notes[TRT_CALIBRATION] = write_calibration(exported, options.out, spec, probe, large, scratch)
     else:
         if options.dtype == "fp16":
             notes |= to_fp16(model)
@@ -141,7 +150,10 @@ outputs, the tools that built it, and the validation against the fp32 reference;
 directory when any file differs from the hashes recorded there.
 
 TensorRT: `tensorrt.json` holds ONNX Runtime's TensorRT provider options and an equivalent `trtexec`
-line. They were NOT RUN: TensorRT could not be installed where this was built; test them first.
+line; int8 artifacts add `plain.onnx`'s activation ranges, `trt_cache/calibration.flatbuffers` for
+ONNX Runtime and `calibration.trt.cache` for trtexec (its header names the TensorRT version it
+claims; TensorRT recalibrates if that is not its own). They were NOT RUN: TensorRT could not be
+installed where this was built; test them first.
 """
 
 
@@ -192,7 +204,8 @@ def _build_onnx(options: BuildOptions) -> Manifest:
     if options.tensorrt:
         from m3engine.deploy.tensorrt import write_tensorrt_files
 
-        manifest.build["tensorrt"] = write_tensorrt_files(out, manifest, spec)
+        calibration = manifest.build.pop(TRT_CALIBRATION, None)
+        manifest.build["tensorrt"] = write_tensorrt_files(out, manifest, spec, calibration)
     write_manifest(out, manifest)
     loads = options.dtype != "fp16" or cpu_load_check(out / GRAPH)
     if options.validate and loads is not True:

@@ -13,7 +13,9 @@ length bucket, each with a batch size that keeps batch x length within the token
 `tensorrt.json` holds the provider options (backends/onnx_session.py passes them to ONNX Runtime
 when onnxruntime-gpu has the TensorRT provider) and the equivalent `trtexec` command line, which
 needs the plain graph (`--plain-graph`: standard ONNX ops only; model.onnx has ONNX Runtime's fused
-ops, which TensorRT's parser does not know).
+ops, which TensorRT's parser does not know). An int8 artifact always keeps plain.onnx beside
+tensorrt.json, with the activation ranges TensorRT's int8 needs, measured on that graph
+(trt_calibration.py): ONNX Runtime's table for the provider, TensorRT's own cache for trtexec.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ TOKEN_BUDGET = BATCH_TOKENS["cuda"]  # the engine's default max_batch_tokens on 
 MAX_BATCH = 256  # the engine's default max_batch_size
 PLAIN_GRAPH = "plain.onnx"
 CACHE_DIR = "trt_cache"
-CALIBRATION_TABLE = "calibration.flatbuffers"  # ONNX Runtime's TensorRT INT8 table name
+CALIBRATION_TABLE = "calibration.flatbuffers"  # ONNX Runtime's table, inside CACHE_DIR (where it looks)
+NATIVE_CALIBRATION = "calibration.trt.cache"  # TensorRT's own cache format, for trtexec --calib
 
 
 @dataclass(frozen=True)
@@ -93,22 +96,40 @@ def trtexec_command(manifest: Manifest, profile_list: list[Profile]) -> str:
     if manifest.dtype in ("fp16", "int8"):
         args.append("--fp16")
     if manifest.dtype == "int8":
-        args += ["--int8", f"--calib={CALIBRATION_TABLE}"]
+        args += ["--int8", f"--calib={NATIVE_CALIBRATION}"]
     # LayerNorm and the softmax of attention in fp32 under --fp16 (their fp16 overflow, issue 18)
     args += ["--precisionConstraints=prefer", "--layerPrecisions=*LayerNorm*:fp32,*Softmax*:fp32"]
     return shlex.join(args)
 
 
-def write_tensorrt_files(root: Path, manifest: Manifest, spec: ModelSpec) -> dict[str, Any]:
-    """tensorrt.json in the artifact; returns what the manifest records about it."""
+def write_tensorrt_files(
+    root: Path, manifest: Manifest, spec: ModelSpec, calibration: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """tensorrt.json in the artifact; returns what the manifest records about it. `calibration`: what
+    trt_calibration.py wrote (int8)."""
     profile_list = profiles(spec.max_length)
-    doc = {
-        "note": "NOT RUN: generated for TensorRT, which no machine of this project can install; "
-        "check it on a machine with TensorRT before relying on it.",
+    note = (
+        "NOT RUN: generated for TensorRT, which no machine of this project can install; "
+        "check it on a machine with TensorRT before relying on it."
+    )
+    if calibration is not None:
+        note += (
+            f" INT8 ranges: {calibration['onnxruntime_table']} (ONNX Runtime's table, read from the "
+            f"engine cache directory) and {calibration['trtexec_cache']} (TensorRT's cache for trtexec), "
+            f"measured on {PLAIN_GRAPH}, whose tensor names they use. The cache's header "
+            f"{calibration['trtexec_cache_header']} claims that TensorRT version: TensorRT recalibrates "
+            "(ignoring the cache) if it does not match its own; edit the number (major * 10000 + "
+            "minor * 100 + patch) for another version."
+        )
+    doc: dict[str, Any] = {
+        "note": note,
         "provider_options": provider_options(manifest, profile_list),
         "trtexec": trtexec_command(manifest, profile_list),
         "trtexec_graph": PLAIN_GRAPH,
         "profiles": [{"min": p.min, "opt": p.opt, "max": p.max} for p in profile_list],
     }
+    if calibration is not None:
+        doc["int8_calibration"] = calibration
     (root / TENSORRT_OPTIONS).write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    return {"file": TENSORRT_OPTIONS, "profiles": len(profile_list), "run": False}
+    out = {"file": TENSORRT_OPTIONS, "profiles": len(profile_list), "run": False}
+    return out | ({"int8_calibration": calibration} if calibration is not None else {})
