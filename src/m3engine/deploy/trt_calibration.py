@@ -9,7 +9,8 @@ run in int8; given a table, ONNX Runtime's TensorRT provider and trtexec take th
 instead of calibrating on data of their own. The ranges here are those of plain.onnx (the exporter's
 standard ops: what TensorRT parses; model.onnx's fused and quantized ops have other tensor names),
 measured by ONNX Runtime's own calibrator (MinMax, symmetric: amax = max |x| over every batch) on
-the texts int8's recipe was chosen on (deploy/texts.py: the probe's passages and queries), batched
+the texts int8's recipe was chosen on (deploy/texts.py: the probe's queries and its first
+RANGE_TEXTS passages, those the smoothing scales come from), batched
 and padded as the onnx backend batches them on a CPU. Files:
 
     trt_cache/calibration.flatbuffers  ONNX Runtime's table (its write_calibration_table: tensor
@@ -44,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from m3engine.backends.onnx import padded_feeds
-from m3engine.deploy.quantize import calibration_batches
+from m3engine.deploy.quantize import RANGE_TEXTS, calibration_batches
 from m3engine.deploy.tensorrt import CACHE_DIR, CALIBRATION_TABLE, NATIVE_CALIBRATION
 from m3engine.deploy.texts import ValidationTexts
 from m3engine.models.spec import ModelSpec
@@ -144,7 +145,9 @@ def write_calibration(
     """Both tables for `graph` (the plain fp32 export) into the artifact `out`; the manifest's notes."""
     work = scratch / "trt-calibration"
     work.mkdir()
-    measured, batches = activation_ranges(graph, spec, texts.passages + texts.queries, large, work)
+    # as many passages as set the smoothing scales: all 2,000 of the default probe cost ~200 s more
+    chosen = texts.passages[:RANGE_TEXTS] + texts.queries
+    measured, batches = activation_ranges(graph, spec, chosen, large, work)
     computed = activations(graph)
     measured = {name: amax for name, amax in measured.items() if name in computed}
     ranges = {name: amax for name, amax in measured.items() if 0.0 < amax <= FP16_MAX}
@@ -152,7 +155,7 @@ def write_calibration(
     write_native_cache(out / NATIVE_CALIBRATION, ranges)
     return {
         "method": "ONNX Runtime's MinMax calibrator (symmetric) on the plain fp32 graph",
-        "texts": len(texts.passages) + len(texts.queries),
+        "texts": len(chosen),
         "batches": batches,
         "tensors": len(ranges),
         "left_out": {  # activations without a range TensorRT could use
