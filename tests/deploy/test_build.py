@@ -117,3 +117,20 @@ def test_validate_fails_when_a_threshold_is_out_of_reach(m3_artifact: Path, tmp_
     ]
     assert main([*args, "--min-dense-cos-min", "1.5"]) == 1
     assert json.loads(report.read_text())["checks"]["dense_cos_min"]["pass"] is False
+
+
+def test_a_half_precision_checkpoint_counts_as_its_fp32_export(tmp_path: Path) -> None:
+    """The export writes fp32: BGE-M3 stored in fp16 (1.1 GB) exports to 2.27 GB, over protobuf's
+    2 GB, so the graph's weights must go to an external file whatever the checkpoint's size."""
+    import torch
+    from safetensors.torch import save_file
+
+    from m3engine.deploy.build import fp32_bytes
+
+    save_file(
+        {"a": torch.zeros(3, 5, dtype=torch.float16), "b": torch.zeros(7, dtype=torch.bfloat16)},
+        str(tmp_path / "model.safetensors"),
+    )
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x" * 10)
+    assert fp32_bytes([tmp_path / "model.safetensors"]) == 4 * (15 + 7)
+    assert fp32_bytes([tmp_path / "pytorch_model.bin"]) == 20

@@ -11,6 +11,7 @@ the manifest.
 
 from __future__ import annotations
 
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
@@ -53,6 +54,27 @@ class BuildOptions:
 
 def source_weights(path: Path) -> list[Path]:
     return sorted(p for p in path.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+
+
+def fp32_bytes(weights: list[Path]) -> int:
+    """The weights' size in fp32, as the export writes them: a checkpoint stored in fp16 or bf16
+    (1.1 GB for BGE-M3) still exports to 2.27 GB, over protobuf's 2 GB. Safetensors files say their
+    element counts in their header; other formats count twice their size (fp16 at most)."""
+    import json
+    import struct
+
+    total = 0
+    for path in weights:
+        if path.suffix != ".safetensors":
+            total += 2 * path.stat().st_size
+            continue
+        with path.open("rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                total += 4 * math.prod(entry["shape"])
+    return total
 
 
 def copy_model_files(src: Path, dst: Path) -> list[str]:
@@ -181,7 +203,7 @@ def _build_onnx(options: BuildOptions) -> Manifest:
     source = resolve_model_path(options.model)
     spec = inspect_model(source, name=options.model)
     weights = source_weights(source)
-    large = sum(p.stat().st_size for p in weights) >= LARGE
+    large = fp32_bytes(weights) >= LARGE
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="m3engine-build-") as scratch:
         inputs, outputs, notes = _graph(spec, options, Path(scratch), large)
