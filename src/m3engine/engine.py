@@ -101,9 +101,7 @@ class Engine:
         tokens = TokenIds(pad_id=tokenizer.pad_id, special_ids=tokenizer.special_ids)
         backends: list[Backend] = []  # one per device
         verdict: Verdict | None = None
-        devices = resolve_devices(settings.devices, settings.device, settings.backend)
-        settings = with_batch_tokens(settings, devices[0])
-        for device in devices:
+        for device in resolve_devices(settings.devices, settings.device, settings.backend):
             name = resolve_backend(settings.backend, device)
             dtype = resolve_dtype(settings.dtype, device, name, spec.is_cross_encoder)
 

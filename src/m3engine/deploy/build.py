@@ -118,7 +118,7 @@ def _graph(
     # int8's TensorRT files are measured on and name the tensors of the plain graph: it stays
     int8_tensorrt = options.dtype == "int8" and options.tensorrt
     if options.plain_graph or int8_tensorrt:
-        _copy_graph(exported, options.out / PLAIN_GRAPH, large)
+        _copy_graph(exported, options.out / PLAIN_GRAPH)
     model, notes = optimize(exported, spec)
     target = options.out / GRAPH
     if options.dtype == "int8":
@@ -150,18 +150,11 @@ def _graph(
     return inputs, outputs, notes
 
 
-def _copy_graph(src: Path, dst: Path, large: bool) -> None:
+def _copy_graph(src: Path, dst: Path) -> None:
     """Re-save a graph (whose weights may be spread over many files) as one graph + one data file."""
-    import onnx
+    from m3engine.deploy.smooth import load_graph, save_graph
 
-    model = onnx.load(str(src), load_external_data=True)
-    onnx.save_model(
-        model,
-        str(dst),
-        save_as_external_data=large,
-        all_tensors_to_one_file=True,
-        location=dst.name + ".data",
-    )
+    save_graph(load_graph(src), dst)
 
 
 README = """# ONNX artifact built by `m3engine build`

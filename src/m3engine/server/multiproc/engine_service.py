@@ -108,7 +108,7 @@ class EngineService:
 
     @property
     def frontends_serving(self) -> int:
-        return self.frontends if len(self._serving) >= self.frontends else len(self._serving)
+        return min(len(self._serving), self.frontends)
 
     def frontend_serving(self, index: int) -> None:
         """A frontend accepts connections. Until every one has, each frontend's /ready says 503: the
