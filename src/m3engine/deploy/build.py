@@ -20,6 +20,7 @@ from typing import Any
 
 from m3engine.accuracy.gate import Gate
 from m3engine.backends.onnx_artifact import GRAPH, Manifest, ModelFacts, hash_files, write_manifest
+from m3engine.deploy.smooth import PROTOBUF_LIMIT, load_graph, save_graph
 from m3engine.deploy.tensorrt import PLAIN_GRAPH
 from m3engine.deploy.texts import ValidationTexts
 from m3engine.errors import InputError
@@ -30,7 +31,6 @@ from m3engine.tokenization.tokenizer import TextTokenizer
 
 DTYPES = ("fp32", "fp16", "int8")
 WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".data"}
-LARGE = 1_800_000_000  # bytes of fp32 weights from which the graph's weights go to an external file
 TRT_CALIBRATION = "tensorrt_calibration"  # _graph's note that write_tensorrt_files records
 
 
@@ -152,8 +152,6 @@ def _graph(
 
 def _copy_graph(src: Path, dst: Path) -> None:
     """Re-save a graph (whose weights may be spread over many files) as one graph + one data file."""
-    from m3engine.deploy.smooth import load_graph, save_graph
-
     save_graph(load_graph(src), dst)
 
 
@@ -196,7 +194,7 @@ def _build_onnx(options: BuildOptions) -> Manifest:
     source = resolve_model_path(options.model)
     spec = inspect_model(source, name=options.model)
     weights = source_weights(source)
-    large = fp32_bytes(weights) >= LARGE
+    large = fp32_bytes(weights) >= PROTOBUF_LIMIT
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="m3engine-build-") as scratch:
         inputs, outputs, notes = _graph(spec, options, Path(scratch), large)
