@@ -4,7 +4,7 @@
     >>> uvicorn.run(app, host="127.0.0.1", port=8080)
 
 `build_app(state)` is the same app over a prepared state: an HTTP frontend process builds one whose
-schedulers are remote (server/frontend.py).
+schedulers are remote (server/multiproc/frontend.py).
 
 Startup warms every model up at its largest batch shape and starts its worker; /ready answers 200
 only after that. Shutdown (`drain`) refuses new requests with 503 and lets admitted ones finish.

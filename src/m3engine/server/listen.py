@@ -1,5 +1,5 @@
-"""The listening sockets of the HTTP processes, shared by the supervisor (server/frontends.py), which
-reserves the port, and each frontend (server/frontend.py), which listens on its own socket of it.
+"""The listening sockets of the HTTP processes, shared by the supervisor (multiproc/supervisor.py), which
+reserves the port, and each frontend (multiproc/frontend.py), which listens on its own socket of it.
 """
 
 from __future__ import annotations

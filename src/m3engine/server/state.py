@@ -121,7 +121,7 @@ class ServerState:
         # None when they are, or when this process is the whole server.
         self.peers_waiting: Callable[[], str | None] = lambda: None
         self.draining = False  # SIGTERM received: refuse new work, finish what is in flight
-        # The HTTP implementation uvicorn runs, set when it starts (server/cli.py's DrainingServer);
+        # The HTTP implementation uvicorn runs, set when it starts (server/draining.py's DrainingServer);
         # None while the app is not served by it (an in-process ASGI client).
         self.http: str | None = None
 

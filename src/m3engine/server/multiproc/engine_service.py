@@ -1,6 +1,6 @@
 """The engine process's side of `serve --frontends N`: the models' schedulers, answering frontends.
 
-HTTP frontend processes connect over a unix socket (scheduler/remote.py is the other side). They
+HTTP frontend processes connect over a unix socket (remote.py is the other side). They
 send tokenized jobs; the jobs of every frontend go into the one batch former of their model, so a
 forward pass batches across all frontends, and the worker runs as in the single-process server.
 A frontend's cancel (its client disconnected) marks the job done, so its sequences are dropped

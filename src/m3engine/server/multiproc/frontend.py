@@ -1,11 +1,11 @@
-"""One HTTP frontend process of `serve --frontends N` (server/frontends.py starts them).
+"""One HTTP frontend process of `serve --frontends N` (supervisor.py starts them).
 
 It runs the same FastAPI app and middleware as the single-process server, on the listening socket
 that the parent bound (the kernel hands each new connection to one frontend), over a state whose
 schedulers are `RemoteScheduler`s: HTTP parsing, validation, admission, tokenization, `finish` and
 JSON happen here, the batches in the engine process. Admission is decided here, without a round
 trip, against the whole server's budgets: every frontend's counts live in shared memory
-(scheduler/shared_budget.py).
+(scheduling/shared_budget.py).
 
 It never imports torch: the tokenizers come pickled from the engine process with the model specs.
 """

@@ -2,12 +2,12 @@
 
     this process (the engine)   loads the models, warms them up, runs each model's Scheduler (batch
                                 former + worker: every forward pass batches across all frontends),
-                                serves the frontends on a unix socket (scheduler/engine_service.py),
+                                serves the frontends on a unix socket (engine_service.py),
                                 and reserves the TCP port
     N frontends (spawned)       uvicorn, each on its own listening socket of that port (SO_REUSEPORT:
                                 the kernel spreads new connections over them by a hash, evenly), or on
                                 one shared socket where SO_REUSEPORT does not balance (not Linux): HTTP,
-                                validation, admission, tokenization, JSON (server/frontend.py)
+                                validation, admission, tokenization, JSON (frontend.py)
 
 One Python process tops out near a thousand small requests a second (the event loop's share of
 FastAPI, pydantic and the hand-offs); the frontends spread that work over cores while one process
