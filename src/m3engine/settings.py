@@ -32,8 +32,9 @@ class EngineSettings:
     revision: str | None = _opt(None, "Hub revision (branch, tag or commit) for a hub id.")
     backend: str = _opt(
         "auto",
-        "fast (packed, CUDA graphs), reference (transformers), auto (fast on CUDA, reference on CPU), "
-        "or a backend of your own as package.module:Factory.",
+        "fast (packed, CUDA graphs), reference (transformers), onnx (an artifact of m3engine build, "
+        "ONNX Runtime), auto (fast on CUDA, reference on CPU), or a backend of your own as "
+        "package.module:Factory.",
     )
     device: str = _opt("auto", "cpu, cuda, cuda:N or auto (CUDA when available).")
     devices: str | None = _opt(

@@ -1,4 +1,4 @@
-"""The `m3engine` command: embed, rerank, info, serve. Flags come from the settings (also env vars)."""
+"""The `m3engine` command: embed, rerank, info, serve, bench, build, validate (settings flags = env vars)."""
 
 from __future__ import annotations
 
