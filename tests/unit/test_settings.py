@@ -23,3 +23,14 @@ def test_every_field_is_a_flag_with_its_env_var_in_the_help() -> None:
     args = parser.parse_args(["--query-max-length", "64", "--model", "m"])
     settings = from_sources(EngineSettings, vars(args), env={})
     assert settings.query_max_length == 64 and settings.model == "m"
+
+
+def test_serve_help_states_each_default_once() -> None:
+    from m3engine.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    text = commands.choices["serve"].format_help().replace("\n", " ")
+    assert "default 8080" in " ".join(text.split())
+    # the flags' defaults are the settings' (shown with their env var); argparse's own would say None
+    assert "(default: None)" not in " ".join(text.split())

@@ -15,7 +15,6 @@ def add_serve_parser(sub: Any) -> None:
         "serve",
         help="Serve models over HTTP (OpenAI, TEI, Cohere, Jina and m3engine routes).",
         description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_arguments(serve, EngineSettings)
     add_arguments(serve, ServerSettings)
