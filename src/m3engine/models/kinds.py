@@ -13,7 +13,7 @@ COLBERT_FILE = "colbert_linear.pt"
 SPARSE_FILE = "sparse_linear.pt"
 
 
-class ModelKind(str, Enum):
+class ModelKind(str, Enum):  # noqa: UP042 - StrEnum would change what str() and f-strings print
     BGE_M3 = "bge-m3"  # XLM-R + colbert_linear.pt + sparse_linear.pt: dense, sparse and ColBERT
     EMBEDDING = "embedding"  # sentence-transformers layout: pooling from 1_Pooling/config.json
     RERANKER = "reranker"  # a cross-encoder with one logit, scoring (query, passage) pairs
