@@ -87,3 +87,17 @@ def test_timeline_dry_run() -> None:
     batches = [line for line in out.splitlines() if "batch of" in line]
     assert len(batches) >= 2  # a small token budget cuts the call into several forward passes
     assert "passages:" in out and "k tok/s" in out
+
+
+def test_timeline_with_a_simulated_device() -> None:
+    out = _run(
+        "timeline.py",
+        *("--tiny", "--workload", "passages", "--passages", "24", "--max-batch-tokens", "512"),
+        *("--warmup", "1", "--simulated-device", "20"),
+    )
+    batches = [line for line in out.splitlines() if "batch of" in line]
+    busy = next(line for line in out.splitlines() if line.startswith("simulated device: busy"))
+    # 20 us a token for every token the batches hold, plus each batch's launch: the device's time
+    tokens = sum(int(line.split("inputs,")[1].split("tokens")[0]) for line in batches)
+    busy_ms = float(busy.split("busy ")[1].split(" ms")[0])
+    assert len(batches) >= 2 and abs(busy_ms - (tokens * 0.02 + len(batches) * 0.3)) < 1.0
