@@ -16,8 +16,8 @@ long for BGE-M3; rerank with --synthetic bge-reranker-v2-m3), then makes one mor
   each batch, one batch after another, and returns placeholder outputs (dense and rerank
   workloads). The host's side runs for real (tokenization in pieces, batch forming, collection), so
   on any machine the timeline shows where the pipeline would leave a device of that speed idle:
-  its busy share of the call and its idle gaps. Pick US so the device takes about as long as the
-  tokenization on the host being modelled (an H100 ran the rerank's 33 k tokens in ~36 ms: ~1.1).
+  its busy share of the call and its idle gaps. US models the device (an H100 was busy ~36 ms with
+  the rerank's 33 k tokens: ~1.1); the host is the machine this runs on.
 
 A dry run on the CPU: `--tiny --device cpu --passages 40 --workload passages`.
 """
