@@ -113,11 +113,18 @@ def simulated_engine(model: str, us_per_token: float, budget: int) -> tuple[Engi
 def report_simulated(device: SimulatedDevice, start: float, wall_ms: float, gap_ms: float) -> None:
     """The simulated device's busy share of the call and its idle gaps (ms from the call's start)."""
     spans = [((a - start) * 1e3, (b - start) * 1e3) for a, b in device.spans if b > start]
+    report_busy("simulated device", [(0.0, 0.0), *spans], wall_ms, gap_ms)
+
+
+def report_busy(label: str, spans: list[tuple[float, float]], wall_ms: float, gap_ms: float) -> None:
+    """The busy share of the call of a device's ordered (start, end) spans in ms, and its idle gaps
+    of `gap_ms` or more (ms from the first span's start)."""
+    origin = spans[0][0]
     busy = sum(b - a for a, b in spans)
-    print(f"simulated device: busy {busy:.1f} ms of the call's {wall_ms:.1f} ms ({busy / wall_ms:.0%})")
-    for (_, end), (begin, _) in itertools.pairwise([(0.0, 0.0), *spans]):
-        if begin - end >= gap_ms:
-            print(f"  idle {end:9.2f} -> {begin:9.2f}  ({begin - end:.2f} ms)")
+    print(f"{label}: busy {busy:.1f} ms of the call's {wall_ms:.1f} ms ({busy / wall_ms:.0%})")
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        if start - end >= gap_ms:
+            print(f"  idle {end - origin:9.2f} -> {start - origin:9.2f}  ({start - end:.2f} ms)")
 
 
 def merged(spans: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -138,12 +145,7 @@ def report_trace(prof: Any, wall_ms: float, gap_ms: float) -> None:
         [(e.time_range.start / 1e3, e.time_range.end / 1e3) for e in events if e.device_type.name == "CUDA"]
     )
     if kernels:
-        origin = kernels[0][0]
-        busy = sum(b - a for a, b in kernels)
-        print(f"device: busy {busy:.1f} ms of the call's {wall_ms:.1f} ms ({busy / wall_ms:.0%})")
-        for (_, end), (start, _) in itertools.pairwise(kernels):
-            if start - end >= gap_ms:
-                print(f"  idle {end - origin:9.2f} -> {start - origin:9.2f}  ({start - end:.2f} ms)")
+        report_busy("device", kernels, wall_ms, gap_ms)
     host = [e for e in events if e.device_type.name == "CPU"]
     if not host:
         return

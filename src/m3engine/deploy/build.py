@@ -11,8 +11,10 @@ the manifest.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
+import struct
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -60,9 +62,6 @@ def fp32_bytes(weights: list[Path]) -> int:
     """The weights' size in fp32, as the export writes them: a checkpoint stored in fp16 or bf16
     (1.1 GB for BGE-M3) still exports to 2.27 GB, over protobuf's 2 GB. Safetensors files say their
     element counts in their header; other formats count twice their size (fp16 at most)."""
-    import json
-    import struct
-
     total = 0
     for path in weights:
         if path.suffix != ".safetensors":
