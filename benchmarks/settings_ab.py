@@ -1,4 +1,4 @@
-"""Two or more engine configurations timed on the same workloads, in turn, in one process.
+"""Engine configurations timed on the same workloads, in turn, in one process.
 
     PYTHONPATH=src python benchmarks/settings_ab.py --tokenizer TOKENIZER_DIR \
         --config max_batch_tokens=16384 --config max_batch_tokens=32768 \
@@ -6,13 +6,14 @@
 
 Each --config is a comma-separated list of EngineSettings fields (KEY=VALUE, as `m3engine serve`
 takes them: max_batch_tokens, max_batch_size, dtype, backend, ...) on top of the common ones
-(--backend, --device, --dtype); one Engine is loaded per configuration (`Engine.load`), and all of
-them stay loaded. Round after round, every configuration runs every workload (round 0 warms up:
-CUDA graphs, pools, kernel compiles), in the given order in odd rounds and reversed in even ones,
-so drift on the machine falls on all alike. Prints, per configuration, the seconds `Engine.load`
-took, each workload's tokens/s (median of the rounds) and its ratio to the first configuration,
-and the warm-up round's time against the steady median (the first pass after load: in a fresh
-process, what a cold start costs); --json writes the same numbers.
+(--backend, --device, --dtype); without --config, one configuration of the defaults (a cold start's
+numbers: its first pass against the steady rounds). One Engine is loaded per configuration
+(`Engine.load`), and all of them stay loaded. Round after round, every configuration runs every
+workload (round 0 warms up: CUDA graphs, pools, kernel compiles), in the given order in odd rounds
+and reversed in even ones, so drift on the machine falls on all alike. Prints, per configuration,
+the seconds `Engine.load` took, each workload's tokens/s (median of the rounds) and its ratio to the
+first configuration, and the warm-up round's time against the steady median (the first pass after
+load: in a fresh process, what a cold start costs); --json writes the same numbers.
 
 Without --model it builds a synthetic checkpoint of BGE-M3's (or, with --synthetic
 bge-reranker-v2-m3, the reranker's) shape; --tiny makes it one layer deep, a dry run on the CPU:
@@ -79,8 +80,8 @@ def parser() -> argparse.ArgumentParser:
         "--config",
         type=parse_config,
         action="append",
-        required=True,
-        help="KEY=VALUE[,KEY=VALUE...] of EngineSettings; give it twice or more",
+        help="KEY=VALUE[,KEY=VALUE...] of EngineSettings, once per configuration; without it, one "
+        "configuration of the defaults (its first pass against its steady rounds: a cold start)",
     )
     p.add_argument("--backend", default="auto")
     p.add_argument("--device", default="auto")
@@ -106,12 +107,13 @@ def main() -> None:
         model, reranker = checkpoint(args, Path(scratch))
         names = args.workloads.split(",") if args.workloads else list(RERANK if reranker else EMBED)
         jobs = workloads(args, model, reranker, names)
+        configs = args.config or [{}]
         engines, load_s = [], []
-        for config in args.config:
+        for config in configs:
             start = time.perf_counter()
             engines.append(Engine.load(model, **{**common, **config}))
             load_s.append(time.perf_counter() - start)
-        labels = [label(c) for c in args.config]
+        labels = [label(c) for c in configs]
         for name, engine, seconds in zip(labels, engines, load_s, strict=True):
             info = engine.info()
             where = f"{info['backend']} on {info['device']} ({info['dtype']})"

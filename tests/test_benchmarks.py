@@ -67,6 +67,14 @@ def test_settings_ab_dry_run() -> None:
     assert "max_batch_tokens=1024,max_batch_size=4: passages" in out
 
 
+def test_settings_ab_without_config_times_the_defaults() -> None:
+    out = _run(
+        "settings_ab.py",
+        *("--tiny", "--device", "cpu", "--workloads", "passages", "--passages", "12", "--rounds", "1"),
+    )
+    assert "defaults: passages" in out and "defaults: first pass passages" in out
+
+
 def test_settings_ab_refuses_an_unknown_field() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "settings_ab.py"), "--config", "no_such_field=1"],
