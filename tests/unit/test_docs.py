@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from m3engine.cli.main import build_parser
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "src" / "m3engine"
 DOCS = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -64,11 +62,9 @@ def test_architecture_names_every_package_and_module() -> None:
     assert not missing, f"docs/architecture.md's layout lacks {missing}: add each where it belongs"
 
 
-def test_server_doc_lists_every_serve_flag() -> None:
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    serve = commands.choices["serve"]
-    flags = [s for a in serve._actions for s in a.option_strings if s.startswith("--") and s != "--help"]
+def test_server_doc_lists_every_serve_flag(serve_parser: argparse.ArgumentParser) -> None:
+    options = [s for a in serve_parser._actions for s in a.option_strings]
+    flags = [s for s in options if s.startswith("--") and s != "--help"]
     text = (ROOT / "docs" / "server.md").read_text()
     # a boolean's --no- form is documented through its positive flag
     missing = [f for f in flags if f"`{f}`" not in text and f"`--{f.removeprefix('--no-')}`" not in text]

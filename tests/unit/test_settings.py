@@ -25,12 +25,8 @@ def test_every_field_is_a_flag_with_its_env_var_in_the_help() -> None:
     assert settings.query_max_length == 64 and settings.model == "m"
 
 
-def test_serve_help_states_each_default_once() -> None:
-    from m3engine.cli.main import build_parser
-
-    parser = build_parser()
-    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    text = " ".join(commands.choices["serve"].format_help().split())  # one space between words
+def test_serve_help_states_each_default_once(serve_parser: argparse.ArgumentParser) -> None:
+    text = " ".join(serve_parser.format_help().split())  # one space between words
     assert "default 8080" in text
     # the flags' defaults are the settings' (shown with their env var); argparse's own would say None
     assert "(default: None)" not in text
