@@ -212,6 +212,8 @@ def test_fp32_error_against_fp64_truth_no_worse_than_reference(bge_m3_dir: Path)
         ref = model(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask)).last_hidden_state
     ref = ref[torch.tensor(mask).bool()].double()  # (T, H)
     truth = states[torch.float64]
-    fast_error = (states[torch.float32] - truth).abs().max().item()
-    ref_error = (ref - truth).abs().max().item()
-    assert 0 < fast_error <= 2 * ref_error, (fast_error, ref_error)
+    # RMS, not the max: the largest of a few thousand rounding errors swings 0.6-2.2x between two equally
+    # good fp32 paths from one fixture build to the next; the RMS stays within a few percent.
+    fast_error = (states[torch.float32] - truth).pow(2).mean().sqrt().item()
+    ref_error = (ref - truth).pow(2).mean().sqrt().item()
+    assert 0 < fast_error <= 1.5 * ref_error, (fast_error, ref_error)
