@@ -60,7 +60,9 @@ def default_threads(sizes: Sequence[int]) -> int:
     the batches; short texts have more Python work per token, which threads overlap.
     Measured on an H200 host (16 cores), 1 / 2 / 4 threads: passages dense
     496 / 713 / 719 k tok/s, all three 438 / 642 / 674 k; long documents dense 365 / 358 / 347 k,
-    all three 356 / 356 / 337 k; 12 threads: passages 346 k, long documents 263 k.
+    all three 356 / 356 / 337 k; 12 threads: passages 346 k, long documents 263 k. A rerank of
+    100 pairs on an H100 host (16 cores), 1 / 2 / 8 threads: 1.19x / 0.97x / 1.06x the time of four
+    (new texts each call: 1.25x / 1.04x / 1.08x; docs/performance.md).
     """
     long = bool(sizes) and sum(sizes) >= LONG_MEAN * len(sizes)
     return max(1, min(2 if long else 4, available_cpus()))
