@@ -11,6 +11,7 @@ import torch
 from m3engine.backends.fast import FastBackend
 from m3engine.backends.fast.encoder import host_arrays
 from m3engine.backends.fast.inputs import PackedInputs
+from m3engine.backends.fast.weights import EncoderWeights
 from m3engine.backends.reference import ReferenceBackend
 from m3engine.backends.registry import create_backend
 from m3engine.models.spec import inspect_model
@@ -99,9 +100,11 @@ def _spy_rows(fast: FastBackend, monkeypatch: pytest.MonkeyPatch) -> list[torch.
     seen: list[torch.Tensor | None] = []
     encode = fast._encode
 
-    def spy(inputs: PackedInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def spy(
+        inputs: PackedInputs, rows: torch.Tensor | None = None, weights: EncoderWeights | None = None
+    ) -> torch.Tensor:
         seen.append(rows)
-        return encode(inputs, rows)
+        return encode(inputs, rows, weights)
 
     monkeypatch.setattr(fast, "_encode", spy)
     return seen

@@ -11,9 +11,11 @@ import pytest
 from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
+from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
 from m3engine.backends.fast.warmup import (
     LADDER_STEP,
     WarmupPass,
+    eager_row_passes,
     kernel_passes,
     ladder_passes,
     largest_passes,
@@ -112,3 +114,20 @@ def test_the_ladder_reaches_every_batch_size_within_one_step(max_seqs: int) -> N
     assert all(b <= a * LADDER_STEP + 1 for a, b in itertools.pairwise(ran))
     for p in ladder_passes(limits, 257):
         assert len(p.lengths) <= max_seqs and max(p.lengths) <= limits.max_length
+
+
+@pytest.mark.parametrize("max_tokens, max_seqs", [(16384, 256), (10000, 8), (4096, 256)])
+def test_every_eager_row_count_is_warmed(max_tokens: int, max_seqs: int) -> None:
+    """Each batch too large for the captured graphs runs with its rows rounded up (eager_rows), and
+    one warm-up pass ran each such row count: cuBLAS meets no new row count after the warm-up."""
+    graphed = 4096
+    limits = BatchLimits(max_tokens, max_seqs, 8192, (DENSE,))
+    passes = eager_row_passes(limits, graphed)
+    ran = [sum(p.lengths) for p in passes]
+    assert ran == sorted(set(ran)) and all(rows % EAGER_ROW_STEP == 0 for rows in ran)
+    needed = {eager_rows(t) for t in range(graphed + 1, max_tokens + 1)}
+    assert needed == set(ran)
+    assert len(ran) <= max_tokens // EAGER_ROW_STEP
+    for p in passes:
+        assert len(p.lengths) <= max_seqs and max(p.lengths) <= limits.max_length
+    assert all(eager_rows(t) - t < EAGER_ROW_STEP for t in range(1, 3 * EAGER_ROW_STEP))

@@ -174,6 +174,31 @@ def test_graph_replay_equals_eager(bge_m3_dir: Path) -> None:
     assert torch.equal(again, first)  # replays are deterministic
 
 
+def test_padded_eager_rows_change_no_real_row(long_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch too large for the captured graphs runs with its rows rounded up to
+    staging.EAGER_ROW_STEP (rows of no sequence); its states equal those of the same batch unpadded."""
+    from m3engine.backends.fast import staging
+
+    fast, _, _ = _backends(long_dir, "bf16")
+    rng = np.random.default_rng(5)
+    batch = PackedBatch.from_encoded([_random_text(rng, n) for n in (300,) * 15 + (77,)])
+    t = batch.num_tokens
+    assert t > 4096 and t % staging.EAGER_ROW_STEP
+    rows_run: list[int] = []
+    encode = fast._encode
+    monkeypatch.setattr(
+        fast, "_encode", lambda inputs, *a: rows_run.append(len(inputs.input_ids)) or encode(inputs, *a)
+    )
+    padded = [_states(fast, batch, True, cls_only).hidden.float().clone() for cls_only in (False, True)]
+    assert rows_run == [staging.eager_rows(t)] * 2
+    monkeypatch.setattr(staging, "EAGER_ROW_STEP", 1)
+    plain = [_states(fast, batch, True, cls_only).hidden.float() for cls_only in (False, True)]
+    assert rows_run[2:] == [t, t]
+    for a, b in zip(padded, plain, strict=True):
+        assert a.shape == b.shape and a.shape[0] in (t, batch.num_seqs)
+        assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min().item() >= 0.9999
+
+
 def _random_text(rng: np.random.Generator, length: int) -> Encoded:
     body = rng.integers(5, 300, size=max(0, length - 2)).tolist()
     return Encoded(ids=[0, *body, 2][:length] if length > 1 else [0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import NamedTuple
 
 import numpy as np
@@ -12,9 +13,15 @@ from m3engine.backends.choose import DTYPES, torch_dtype
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_sequence_faster, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
-from m3engine.backends.fast.staging import HostStager, unpack
-from m3engine.backends.fast.warmup import kernel_passes, ladder_passes, largest_passes, placeholder_batch
-from m3engine.backends.fast.weights import load_encoder
+from m3engine.backends.fast.staging import HostStager, eager_rows, unpack
+from m3engine.backends.fast.warmup import (
+    eager_row_passes,
+    kernel_passes,
+    ladder_passes,
+    largest_passes,
+    placeholder_batch,
+)
+from m3engine.backends.fast.weights import EncoderWeights, load_encoder
 from m3engine.backends.host_ring import HostRing
 from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
 from m3engine.models.heads import M3Heads, cls_pool, head_tensors
@@ -125,6 +132,9 @@ class FastBackend(Backend):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         if self.graphs is not None:
             self.graphs.capture_ladder(limits.max_tokens, limits.max_seqs)
+            one_layer = dataclasses.replace(self.weights, layers=self.weights.layers[:1])
+            for step in eager_row_passes(limits, self.graphs.largest):
+                self._eager_states(placeholder_batch(step.lengths), step.lengths, weights=one_layer)
         for step in ladder_passes(limits, max(counts, default=0) + 1) + largest_passes(limits, LONG_SEQUENCE):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         torch.cuda.synchronize(self._device)
@@ -135,7 +145,12 @@ class FastBackend(Backend):
             return True
         return self.spec.pooling == "cls" and not (heads.sparse or heads.colbert)
 
-    def _encode(self, inputs: PackedInputs, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def _encode(
+        self, inputs: PackedInputs, rows: torch.Tensor | None = None, weights: EncoderWeights | None = None
+    ) -> torch.Tensor:
+        """(T, H) final states, (R, H) of `rows` alone; `weights`: another layer stack than the model's
+        (the warm-up's single layer)."""
+        w = self.weights if weights is None else weights
         # Triton's varlen kernel takes long sequences too (encoder.LONG_SEQUENCE says why)
         varlen = self._varlen and (self._triton_attention or not per_sequence_faster(inputs.lengths))
         if varlen and self._triton_attention:  # one block table per batch, read by every layer
@@ -145,8 +160,8 @@ class FastBackend(Backend):
         if self._fused:
             from m3engine.backends.fast.fused import encode_fused
 
-            return encode_fused(self.weights, inputs, self.fp8, varlen, rows=rows)
-        return encode(self.weights, inputs, varlen, rows)
+            return encode_fused(w, inputs, self.fp8, varlen, rows=rows)
+        return encode(w, inputs, varlen, rows)
 
     def _hidden_states(self, batch: PackedBatch, use_graphs: bool, cls_only: bool = False) -> DeviceStates:
         """The final states of `batch`: through a captured graph when one fits, else eagerly (and
@@ -162,10 +177,25 @@ class FastBackend(Backend):
             flat = self._stager.stage(batch, offset, key.tokens, key.seqs, out=captured.flat)
             captured.graph.replay()
             return DeviceStates(captured.out[:t], flat[3 * key.tokens : 3 * key.tokens + n + 1], lengths)
-        flat = self._stager.stage(batch, offset, t, n)
-        cu = flat[3 * t : 3 * t + n + 1]  # (N + 1,) int64
+        return self._eager_states(batch, lengths, cls_only)
+
+    def _eager_states(
+        self,
+        batch: PackedBatch,
+        lengths: tuple[int, ...],
+        cls_only: bool = False,
+        weights: EncoderWeights | None = None,
+    ) -> DeviceStates:
+        """The final states of `batch` run without a graph, its rows rounded up to
+        staging.eager_rows on CUDA (the rows past T belong to no sequence)."""
+        t, n = batch.num_tokens, batch.num_seqs
+        padded = eager_rows(t) if self.graphs is not None else t
+        flat = self._stager.stage(batch, self.weights.config.position_offset, padded, n)
+        cu = flat[3 * padded : 3 * padded + n + 1]  # (N + 1,) int64
         rows = cu[:-1] if cls_only else None  # (N,) each sequence's first row
-        return DeviceStates(self._encode(unpack(flat, t, n, max_len, lengths), rows), cu, lengths, cls_only)
+        inputs = unpack(flat, padded, n, max(lengths, default=0), lengths)
+        hidden = self._encode(inputs, rows, weights)  # (padded, H), or (N, H) with cls_only
+        return DeviceStates(hidden if cls_only else hidden[:t], cu, lengths, cls_only)
 
     @torch.inference_mode()
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> PendingOutputs:

@@ -125,6 +125,11 @@ class GraphRunner:
     def captured(self) -> list[BucketKey]:
         return list(self._graphs)
 
+    @property
+    def largest(self) -> int:
+        """The most tokens a captured graph takes (0: none captured): larger batches run eagerly."""
+        return max((key.tokens for key in self._graphs), default=0)
+
     def bucket(self, num_tokens: int, num_seqs: int, max_len: int) -> BucketKey | None:
         """The bucket to replay (captured by `get` if need be), or None: run this batch eagerly."""
         key = choose_bucket(num_tokens, num_seqs, max_len, self.max_tokens)

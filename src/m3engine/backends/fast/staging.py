@@ -5,8 +5,9 @@ Layout, all int64, for a bucket of `tokens` rows and `seqs` sequences (tokens >=
     [ ids (tokens) | positions (tokens) | token types (tokens) | cu_seqlens (seqs + 1) ]
 
 Rows past T hold zeros; cu_seqlens past N repeat T (empty sequences). Eager batches use the same
-layout with tokens = T and seqs = N; a CUDA graph's static input buffer *is* this layout, so a
-batch reaches a graph by one host-to-device copy, with no extra kernels.
+layout with seqs = N and, on CUDA, tokens = T rounded up to EAGER_ROW_STEP (`eager_rows`); a CUDA
+graph's static input buffer *is* this layout, so a batch reaches a graph by one host-to-device
+copy, with no extra kernels.
 
 The host side is a ring of pinned buffers reused across batches (a fresh pinned allocation per
 batch costs tens of microseconds, a pageable copy is staged by the driver): before one is
@@ -24,6 +25,16 @@ import torch
 
 from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.types import PackedBatch
+
+# cuBLAS picks each product's algorithm on the host the first time it meets a shape, so a batch
+# of a row count never seen before pays for it; rounded up to this step, the eager batches of a
+# token budget have few row counts, and the warm-up runs each once (warmup.eager_row_passes).
+EAGER_ROW_STEP = 128
+
+
+def eager_rows(tokens: int) -> int:
+    """Rows of an eager batch's buffers on CUDA: its tokens rounded up to EAGER_ROW_STEP."""
+    return -(-tokens // EAGER_ROW_STEP) * EAGER_ROW_STEP
 
 
 def flat_size(tokens: int, seqs: int) -> int:

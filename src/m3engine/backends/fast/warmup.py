@@ -4,6 +4,9 @@ What a first batch of a new shape can pay for on CUDA, and which pass here pays 
 - a Triton compile (~0.3 s each, then cached on disk by Triton): every small_gemm config a token
   count can pick (`token_counts`), and each attention kernel (varlen; per sequence for long ones);
 - a cuBLAS kernel's first load: batches of a ladder of sizes up to the budget (`ladder_passes`);
+- cuBLAS's choice of algorithm for a product's row count, made on the host the first time it meets
+  one: an eager batch's rows are rounded up to staging.EAGER_ROW_STEP, and one batch of each such
+  count runs through one layer (`eager_row_passes`; every layer's products have the same shapes);
 - a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
   largest batch): a full batch of every head request, short sequences and, where the model takes
   them, long ones;
@@ -20,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from m3engine.backends.base import BatchLimits
+from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
 from m3engine.types import Encoded, HeadRequest, PackedBatch
 
 SHORT = 256  # the length of the sequences of a full batch of short ones
@@ -61,6 +65,16 @@ def ladder_passes(limits: BatchLimits, start: int) -> list[WarmupPass]:
             WarmupPass(_split(tokens, length), limits.heads[0], f"cuBLAS kernels at {tokens} tokens")
         )
         tokens = int(tokens * LADDER_STEP) + 1
+    return passes
+
+
+def eager_row_passes(limits: BatchLimits, graphed: int) -> list[WarmupPass]:
+    """A batch of each row count an eager batch can have (staging.eager_rows), from the first one
+    past `graphed` (the most tokens a captured graph takes) to the budget's."""
+    passes = []
+    for rows in range(eager_rows(graphed + 1), eager_rows(limits.max_tokens) + 1, EAGER_ROW_STEP):
+        length = max(min(SHORT, limits.max_length), -(-rows // limits.max_seqs))
+        passes.append(WarmupPass(_split(rows, length), limits.heads[0], f"cuBLAS's choice at {rows} rows"))
     return passes
 
 
