@@ -66,7 +66,8 @@ class FastBackend(Backend):
       kernel cannot take); without Triton, the plain encoder (encoder.py) with flash attention;
     - the CPU, and fp32 anywhere: the plain encoder, attention one sequence at a time;
     - dtype "fp8" (CUDA with Triton only): the encoder's matrix products in e4m3 (fp8.py).
-    Batches up to graphs.MAX_TOKENS tokens replay CUDA graphs on CUDA in half precision.
+    Batches up to graphs.MAX_TOKENS tokens replay CUDA graphs on CUDA in half precision; larger ones
+    run eagerly, their rows rounded up to staging.EAGER_ROW_STEP (the warm-up runs each count).
 
     A batch whose outputs read only each sequence's CLS row (a cross-encoder's scores; CLS-pooled
     dense vectors without sparse or ColBERT), when it runs eagerly, runs its last layer's products
