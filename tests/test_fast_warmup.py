@@ -11,6 +11,7 @@ import pytest
 from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
+from m3engine.backends.fast.graphs import MAX_TOKENS, TOKEN_LADDER
 from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
 from m3engine.backends.fast.warmup import (
     LADDER_STEP,
@@ -116,18 +117,19 @@ def test_the_ladder_reaches_every_batch_size_within_one_step(max_seqs: int) -> N
         assert len(p.lengths) <= max_seqs and max(p.lengths) <= limits.max_length
 
 
-@pytest.mark.parametrize("max_tokens, max_seqs", [(16384, 256), (10000, 8), (4096, 256)])
-def test_every_eager_row_count_is_warmed(max_tokens: int, max_seqs: int) -> None:
+@pytest.mark.parametrize(
+    "max_tokens, max_seqs, max_length",
+    [(16384, 256, 8192), (10000, 8, 8192), (4096, 256, 512), (3000, 256, 8192), (9000, 9, 1000)],
+)
+def test_every_eager_row_count_is_warmed(max_tokens: int, max_seqs: int, max_length: int) -> None:
     """Each batch too large for the captured graphs runs with its rows rounded up (eager_rows), and
-    one warm-up pass ran each such row count: cuBLAS meets no new row count after the warm-up."""
-    graphed = 4096
-    limits = BatchLimits(max_tokens, max_seqs, 8192, (DENSE,))
+    one warm-up pass ran each such row count: cuBLAS meets no new row count after the warm-up. An
+    input longer than the budget is a batch alone, so its length counts too."""
+    graphed = max(b for b in TOKEN_LADDER if b <= min(MAX_TOKENS, max_tokens))  # choose_bucket's
+    limits = BatchLimits(max_tokens, max_seqs, max_length, (DENSE,))
     passes = eager_row_passes(limits, graphed)
     ran = [sum(p.lengths) for p in passes]
     assert ran == sorted(set(ran)) and all(rows % EAGER_ROW_STEP == 0 for rows in ran)
-    needed = {eager_rows(t) for t in range(graphed + 1, max_tokens + 1)}
-    assert needed == set(ran)
-    assert len(ran) <= max_tokens // EAGER_ROW_STEP
-    for p in passes:
-        assert len(p.lengths) <= max_seqs and max(p.lengths) <= limits.max_length
-    assert all(eager_rows(t) - t < EAGER_ROW_STEP for t in range(1, 3 * EAGER_ROW_STEP))
+    largest = max(max_tokens, max_length)  # the most tokens of one batch (plan_batches)
+    assert {eager_rows(t) for t in range(graphed + 1, largest + 1)} == set(ran)
+    assert all(p.lengths and max(p.lengths) <= max_length for p in passes)

@@ -66,8 +66,9 @@ class FastBackend(Backend):
       kernel cannot take); without Triton, the plain encoder (encoder.py) with flash attention;
     - the CPU, and fp32 anywhere: the plain encoder, attention one sequence at a time;
     - dtype "fp8" (CUDA with Triton only): the encoder's matrix products in e4m3 (fp8.py).
-    Batches up to graphs.MAX_TOKENS tokens replay CUDA graphs on CUDA in half precision; larger ones
-    run eagerly, their rows rounded up to staging.EAGER_ROW_STEP (the warm-up runs each count).
+    Batches up to graphs.MAX_TOKENS tokens replay CUDA graphs on CUDA in half precision; the others
+    (larger ones, and any whose graph is not captured yet) run eagerly there, their rows rounded up
+    to staging.EAGER_ROW_STEP (the warm-up runs each count past the graphs').
 
     A batch whose outputs read only each sequence's CLS row (a cross-encoder's scores; CLS-pooled
     dense vectors without sparse or ColBERT), when it runs eagerly, runs its last layer's products
@@ -188,7 +189,7 @@ class FastBackend(Backend):
         weights: EncoderWeights | None = None,
     ) -> DeviceStates:
         """The final states of `batch` run without a graph, its rows rounded up to
-        staging.eager_rows on CUDA (the rows past T belong to no sequence)."""
+        staging.eager_rows where graphs run (the rows past T belong to no sequence)."""
         t, n = batch.num_tokens, batch.num_seqs
         padded = eager_rows(t) if self.graphs is not None else t
         flat = self._stager.stage(batch, self.weights.config.position_offset, padded, n)

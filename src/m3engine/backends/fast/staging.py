@@ -5,7 +5,7 @@ Layout, all int64, for a bucket of `tokens` rows and `seqs` sequences (tokens >=
     [ ids (tokens) | positions (tokens) | token types (tokens) | cu_seqlens (seqs + 1) ]
 
 Rows past T hold zeros; cu_seqlens past N repeat T (empty sequences). Eager batches use the same
-layout with seqs = N and, on CUDA, tokens = T rounded up to EAGER_ROW_STEP (`eager_rows`); a CUDA
+layout with seqs = N and, where graphs run, tokens = T rounded up to EAGER_ROW_STEP (`eager_rows`); a CUDA
 graph's static input buffer *is* this layout, so a batch reaches a graph by one host-to-device
 copy, with no extra kernels.
 
@@ -33,7 +33,8 @@ EAGER_ROW_STEP = 128
 
 
 def eager_rows(tokens: int) -> int:
-    """Rows of an eager batch's buffers on CUDA: its tokens rounded up to EAGER_ROW_STEP."""
+    """Rows of an eager batch's buffers where graphs run (CUDA in half precision or fp8): its
+    tokens rounded up to EAGER_ROW_STEP."""
     return -(-tokens // EAGER_ROW_STEP) * EAGER_ROW_STEP
 
 

@@ -70,10 +70,13 @@ def ladder_passes(limits: BatchLimits, start: int) -> list[WarmupPass]:
 
 def eager_row_passes(limits: BatchLimits, graphed: int) -> list[WarmupPass]:
     """A batch of each row count an eager batch can have (staging.eager_rows), from the first one
-    past `graphed` (the most tokens a captured graph takes) to the budget's."""
+    past `graphed` (the most tokens a captured graph takes) to the largest: the budget's, or one
+    input's where the model takes inputs longer than the budget (such an input is a batch alone).
+    Only the row count matters here, so a pass may hold more sequences than a batch would."""
+    largest = max(limits.max_tokens, limits.max_length)
     passes = []
-    for rows in range(eager_rows(graphed + 1), eager_rows(limits.max_tokens) + 1, EAGER_ROW_STEP):
-        length = max(min(SHORT, limits.max_length), -(-rows // limits.max_seqs))
+    for rows in range(eager_rows(graphed + 1), eager_rows(largest) + 1, EAGER_ROW_STEP):
+        length = min(limits.max_length, max(SHORT, -(-rows // limits.max_seqs)))
         passes.append(WarmupPass(_split(rows, length), limits.heads[0], f"cuBLAS's choice at {rows} rows"))
     return passes
 
