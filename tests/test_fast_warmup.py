@@ -11,7 +11,7 @@ import pytest
 from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
-from m3engine.backends.fast.graphs import MAX_TOKENS, TOKEN_LADDER
+from m3engine.backends.fast.graphs import MAX_TOKENS, warmup_buckets
 from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
 from m3engine.backends.fast.warmup import (
     LADDER_STEP,
@@ -125,7 +125,7 @@ def test_every_eager_row_count_is_warmed(max_tokens: int, max_seqs: int, max_len
     """Each batch too large for the captured graphs runs with its rows rounded up (eager_rows), and
     one warm-up pass ran each such row count: cuBLAS meets no new row count after the warm-up. An
     input longer than the budget is a batch alone, so its length counts too."""
-    graphed = max(b for b in TOKEN_LADDER if b <= min(MAX_TOKENS, max_tokens))  # choose_bucket's
+    graphed = max(key.tokens for key in warmup_buckets(min(MAX_TOKENS, max_tokens), max_seqs))
     limits = BatchLimits(max_tokens, max_seqs, max_length, (DENSE,))
     passes = eager_row_passes(limits, graphed)
     ran = [sum(p.lengths) for p in passes]

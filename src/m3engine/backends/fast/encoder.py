@@ -9,9 +9,9 @@ sequence, so CI tests the same packing and numerics. When the inputs carry an `a
 of flash attention (what the fast backend does on CUDA where Triton is installed; measured on an
 H200: 1.3-1.4x flash's speed on the bench's passages, 2.5x on query-sized inputs).
 
-Rows past `cu_seqlens[-1]` (the padding of a CUDA-graph bucket or of an eager batch on CUDA,
-staging.eager_rows) belong to no sequence: attention
-never reads them and every other step is row-wise, so whatever they hold never reaches a real row.
+Rows past `cu_seqlens[-1]` (the padding of a CUDA-graph bucket, or of an eager batch where graphs
+run: staging.eager_rows) belong to no sequence: attention never reads them and every other step is
+row-wise, so whatever they hold never reaches a real row.
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ Layout, all int64, for a bucket of `tokens` rows and `seqs` sequences (tokens >=
     [ ids (tokens) | positions (tokens) | token types (tokens) | cu_seqlens (seqs + 1) ]
 
 Rows past T hold zeros; cu_seqlens past N repeat T (empty sequences). Eager batches use the same
-layout with seqs = N and, where graphs run, tokens = T rounded up to EAGER_ROW_STEP (`eager_rows`); a CUDA
-graph's static input buffer *is* this layout, so a batch reaches a graph by one host-to-device
-copy, with no extra kernels.
+layout with seqs = N and tokens = T, rounded up to EAGER_ROW_STEP where graphs run (`eager_rows`);
+a CUDA graph's static input buffer *is* this layout, so a batch reaches a graph by one
+host-to-device copy, with no extra kernels.
 
 The host side is a ring of pinned buffers reused across batches (a fresh pinned allocation per
 batch costs tens of microseconds, a pageable copy is staged by the driver): before one is
