@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from m3engine.backends.fast import FastBackend
+from m3engine.backends.fast import FastBackend, staging
+from m3engine.backends.fast.backend import DeviceStates
 from m3engine.backends.fast.encoder import host_arrays
 from m3engine.backends.fast.inputs import PackedInputs
 from m3engine.backends.fast.weights import EncoderWeights
@@ -148,6 +149,41 @@ def test_reranker_logits_match(reranker_dir: Path, monkeypatch: pytest.MonkeyPat
     r = ref.forward(batch, HeadRequest(logits=True)).logits
     assert f is not None and r is not None and f.shape == (len(pairs), 1)
     np.testing.assert_allclose(f, r, atol=1e-5, rtol=1e-5)  # fp32 rounding on logits ~10
+
+
+def test_cls_rows_rounded_up_change_no_output(
+    reranker_dir: Path,
+    m3_pair: tuple[FastBackend, ReferenceBackend, TextTokenizer],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Where graphs run, the products over CLS rows run on staging.cls_rows(N) rows, the rows past N
+    copies of the first: forced here on the CPU, the logits and the CLS-pooled dense vectors equal
+    those computed on the N rows alone."""
+    reranker, _, tokenizer = _pair(reranker_dir)
+    pairs = tokenizer.encode_pairs([MULTILINGUAL[0]] * 5, MULTILINGUAL[1:6], 128, 96)
+    m3, _, m3_tokenizer = m3_pair
+    cases = [
+        (reranker, PackedBatch.from_encoded(pairs), HeadRequest(logits=True), "logits"),
+        (m3, _batch(m3_tokenizer, MULTILINGUAL), HeadRequest(dense=True), "dense"),
+    ]
+    for fast, batch, heads, name in cases:
+        plain = getattr(fast.forward(batch, heads), name)
+        seen = _spy_rows(fast, monkeypatch)
+        monkeypatch.setattr(fast, "_cls_rows", staging.cls_rows)
+        padded = getattr(fast.forward(batch, heads), name)
+        rows, n = seen[-1], batch.num_seqs
+        assert rows is not None and len(rows) == staging.cls_rows(n) > n
+        assert rows[:n].tolist() == batch.cu_seqlens[:-1].tolist() and not rows[n:].any()
+        assert padded.shape == plain.shape and padded.shape[0] == n
+        np.testing.assert_allclose(padded, plain, atol=1e-6, rtol=1e-6)
+
+
+def test_cls_states_padded_repeat_the_first_row() -> None:
+    """A graph-replayed batch's CLS rows, gathered padded for the products over them."""
+    hidden = torch.randn(10, 4)  # (T, H) of sequences of 3, 5 and 2 tokens
+    states = DeviceStates(hidden, torch.tensor([0, 3, 8, 10]), (3, 5, 2))
+    torch.testing.assert_close(states.cls_states(), hidden[[0, 3, 8]], rtol=0, atol=0)
+    torch.testing.assert_close(states.cls_states(5), hidden[[0, 3, 8, 0, 0]], rtol=0, atol=0)
 
 
 def test_bert_classifier_logits_match(classifier_dir: Path) -> None:

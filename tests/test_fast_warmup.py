@@ -12,10 +12,11 @@ from m3engine.backends.base import BatchLimits
 from m3engine.backends.fast import small_gemm as sg
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, per_sequence_faster
 from m3engine.backends.fast.graphs import MAX_TOKENS, warmup_buckets
-from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
+from m3engine.backends.fast.staging import CLS_ROW_STEP, EAGER_ROW_STEP, cls_rows, eager_rows
 from m3engine.backends.fast.warmup import (
     LADDER_STEP,
     WarmupPass,
+    cls_row_passes,
     eager_row_passes,
     kernel_passes,
     ladder_passes,
@@ -133,3 +134,23 @@ def test_every_eager_row_count_is_warmed(max_tokens: int, max_seqs: int, max_len
     largest = max(max_tokens, max_length)  # the most tokens of one batch (plan_batches)
     assert {eager_rows(t) for t in range(graphed + 1, largest + 1)} == set(ran)
     assert all(p.lengths and max(p.lengths) <= max_length for p in passes)
+
+
+@pytest.mark.parametrize("max_seqs", [256, 100, 16, 1])
+def test_every_cls_row_count_is_warmed(max_seqs: int) -> None:
+    """A batch of any number of sequences runs its products over CLS rows (the last layer of a
+    CLS-only batch, a classifier) on a row count that a warm-up pass ran, with no more sequences
+    than a batch holds."""
+    passes = cls_row_passes(BatchLimits(16384, max_seqs, 512, (HeadRequest(logits=True),)))
+    warmed = [cls_rows(len(p.lengths)) for p in passes]
+    assert warmed == sorted(set(warmed))
+    assert {cls_rows(n) for n in range(1, max_seqs + 1)} == set(warmed)
+    assert all(len(p.lengths) <= max_seqs and max(p.lengths) == 2 for p in passes)
+
+
+def test_cls_rows_keep_each_product_on_its_kernel() -> None:
+    """Rounding the CLS rows up never moves a product to another small_gemm config or to cuBLAS:
+    no new kernel variant, and the warm-up's compiled ones cover the padded counts."""
+    for n in range(1, 2 * sg.SMALL_M + 1):
+        assert n <= cls_rows(n) < n + CLS_ROW_STEP
+        assert configs(cls_rows(n)) == configs(n), n

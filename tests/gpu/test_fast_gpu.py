@@ -189,14 +189,40 @@ def test_padded_eager_rows_change_no_real_row(long_dir: Path, monkeypatch: pytes
     monkeypatch.setattr(
         fast, "_encode", lambda inputs, *a: rows_run.append(len(inputs.input_ids)) or encode(inputs, *a)
     )
-    padded = [_states(fast, batch, True, cls_only).hidden.float().clone() for cls_only in (False, True)]
+    padded = [_real_rows(_states(fast, batch, True, cls_only)).clone() for cls_only in (False, True)]
     assert rows_run == [staging.eager_rows(t)] * 2
     monkeypatch.setattr(staging, "EAGER_ROW_STEP", 1)
-    plain = [_states(fast, batch, True, cls_only).hidden.float() for cls_only in (False, True)]
+    plain = [_real_rows(_states(fast, batch, True, cls_only)) for cls_only in (False, True)]
     assert rows_run[2:] == [t, t]
     for a, b in zip(padded, plain, strict=True):
         assert a.shape == b.shape and a.shape[0] in (t, batch.num_seqs)
         assert torch.nn.functional.cosine_similarity(a, b, dim=-1).min().item() >= 0.9999
+
+
+def _real_rows(states: DeviceStates) -> torch.Tensor:
+    """(T, H) every row's final states, or (N, H) the CLS rows' of a CLS-only batch, in fp32."""
+    return (states.cls_states() if states.cls_only else states.hidden).float()
+
+
+def test_padded_cls_rows_change_no_logit(reranker_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reranker batches, graph-replayed and eager, score the same with the products over CLS rows
+    run on staging.cls_rows(N) rows as on N rows."""
+    fast, _, _ = _backends(reranker_dir, "fp16")
+    assert fast.graphs is not None
+    rng = np.random.default_rng(7)
+    small = [_random_text(rng, int(n)) for n in rng.integers(20, 129, 21)]  # under 4,096 tokens: a graph
+    large = [_random_text(rng, int(n)) for n in rng.integers(100, 129, 45)]  # over: eager
+    batches = [PackedBatch.from_encoded(texts) for texts in (small, large)]
+    assert batches[0].num_tokens <= 4096 < batches[1].num_tokens
+    heads = HeadRequest(logits=True)
+    # a bucket is captured the second time it is asked for: the third run of `small` replays it
+    padded = [fast.forward(b, heads).logits for b in batches for _ in range(3)]
+    assert fast.graphs.captured
+    monkeypatch.setattr(fast, "_cls_rows", lambda n: n)
+    plain = [fast.forward(b, heads).logits for b in batches for _ in range(3)]
+    for a, b in zip(padded, plain, strict=True):
+        assert a is not None and b is not None and a.shape == b.shape and a.shape[0] in (21, 45)
+        np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3)
 
 
 def _random_text(rng: np.random.Generator, length: int) -> Encoded:
@@ -256,8 +282,9 @@ def test_no_triton_compile_after_load(tmp_path: Path, monkeypatch: pytest.Monkey
     compiled.clear()
     monkeypatch.setattr(staging, "EAGER_ROW_STEP", 1)  # the eager batches below run at their own sizes
     sizes = ([1], [2], [3], [16], [17], [41], [5, 36], [63, 1], [64], [65], [100, 29], [255], [256], [257])
-    for lengths in (*sizes, [300, 1], [1000, 17, 3], [511, 2]):
+    for lengths in (*sizes, [300, 1], [1000, 17, 3], [511, 2], [3] * 40, [2] * 200):
         batch = PackedBatch.from_encoded([Encoded(ids=[5] * n) for n in lengths])
-        _states(backend, batch, use_graphs=False)
+        for cls_only in (False, True):  # CLS-only batches run their last products on staging.cls_rows
+            _states(backend, batch, False, cls_only)
     torch.cuda.synchronize()
     assert compiled == []

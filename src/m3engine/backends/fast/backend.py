@@ -13,8 +13,9 @@ from m3engine.backends.choose import DTYPES, torch_dtype
 from m3engine.backends.fast.encoder import LONG_SEQUENCE, classify, encode, per_sequence_faster, uses_varlen
 from m3engine.backends.fast.graphs import GraphRunner
 from m3engine.backends.fast.inputs import PackedInputs
-from m3engine.backends.fast.staging import HostStager, eager_rows, unpack
+from m3engine.backends.fast.staging import HostStager, cls_index, cls_rows, eager_rows, unpack
 from m3engine.backends.fast.warmup import (
+    cls_row_passes,
     eager_row_passes,
     kernel_passes,
     ladder_passes,
@@ -24,7 +25,7 @@ from m3engine.backends.fast.warmup import (
 from m3engine.backends.fast.weights import EncoderWeights, load_encoder
 from m3engine.backends.host_ring import HostRing
 from m3engine.backends.transfer import HostCopy, PendingOutputs, collect_heads
-from m3engine.models.heads import M3Heads, cls_pool, head_tensors
+from m3engine.models.heads import M3Heads, head_tensors
 from m3engine.models.kinds import ModelKind
 from m3engine.models.spec import ModelSpec
 from m3engine.types import BatchOutputs, HeadRequest, PackedBatch, TokenIds
@@ -36,14 +37,18 @@ COMPUTE_DTYPES = {name: torch_dtype(name) for name in DTYPES} | {"fp8": torch.bf
 class DeviceStates(NamedTuple):
     """The final states of one batch and the device tensors the heads read."""
 
-    hidden: torch.Tensor  # (T, H) compute dtype; (N, H) with cls_only
+    hidden: torch.Tensor  # (T, H) compute dtype; (R, H) with cls_only, R >= N
     cu_seqlens: torch.Tensor  # (N + 1,) int64
     lengths: tuple[int, ...]  # (N,) on the host
-    cls_only: bool = False  # `hidden` holds each sequence's CLS row alone, in order
+    cls_only: bool = False  # `hidden` holds each sequence's CLS row alone, in order (staging.cls_index)
 
-    def cls_states(self) -> torch.Tensor:
-        """(N, H) the final states of each sequence's CLS row."""
-        return self.hidden if self.cls_only else cls_pool(self.hidden, self.cu_seqlens)
+    def cls_states(self, rows: int | None = None) -> torch.Tensor:
+        """(N, H) the final states of each sequence's CLS row; (rows, H) with `rows` >= N, the rows
+        past N copies of the first (staging.cls_index; with cls_only, `hidden` holds >= `rows`)."""
+        n = len(self.lengths)
+        if self.cls_only:
+            return self.hidden[: n if rows is None else rows]
+        return self.hidden[cls_index(self.cu_seqlens, n, n if rows is None else rows)]
 
 
 def _triton_available() -> bool:
@@ -134,12 +139,24 @@ class FastBackend(Backend):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         if self.graphs is not None:
             self.graphs.capture_ladder(limits.max_tokens, limits.max_seqs)
-            one_layer = dataclasses.replace(self.weights, layers=self.weights.layers[:1])
-            for step in eager_row_passes(limits, self.graphs.largest):
-                self._eager_states(placeholder_batch(step.lengths), step.lengths, weights=one_layer)
+            self._choose_row_algorithms(limits, self.graphs.largest)
         for step in ladder_passes(limits, max(counts, default=0) + 1) + largest_passes(limits, LONG_SEQUENCE):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
         torch.cuda.synchronize(self._device)
+
+    def _choose_row_algorithms(self, limits: BatchLimits, graphed: int) -> None:
+        """Run each padded row count of the eager batches, and of the products over CLS rows, once
+        through one layer (every layer's products have the same shapes), so that cuBLAS makes its
+        choice per row count here (warmup.py)."""
+        one_layer = dataclasses.replace(self.weights, layers=self.weights.layers[:1])
+        for step in eager_row_passes(limits, graphed):
+            self._eager_states(placeholder_batch(step.lengths), step.lengths, weights=one_layer)
+        if not self.reads_cls_only(HeadRequest(dense=True)):  # neither a cross-encoder nor CLS-pooled
+            return
+        for step in cls_row_passes(limits):
+            states = self._eager_states(placeholder_batch(step.lengths), step.lengths, True, one_layer)
+            if self.spec.is_cross_encoder:
+                classify(one_layer, states.cls_states(self._cls_rows(len(step.lengths))))
 
     def reads_cls_only(self, heads: HeadRequest) -> bool:
         """Whether `heads` read only each sequence's CLS row of the final states."""
@@ -189,15 +206,20 @@ class FastBackend(Backend):
         weights: EncoderWeights | None = None,
     ) -> DeviceStates:
         """The final states of `batch` run without a graph, its rows rounded up to
-        staging.eager_rows where graphs run (the rows past T belong to no sequence)."""
+        staging.eager_rows where graphs run (the rows past T belong to no sequence); with `cls_only`,
+        of `_cls_rows(N)` rows: each sequence's CLS row, then copies of the first."""
         t, n = batch.num_tokens, batch.num_seqs
         padded = eager_rows(t) if self.graphs is not None else t
         flat = self._stager.stage(batch, self.weights.config.position_offset, padded, n)
         cu = flat[3 * padded : 3 * padded + n + 1]  # (N + 1,) int64
-        rows = cu[:-1] if cls_only else None  # (N,) each sequence's first row
+        rows = cls_index(cu, n, self._cls_rows(n)) if cls_only else None  # (R,)
         inputs = unpack(flat, padded, n, max(lengths, default=0), lengths)
-        hidden = self._encode(inputs, rows, weights)  # (padded, H), or (N, H) with cls_only
+        hidden = self._encode(inputs, rows, weights)  # (padded, H), or (R, H) with cls_only
         return DeviceStates(hidden if cls_only else hidden[:t], cu, lengths, cls_only)
+
+    def _cls_rows(self, seqs: int) -> int:
+        """Rows of the products over one row per sequence: staging.cls_rows where graphs run."""
+        return cls_rows(seqs) if self.graphs is not None else seqs
 
     @torch.inference_mode()
     def launch(self, batch: PackedBatch, heads: HeadRequest) -> PendingOutputs:
@@ -225,10 +247,12 @@ class FastBackend(Backend):
 
     def _launch_from_cls(self, states: DeviceStates, heads: HeadRequest) -> PendingOutputs:
         """Outputs read from the CLS rows alone: a cross-encoder's logits, or CLS-pooled dense vectors."""
-        cls = states.cls_states()  # (N, H); a gather or an eager output, never a graph's static buffer
+        # the CLS states: a gather or an eager output, never a graph's static buffer
+        n = len(states.lengths)
         if self.spec.is_cross_encoder:
-            copy = HostCopy({"logits": classify(self.weights, cls)}, self._copy_stream, self.ring)  # (N, C)
+            logits = classify(self.weights, states.cls_states(self._cls_rows(n)))[:n]  # (N, C)
+            copy = HostCopy({"logits": logits}, self._copy_stream, self.ring)
             return PendingOutputs(copy, lambda host: BatchOutputs(logits=host["logits"]))
-        dense = {"dense": cls.float()} if heads.dense else {}  # (N, H) fp32
+        dense = {"dense": states.cls_states().float()} if heads.dense else {}  # (N, H) fp32
         copy = HostCopy(dense, self._copy_stream, self.ring)
         return PendingOutputs(copy, lambda host: BatchOutputs(dense=host.get("dense")))

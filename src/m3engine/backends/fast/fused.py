@@ -176,5 +176,5 @@ def encode_fused(
             continue
         if xq is None:  # the previous layer ran in bf16
             xq = quantize_rows(x)
-        x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, (i + 1) in layers8, keep)
+        x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, i < last and (i + 1) in layers8, keep)
     return x

@@ -38,6 +38,25 @@ def eager_rows(tokens: int) -> int:
     return -(-tokens // EAGER_ROW_STEP) * EAGER_ROW_STEP
 
 
+# Likewise the products that run on one row per sequence (a CLS-only batch's last layer after
+# attention, a cross-encoder's classifier): their rows are the sequences', rounded up to this step
+# where graphs run (`cls_rows`). A multiple of small_gemm's row bounds, so the rounding never moves a
+# product to another kernel; the warm-up runs each count once (warmup.cls_row_passes).
+CLS_ROW_STEP = 16
+
+
+def cls_rows(seqs: int) -> int:
+    """Rows of the products over one row per sequence where graphs run: `seqs` rounded up to
+    CLS_ROW_STEP."""
+    return -(-seqs // CLS_ROW_STEP) * CLS_ROW_STEP
+
+
+def cls_index(cu_seqlens: torch.Tensor, seqs: int, rows: int) -> torch.Tensor:
+    """(rows,) each sequence's first row, then the first sequence's again up to `rows` (>= `seqs`):
+    the extra rows are copies that no output reads."""
+    return torch.nn.functional.pad(cu_seqlens[:seqs], (0, rows - seqs))
+
+
 def flat_size(tokens: int, seqs: int) -> int:
     return 3 * tokens + seqs + 1
 

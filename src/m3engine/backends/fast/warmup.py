@@ -7,6 +7,8 @@ What a first batch of a new shape can pay for on CUDA, and which pass here pays 
 - cuBLAS's choice of algorithm for a product's row count, made on the host the first time it meets
   one: an eager batch's rows are rounded up to staging.EAGER_ROW_STEP, and one batch of each such
   count runs through one layer (`eager_row_passes`; every layer's products have the same shapes);
+  likewise the products over one row per sequence (a CLS-only batch's last layer after attention, a
+  cross-encoder's classifier), their rows rounded up to staging.CLS_ROW_STEP (`cls_row_passes`);
 - a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
   largest batch): a full batch of every head request, short sequences and, where the model takes
   them, long ones;
@@ -23,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from m3engine.backends.base import BatchLimits
-from m3engine.backends.fast.staging import EAGER_ROW_STEP, eager_rows
+from m3engine.backends.fast.staging import CLS_ROW_STEP, EAGER_ROW_STEP, cls_rows, eager_rows
 from m3engine.types import Encoded, HeadRequest, PackedBatch
 
 SHORT = 256  # the length of the sequences of a full batch of short ones
@@ -79,6 +81,15 @@ def eager_row_passes(limits: BatchLimits, graphed: int) -> list[WarmupPass]:
         length = min(limits.max_length, max(SHORT, -(-rows // limits.max_seqs)))
         passes.append(WarmupPass(_split(rows, length), limits.heads[0], f"cuBLAS's choice at {rows} rows"))
     return passes
+
+
+def cls_row_passes(limits: BatchLimits) -> list[WarmupPass]:
+    """A batch for each count of CLS rows (staging.cls_rows) up to the budget's sequences': of
+    sequences of two tokens (CLS, SEP), since only their number matters."""
+    return [
+        WarmupPass((2,) * min(rows, limits.max_seqs), limits.heads[0], f"cuBLAS's choice at {rows} CLS rows")
+        for rows in range(CLS_ROW_STEP, cls_rows(limits.max_seqs) + 1, CLS_ROW_STEP)
+    ]
 
 
 def largest_passes(limits: BatchLimits, long_sequence: int) -> list[WarmupPass]:
