@@ -80,7 +80,9 @@ class FastBackend(Backend):
     after attention, and its LayerNorms, on those rows alone (encoder.layer; QKV and attention still
     see every row): 3.1 % of XLM-R large's matrix-product multiply-adds; measured on an H200, 2-3 %
     of the device time of the bench's passages (dense only) and 1.6-3.6 % of its rerank. Batches
-    replayed through a captured graph keep every row.
+    replayed through a captured graph keep every row. Where graphs run, the products over CLS rows
+    (those, and a classifier's) run on the sequences rounded up to staging.CLS_ROW_STEP, the extra
+    rows copies of the first, so that few row counts reach cuBLAS (the warm-up runs each).
     """
 
     def __init__(self, spec: ModelSpec, tokens: TokenIds, device: str = "cpu", dtype: str = "fp32") -> None:
