@@ -66,7 +66,8 @@ def test_fused_bf16_matches_plain_encoder(long_dir: Path, epilogue: bool) -> Non
 @pytest.mark.parametrize(("dtype", "floor"), [("bf16", 0.9999), ("fp8", 0.999)])
 def test_cls_only_last_layer_matches_every_row(long_dir: Path, dtype: str, floor: float) -> None:
     """The last layer on the CLS rows alone (dense-only and reranker batches) against all rows, after
-    the warm-up's passes over each count of CLS rows (through a one-layer copy of the weights)."""
+    the warm-up's passes over each count of CLS rows (through a one-layer copy of the weights: in
+    fp8, a stack whose last layer is not the model's, fused.encode_fused)."""
     fast, _, _ = _backends(long_dir, dtype)
     with torch.inference_mode():
         fast._choose_row_algorithms(BatchLimits(8192, 64, 1024, (HeadRequest(dense=True),)), 4096)

@@ -207,6 +207,9 @@ def _real_rows(states: DeviceStates) -> torch.Tensor:
 def test_padded_cls_rows_change_no_logit(reranker_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Reranker batches, graph-replayed and eager, score the same with the products over CLS rows
     run on staging.cls_rows(N) rows as on N rows."""
+    from m3engine.backends.fast import backend as backend_module
+    from m3engine.backends.fast import staging
+
     fast, _, _ = _backends(reranker_dir, "fp16")
     assert fast.graphs is not None
     rng = np.random.default_rng(7)
@@ -215,11 +218,20 @@ def test_padded_cls_rows_change_no_logit(reranker_dir: Path, monkeypatch: pytest
     batches = [PackedBatch.from_encoded(texts) for texts in (small, large)]
     assert batches[0].num_tokens <= 4096 < batches[1].num_tokens
     heads = HeadRequest(logits=True)
-    # a bucket is captured the second time it is asked for: the third run of `small` replays it
-    padded = [fast.forward(b, heads).logits for b in batches for _ in range(3)]
+    for batch in batches:  # a bucket is captured the second time it is asked for: `small` then replays
+        fast.forward(batch, heads)
+        fast.forward(batch, heads)
     assert fast.graphs.captured
+    rows_seen: list[int] = []
+    classify = backend_module.classify
+    monkeypatch.setattr(
+        backend_module, "classify", lambda w, cls: rows_seen.append(len(cls)) or classify(w, cls)
+    )
+    padded = [fast.forward(b, heads).logits for b in batches]
+    assert rows_seen == [staging.cls_rows(21), staging.cls_rows(45)] == [32, 48]
     monkeypatch.setattr(fast, "_cls_rows", lambda n: n)
-    plain = [fast.forward(b, heads).logits for b in batches for _ in range(3)]
+    plain = [fast.forward(b, heads).logits for b in batches]
+    assert rows_seen[2:] == [21, 45]
     for a, b in zip(padded, plain, strict=True):
         assert a is not None and b is not None and a.shape == b.shape and a.shape[0] in (21, 45)
         np.testing.assert_allclose(a, b, atol=2e-3, rtol=2e-3)
@@ -277,7 +289,8 @@ def test_no_triton_compile_after_load(tmp_path: Path, monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(JITFunction, "_do_compile", counting)
     backend = _backends(path, "bf16")[0]
-    backend.warmup(BatchLimits(max_tokens=16384, max_seqs=256, max_length=1024, heads=(ALL,)))
+    dense = HeadRequest(dense=True)  # CLS-only: the warm-up's passes over CLS rows run too
+    backend.warmup(BatchLimits(max_tokens=16384, max_seqs=256, max_length=1024, heads=(ALL, dense)))
     assert compiled.count("_gemm_kernel") >= 4, compiled  # the warm-up compiled small_gemm's configs
     compiled.clear()
     monkeypatch.setattr(staging, "EAGER_ROW_STEP", 1)  # the eager batches below run at their own sizes

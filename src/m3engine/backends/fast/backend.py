@@ -37,18 +37,23 @@ COMPUTE_DTYPES = {name: torch_dtype(name) for name in DTYPES} | {"fp8": torch.bf
 class DeviceStates(NamedTuple):
     """The final states of one batch and the device tensors the heads read."""
 
-    hidden: torch.Tensor  # (T, H) compute dtype; (R, H) with cls_only, R >= N
+    # (T, H) compute dtype; with cls_only (R, H): the CLS rows in order, then copies of the first
+    # (R = FastBackend._cls_rows(N): staging.cls_rows(N) where graphs run, else N)
+    hidden: torch.Tensor
     cu_seqlens: torch.Tensor  # (N + 1,) int64
     lengths: tuple[int, ...]  # (N,) on the host
-    cls_only: bool = False  # `hidden` holds each sequence's CLS row alone, in order (staging.cls_index)
+    cls_only: bool = False
 
-    def cls_states(self, rows: int | None = None) -> torch.Tensor:
-        """(N, H) the final states of each sequence's CLS row; (rows, H) with `rows` >= N, the rows
-        past N copies of the first (staging.cls_index; with cls_only, `hidden` holds >= `rows`)."""
+    def cls_states(self, padded_to: int | None = None) -> torch.Tensor:
+        """(N, H) the final states of each sequence's CLS row; (padded_to, H) for `padded_to` >= N,
+        the rows past N copies of the first (staging.cls_index). A gather or an eager output, never
+        a captured graph's static buffer."""
         n = len(self.lengths)
+        count = n if padded_to is None else padded_to
         if self.cls_only:
-            return self.hidden[: n if rows is None else rows]
-        return self.hidden[cls_index(self.cu_seqlens, n, n if rows is None else rows)]
+            assert count <= self.hidden.shape[0], (count, self.hidden.shape)
+            return self.hidden[:count]
+        return self.hidden[cls_index(self.cu_seqlens, n, count)]
 
 
 def _triton_available() -> bool:
@@ -153,7 +158,7 @@ class FastBackend(Backend):
         one_layer = dataclasses.replace(self.weights, layers=self.weights.layers[:1])
         for step in eager_row_passes(limits, graphed):
             self._eager_states(placeholder_batch(step.lengths), step.lengths, weights=one_layer)
-        if not self.reads_cls_only(HeadRequest(dense=True)):  # neither a cross-encoder nor CLS-pooled
+        if not any(self.reads_cls_only(heads) for heads in limits.heads):
             return
         for step in cls_row_passes(limits):
             states = self._eager_states(placeholder_batch(step.lengths), step.lengths, True, one_layer)
@@ -249,7 +254,6 @@ class FastBackend(Backend):
 
     def _launch_from_cls(self, states: DeviceStates, heads: HeadRequest) -> PendingOutputs:
         """Outputs read from the CLS rows alone: a cross-encoder's logits, or CLS-pooled dense vectors."""
-        # the CLS states: a gather or an eager output, never a graph's static buffer
         n = len(states.lengths)
         if self.spec.is_cross_encoder:
             logits = classify(self.weights, states.cls_states(self._cls_rows(n)))[:n]  # (N, C)

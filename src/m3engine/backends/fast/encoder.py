@@ -169,7 +169,8 @@ def encode(
 
 
 def classify(w: EncoderWeights, cls: torch.Tensor) -> torch.Tensor:
-    """(N, C) logits in fp32 from the final states of the N CLS rows, (N, H)."""
+    """(R, C) logits in fp32 from the final states of R CLS rows, (R, H) (FastBackend passes them
+    rounded up to staging.cls_rows where graphs run, and reads the first N)."""
     head = w.classifier
     assert head is not None, "classify() needs a checkpoint with a classification head"
     pooled = torch.tanh(F.linear(cls, head.dense_w, head.dense_b))

@@ -176,5 +176,7 @@ def encode_fused(
             continue
         if xq is None:  # the previous layer ran in bf16
             xq = quantize_rows(x)
+        # `w` may hold the first layers alone (the warm-up's one-layer copy) while `fp8.layers`
+        # covers the whole stack: the last layer of `w` quantises its output for no one
         x, xq = fp8_layer(x, xq, lw, f, cfg, inputs, varlen, i < last and (i + 1) in layers8, keep)
     return x

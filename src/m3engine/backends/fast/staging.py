@@ -40,8 +40,9 @@ def eager_rows(tokens: int) -> int:
 
 # Likewise the products that run on one row per sequence (a CLS-only batch's last layer after
 # attention, a cross-encoder's classifier): their rows are the sequences', rounded up to this step
-# where graphs run (`cls_rows`). A multiple of small_gemm's row bounds, so the rounding never moves a
-# product to another kernel; the warm-up runs each count once (warmup.cls_row_passes).
+# where graphs run (`cls_rows`). It divides each of small_gemm's row bounds and SMALL_M, so the
+# rounding never moves a product to another kernel; the warm-up runs each count once
+# (warmup.cls_row_passes).
 CLS_ROW_STEP = 16
 
 
@@ -54,6 +55,7 @@ def cls_rows(seqs: int) -> int:
 def cls_index(cu_seqlens: torch.Tensor, seqs: int, rows: int) -> torch.Tensor:
     """(rows,) each sequence's first row, then the first sequence's again up to `rows` (>= `seqs`):
     the extra rows are copies that no output reads."""
+    assert rows >= seqs, (rows, seqs)  # a negative pad would crop
     return torch.nn.functional.pad(cu_seqlens[:seqs], (0, rows - seqs))
 
 

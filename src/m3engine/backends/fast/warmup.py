@@ -85,7 +85,9 @@ def eager_row_passes(limits: BatchLimits, graphed: int) -> list[WarmupPass]:
 
 def cls_row_passes(limits: BatchLimits) -> list[WarmupPass]:
     """A batch for each count of CLS rows (staging.cls_rows) up to the budget's sequences': of
-    sequences of two tokens (CLS, SEP), since only their number matters."""
+    sequences of two tokens (CLS, SEP), since only their number matters (so at most one budget's
+    sequences, though their tokens may exceed the token budget). The backend runs them CLS-only,
+    whatever the pass's `heads`."""
     return [
         WarmupPass((2,) * min(rows, limits.max_seqs), limits.heads[0], f"cuBLAS's choice at {rows} CLS rows")
         for rows in range(CLS_ROW_STEP, cls_rows(limits.max_seqs) + 1, CLS_ROW_STEP)
