@@ -56,6 +56,8 @@ def cls_index(cu_seqlens: torch.Tensor, seqs: int, rows: int) -> torch.Tensor:
     """(rows,) each sequence's first row, then the first sequence's again up to `rows` (>= `seqs`):
     the extra rows are copies that no output reads."""
     assert rows >= seqs, (rows, seqs)  # a negative pad would crop
+    if rows == seqs:  # the CPU, CLS-pooled dense vectors: a view, no copy kernel
+        return cu_seqlens[:seqs]
     return torch.nn.functional.pad(cu_seqlens[:seqs], (0, rows - seqs))
 
 
