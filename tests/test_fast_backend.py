@@ -187,6 +187,20 @@ def test_cls_states_padded_repeat_the_first_row() -> None:
     torch.testing.assert_close(states.cls_states(5), hidden[[0, 3, 8, 0, 0]], rtol=0, atol=0)
 
 
+def test_stager_even_out_leaves_no_buffer_to_grow() -> None:
+    """After the warm-up's largest batches sized some of the input ring, no later batch allocates."""
+    stager = staging.HostStager(torch.device("cpu"))
+    batch = PackedBatch.from_encoded([Encoded(ids=list(range(5, 105)))])
+    stager.stage(batch, 2, 100, 1)  # one buffer sized for 100 tokens, the others empty
+    stager.even_out()
+    sizes = [host.numel() for host in stager._hosts]
+    assert sizes == [staging.flat_size(100, 1)] * staging.RING
+    hosts = list(stager._hosts)
+    for _ in range(staging.RING):
+        stager.stage(batch, 2, 100, 1)
+    assert all(a is b for a, b in zip(hosts, stager._hosts, strict=True))  # reused, none replaced
+
+
 def test_bert_classifier_logits_match(classifier_dir: Path) -> None:
     fast, ref, tokenizer = _pair(classifier_dir)
     batch = PackedBatch.from_encoded(

@@ -107,6 +107,23 @@ def test_slots_grow_with_headroom_and_the_smallest_that_fits_is_taken() -> None:
     assert ring.grown == 2
 
 
+def test_even_out_grows_every_free_slot_to_the_largest() -> None:
+    """The warm-up's batches ran one at a time and sized one slot; a bulk call keeps two in flight."""
+    ring = HostRing(slots=3, pin=False)
+    first, held = _Owner(), _Owner()
+    big, small = ring.acquire(5_000_000, first), ring.acquire(1000, held)
+    assert big is not None and small is not None and ring.grown == 2
+    ring.release(big)
+    largest = big.buffer.numel()
+    ring.even_out()
+    assert ring.grown == 3  # the free empty slot, not the held one
+    assert sorted(s.buffer.numel() for s in ring.slots) == sorted([small.buffer.numel(), largest, largest])
+    ring.release(small)
+    a, b = _Owner(), _Owner()
+    in_flight = [ring.acquire(5_000_000, a), ring.acquire(5_000_000, b)]
+    assert all(slot is not None for slot in in_flight) and ring.grown == 3  # no pinning for either
+
+
 def test_layout_aligns_every_output() -> None:
     offsets, nbytes = layout({"a": torch.zeros(3, dtype=torch.float16), "b": torch.zeros(5, 7)})
     assert offsets == {"a": 0, "b": ALIGN} and nbytes == ALIGN + ALIGN  # 140 bytes round up to 256

@@ -149,6 +149,9 @@ class FastBackend(Backend):
             self._choose_row_algorithms(limits, self.graphs.largest)
         for step in ladder_passes(limits, max(counts, default=0) + 1) + largest_passes(limits, LONG_SEQUENCE):
             self.launch(placeholder_batch(step.lengths), step.heads).result()
+        self._stager.even_out()
+        if self.ring is not None:
+            self.ring.even_out()
         torch.cuda.synchronize(self._device)
 
     def _choose_row_algorithms(self, limits: BatchLimits, graphed: int) -> None:

@@ -122,6 +122,17 @@ class HostStager:
             self._hosts[slot], self._arrays[slot] = host, host.numpy()
         return slot, host[:size], self._arrays[slot][:size]
 
+    def even_out(self) -> None:
+        """Grow every buffer to the largest one's size: the warm-up's largest batches sized only some
+        of the ring, and a first bulk call that met a small one paid for pinning (warmup.py)."""
+        largest = max(host.numel() for host in self._hosts)
+        for slot, done in enumerate(self._copied):
+            if self._hosts[slot].numel() < largest:
+                if done is not None:
+                    done.synchronize()
+                host = torch.empty(largest, dtype=torch.int64, pin_memory=self._cuda)
+                self._hosts[slot], self._arrays[slot] = host, host.numpy()
+
     def stage(
         self,
         batch: PackedBatch,

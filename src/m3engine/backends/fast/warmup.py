@@ -9,9 +9,11 @@ What a first batch of a new shape can pay for on CUDA, and which pass here pays 
   count runs through one layer (`eager_row_passes`; every layer's products have the same shapes);
   likewise the products over one row per sequence (a CLS-only batch's last layer after attention, a
   cross-encoder's classifier), their rows rounded up to staging.CLS_ROW_STEP (`cls_row_passes`);
-- a first allocation (the caching allocator's and the pinned host ring's blocks, sized by the
+- a first allocation (the caching allocator's and the pinned host rings' blocks, sized by the
   largest batch): a full batch of every head request, short sequences and, where the model takes
-  them, long ones;
+  them, long ones; then every buffer of both pinned rings (inputs, outputs) is grown to the largest
+  one's size (`even_out`), since those batches ran one at a time and a bulk call keeps several in
+  flight (a cudaHostAlloc of 1.4 ms was the one allocation a first rerank made on an H100 host);
 - a CUDA graph capture (GraphRunner.capture_ladder): between the two, after every compile (a
   capture must not meet one) and before the largest batches (a capture empties the allocator's
   cache).
