@@ -118,9 +118,13 @@ class HostStager:
             done.synchronize()  # the last copy out of this buffer has finished
         host = self._hosts[slot]
         if host.numel() < size:
-            host = torch.empty(max(size, 2 * host.numel()), dtype=torch.int64, pin_memory=self._cuda)
-            self._hosts[slot], self._arrays[slot] = host, host.numpy()
-        return slot, host[:size], self._arrays[slot][:size]
+            self._replace(slot, max(size, 2 * host.numel()))
+        return slot, self._hosts[slot][:size], self._arrays[slot][:size]
+
+    def _replace(self, slot: int, size: int) -> None:
+        """A new pinned buffer of `size` in `slot` (its last copy out must have finished)."""
+        host = torch.empty(size, dtype=torch.int64, pin_memory=self._cuda)
+        self._hosts[slot], self._arrays[slot] = host, host.numpy()
 
     def even_out(self) -> None:
         """Grow every buffer to the largest one's size: the warm-up's largest batches sized only some
@@ -130,8 +134,7 @@ class HostStager:
             if self._hosts[slot].numel() < largest:
                 if done is not None:
                     done.synchronize()
-                host = torch.empty(largest, dtype=torch.int64, pin_memory=self._cuda)
-                self._hosts[slot], self._arrays[slot] = host, host.numpy()
+                self._replace(slot, largest)
 
     def stage(
         self,
